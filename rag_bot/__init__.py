@@ -1,0 +1,21 @@
+"""rag-bot: a local RAG chatbot over your own documents.
+
+The public API is small and listed in `__all__`; importing this package loads no heavy library
+(torch, chromadb, sentence-transformers, gradio, llama-cpp).
+"""
+
+from .config import Config, load_config
+from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "InputError",
+    "ModelError",
+    "RagBotError",
+    "StoreError",
+    "__version__",
+    "load_config",
+]

