@@ -1,0 +1,207 @@
+"""Lazy model factories. Heavy libraries (torch, sentence-transformers, transformers) are imported
+inside the functions that need them, so `import rag_bot` stays fast and an unchanged re-ingest never
+loads a model."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+from langchain_core.embeddings import Embeddings
+
+from .config import PACKAGED_EMBEDDER, EmbeddingConfig
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(ref: str, key: str) -> str:
+    """Turn a model reference into something `from_pretrained` can load.
+
+    `package:<module>` names a model shipped in a Python package (its `get_model_path()`);
+    anything else is a local folder or a hub name and is returned as is.
+    """
+    if not ref.startswith("package:"):
+        return ref
+    module_name = ref.removeprefix("package:")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        pip_name = module_name.replace("_", "-")
+        raise ModelError(
+            f"{key}: {ref!r} needs the Python package {pip_name!r}, which is not installed; "
+            f"run `make setup` or `pip install {pip_name}`"
+        ) from exc
+    if not hasattr(module, "get_model_path"):
+        raise ModelError(f"{key}: module {module_name!r} has no get_model_path(); it does not ship a model")
+    return str(module.get_model_path())
+
+
+def native_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), where it is ~2x faster."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class LocalEmbeddings(Embeddings):
+    """A sentence-transformers bi-encoder behind LangChain's `Embeddings` interface.
+
+    The model loads on first use (thread-safe), so building this object costs nothing. Vectors are
+    L2-normalised. On CPUs with native bfloat16 the forward pass runs under bf16 autocast
+    (measured ~2x faster, cosine 0.99998 to float32); elsewhere it stays float32.
+    """
+
+    def __init__(self, config: EmbeddingConfig, key: str = "embedding.model") -> None:
+        self.config = config
+        self.name = config.model
+        self._key = key
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> Any:
+        """The `SentenceTransformer`, loaded on first access."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> Any:
+        path = resolve_model_path(self.name, self._key)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelError("sentence-transformers is not installed; run `make setup`") from exc
+        device = _pick_device(self.config.device)
+        log.info("loading embedding model %s on %s", self.name, device)
+        try:
+            with _quiet_transformers():
+                return SentenceTransformer(path, device=device)
+        except Exception as exc:  # hub errors, missing files, bad folders: all end up here
+            raise ModelError(
+                f"{self._key}: cannot load {self.name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"set it to a local model folder or to {PACKAGED_EMBEDDER!r}"
+            ) from exc
+
+    @property
+    def bf16(self) -> bool:
+        """Whether encoding runs under bfloat16 autocast."""
+        precision = self.config.precision
+        if precision == "auto":
+            return _pick_device(self.config.device) == "cpu" and native_bf16()
+        return precision == "bfloat16"
+
+    @property
+    def dimension(self) -> int:
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def max_tokens(self) -> int:
+        """Longest input (in tokenizer tokens, special tokens excluded) the model reads in full."""
+        tokenizer = self.tokenizer
+        limit = self._model.max_seq_length if self._model is not None else tokenizer.model_max_length
+        if not isinstance(limit, int) or limit > 100_000:
+            limit = 512
+        return limit - tokenizer.num_special_tokens_to_add()
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's own tokenizer, loaded without loading the model weights."""
+        if self._model is not None:
+            return self._model.tokenizer
+        if self._tokenizer is None:
+            with self._lock:
+                if self._tokenizer is None:
+                    self._tokenizer = self._load_tokenizer()
+        return self._tokenizer
+
+    def _load_tokenizer(self) -> Any:
+        path = resolve_model_path(self.name, self._key)
+        try:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(path)
+        except Exception as exc:
+            raise ModelError(
+                f"{self._key}: cannot load the tokenizer of {self.name!r} ({_first_line(exc)}); "
+                f"set it to a local model folder or to {PACKAGED_EMBEDDER!r}"
+            ) from exc
+
+    def count_tokens(self, text: str) -> int:
+        """Length of `text` in the model's tokens (special tokens excluded), for chunking."""
+        return len(self.tokenizer.tokenize(text))
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> Any:
+        """Encode texts to a float32 numpy array of normalised vectors."""
+        import torch
+
+        model = self.model
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with torch.inference_mode(), autocast:
+            vectors = model.encode(
+                texts,
+                batch_size=batch_size or self.config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return vectors.astype("float32", copy=False)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        return self.encode(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode([text])[0].tolist()
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No 'Loading weights' progress bar from transformers while a model loads."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,115 @@
+"""The Chroma store: a persistent folder under `data_dir`, or a Chroma server (`store.mode: http`).
+
+The collection records which embedding model (and dimension) wrote its vectors, so that a query or
+an ingest with another model is refused instead of silently mixing vector spaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .config import Config
+from .errors import StoreError
+
+if TYPE_CHECKING:
+    from langchain_chroma import Chroma
+    from langchain_core.embeddings import Embeddings
+
+log = logging.getLogger(__name__)
+
+META_MODEL = "rag_bot.embedding_model"
+META_DIMENSION = "rag_bot.embedding_dimension"
+
+
+def store_location(config: Config) -> str:
+    """Where the vectors live, for messages and stats: a folder or an http address."""
+    if config.store.mode == "http":
+        return f"http://{config.store.host}:{config.store.port}"
+    return str(config.store.path)
+
+
+def store_key(config: Config) -> str:
+    """A short stable name for this store and collection, used to keep local records apart."""
+    digest = hashlib.sha256(store_location(config).encode()).hexdigest()[:10]
+    return f"{config.store.collection}-{config.store.mode}-{digest}"
+
+
+def open_client(config: Config) -> Any:
+    """Connect to Chroma as configured; a server that does not answer is a one-line `StoreError`."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if config.store.mode == "persistent":
+        config.store.path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(config.store.path), settings=settings)
+    try:
+        client = chromadb.HttpClient(host=config.store.host, port=config.store.port, settings=settings)
+        client.heartbeat()
+    except Exception as exc:
+        raise StoreError(
+            f"store.host/store.port: no Chroma server answers at {store_location(config)} ({type(exc).__name__}); "
+            f"start one with `chroma run --path DIR --host {config.store.host} --port {config.store.port}` "
+            f"or set store.mode: persistent"
+        ) from exc
+    return client
+
+
+def store_exists(config: Config) -> bool:
+    """Whether a persistent store folder is there (never creates it); http stores always count."""
+    return config.store.mode == "http" or (config.store.path / "chroma.sqlite3").exists()
+
+
+def get_collection(client: Any, name: str) -> Any | None:
+    """The collection, or None when it does not exist (never creates it)."""
+    try:
+        return client.get_collection(name)
+    except Exception:  # chromadb raises NotFoundError (a ValueError subclass in some versions)
+        return None
+
+
+def open_vectorstore(config: Config, embeddings: "Embeddings", client: Any | None = None) -> "Chroma":
+    """The LangChain `Chroma` vector store over the configured collection, created if missing.
+
+    Our embedding function is always passed, so Chroma never downloads its own default model.
+    """
+    from langchain_chroma import Chroma
+
+    return Chroma(
+        client=client if client is not None else open_client(config),
+        collection_name=config.store.collection,
+        embedding_function=embeddings,
+        collection_metadata={META_MODEL: config.embedding.model},
+        collection_configuration={"hnsw": {"space": "cosine"}},
+    )
+
+
+def recorded_model(collection: Any) -> tuple[str | None, int | None]:
+    """(model, dimension) recorded on the collection, each None when unknown."""
+    metadata = collection.metadata or {}
+    dimension = metadata.get(META_DIMENSION)
+    return metadata.get(META_MODEL), int(dimension) if dimension is not None else None
+
+
+def check_model(collection: Any, model: str, what: str = "ingest") -> None:
+    """Refuse to mix vectors of two embedding models in one collection."""
+    recorded, _ = recorded_model(collection)
+    if recorded is None and collection.count() == 0:
+        return
+    if recorded != model:
+        raise StoreError(
+            f"embedding.model: collection {collection.name!r} was built with {recorded or 'an unknown model'!r}, "
+            f"but the config says {model!r}; to {what} with the new model, re-run ingest with --rebuild "
+            f"(re-embeds everything), or set store.collection to another name"
+        )
+
+
+def record_model(collection: Any, model: str, dimension: int) -> None:
+    """Write the model and dimension into the collection's metadata (kept with other keys)."""
+    metadata = {k: v for k, v in (collection.metadata or {}).items() if not k.startswith("hnsw:")}
+    if metadata.get(META_MODEL) == model and metadata.get(META_DIMENSION) == dimension:
+        return
+    metadata.update({META_MODEL: model, META_DIMENSION: dimension})
+    collection.modify(metadata=metadata)
