@@ -1,0 +1,111 @@
+"""Ingest benchmark on BEIR SciFact: our pipeline against raw `SentenceTransformer.encode`.
+
+Writes one file per abstract into a temp folder, ingests it with a fresh store, then encodes the
+very same chunk texts with the bare model (float32, and with the precision the pipeline used), and
+re-ingests the unchanged folder (in-process and through the CLI). Prints the figures and writes
+bench/results/ingest_scifact.json.
+
+    .venv/bin/python bench/ingest_scifact.py [--data ../shared/data/scifact] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ingest.pipeline import run_ingest  # noqa: E402
+from rag_bot.config import Config  # noqa: E402
+from rag_bot.models import LocalEmbeddings  # noqa: E402
+from rag_bot.store import get_collection, open_client  # noqa: E402
+
+
+def write_corpus(corpus: Path, folder: Path, limit: int | None) -> int:
+    count = 0
+    with gzip.open(corpus, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            if limit is not None and count >= limit:
+                break
+            doc = json.loads(line)
+            (folder / f"{doc['_id']}.txt").write_text(f"{doc['title']}\n\n{doc['text']}\n", encoding="utf-8")
+            count += 1
+    return count
+
+
+def raw_encode(embeddings: LocalEmbeddings, texts: list[str], bf16: bool) -> float:
+    import torch
+
+    model = embeddings.model
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    started = time.perf_counter()
+    with torch.inference_mode(), autocast:
+        model.encode(texts, batch_size=embeddings.config.batch_size, normalize_embeddings=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N abstracts (smoke runs)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest_scifact.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rag-bot-bench-") as tmp:
+        tmp = Path(tmp)
+        folder = tmp / "scifact"
+        folder.mkdir()
+        documents = write_corpus(args.data / "corpus.jsonl.gz", folder, args.limit)
+        config = Config.model_validate({"data_dir": str(tmp / "data")}).resolved(tmp)
+        (tmp / "config.yaml").write_text(f"data_dir: {tmp / 'data'}\n")
+
+        embeddings = LocalEmbeddings(config.embedding)
+        report = run_ingest(config, folder, progress=True, embeddings=embeddings)
+        ingest_seconds = report.seconds
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        chunks = report.chunks_total
+
+        texts = get_collection(open_client(config), config.store.collection).get(include=["documents"])["documents"]
+        raw_same = raw_encode(embeddings, texts, embeddings.bf16)
+        raw_fp32 = raw_encode(embeddings, texts, False) if embeddings.bf16 else raw_same
+
+        again = run_ingest(config, folder, progress=False, embeddings=LocalEmbeddings(config.embedding))
+        started = time.perf_counter()
+        subprocess.run([str(Path(sys.executable).parent / "rag-bot"), "--config", str(tmp / "config.yaml"),
+                        "ingest", str(folder), "--json"], check=True, capture_output=True)
+        cli_again = time.perf_counter() - started
+
+    results = {
+        "command": "python bench/ingest_scifact.py" + (f" --limit {args.limit}" if args.limit else ""),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}",
+        "documents": documents,
+        "chunks": chunks,
+        "precision": "bfloat16" if embeddings.bf16 else "float32",
+        "ingest_seconds": round(ingest_seconds, 2),
+        "ingest_chunks_per_s": round(chunks / ingest_seconds, 1),
+        "raw_encode_chunks_per_s_same_precision": round(chunks / raw_same, 1),
+        "raw_encode_chunks_per_s_float32": round(chunks / raw_fp32, 1),
+        "pipeline_overhead_vs_raw_same_precision": round(ingest_seconds / raw_same - 1, 3),
+        "reingest_unchanged_seconds_in_process": round(again.seconds, 2),
+        "reingest_unchanged_seconds_cli": round(cli_again, 2),
+        "reingest_share_of_first_run": round(cli_again / ingest_seconds, 4),
+        "peak_rss_mb_ingest": round(peak_rss_mb),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    for key, value in results.items():
+        print(f"{key:42} {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Stage 4: keep the Chroma collection in sync with the folder.
+
+Two records live in one SQLite file under `data_dir/records/`:
+- LangChain's `SQLRecordManager`, used through `langchain_core.indexing.index()`: it knows every
+  chunk id (a hash of text and metadata) and which file it came from, so unchanged chunks are never
+  re-embedded and a changed file's stale chunks are deleted;
+- our `files` table (size, mtime, sha256, chunk count per file), written only after the file's
+  chunks are in the store. A file whose size and mtime are unchanged is not even read again.
+
+Every step writes the store first and the records last, so a run killed at any moment leaves
+nothing that the next run does not repair.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import text
+
+from rag_bot.config import Config
+from rag_bot.errors import StoreError
+from rag_bot.store import check_model, get_collection, open_client, open_vectorstore, record_model, store_key
+
+from .discover import Candidate
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS rag_bot_files (source TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+    "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, chunks INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS rag_bot_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+)
+
+
+@dataclass(frozen=True)
+class FileRow:
+    source: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """A file whose content is new or differs from what the record holds."""
+
+    candidate: Candidate
+    sha256: str
+    is_new: bool
+
+
+@dataclass
+class Plan:
+    added: list[Change] = field(default_factory=list)
+    updated: list[Change] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    touched: list[FileRow] = field(default_factory=list)  # same content, new mtime: refresh the row
+
+    @property
+    def changed(self) -> list[Change]:
+        return self.added + self.updated
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_path(config: Config) -> Path:
+    return config.data_dir / "records" / f"{store_key(config)}.sqlite"
+
+
+class FileRecord:
+    """The per-store SQLite record: LangChain's record manager plus our files and meta tables."""
+
+    def __init__(self, path: Path, namespace: str) -> None:
+        from langchain_classic.indexes import SQLRecordManager
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.manager = SQLRecordManager(namespace, db_url=f"sqlite:///{path}")
+        self.manager.create_schema()
+        with self.manager.engine.begin() as conn:
+            for statement in _SCHEMA:
+                conn.execute(text(statement))
+
+    def files(self) -> dict[str, FileRow]:
+        with self.manager.engine.connect() as conn:
+            rows = conn.execute(text("SELECT source, size, mtime_ns, sha256, chunks FROM rag_bot_files"))
+            return {row[0]: FileRow(*row) for row in rows}
+
+    def save_files(self, rows: list[FileRow]) -> None:
+        if not rows:
+            return
+        with self.manager.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT OR REPLACE INTO rag_bot_files (source, size, mtime_ns, sha256, chunks) "
+                    "VALUES (:source, :size, :mtime_ns, :sha256, :chunks)"
+                ),
+                [row.__dict__ for row in rows],
+            )
+
+    def forget_file(self, source: str) -> None:
+        with self.manager.engine.begin() as conn:
+            conn.execute(text("DELETE FROM rag_bot_files WHERE source = :source"), {"source": source})
+
+    def meta(self, key: str) -> str | None:
+        with self.manager.engine.connect() as conn:
+            row = conn.execute(text("SELECT value FROM rag_bot_meta WHERE key = :key"), {"key": key}).first()
+            return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.manager.engine.begin() as conn:
+            conn.execute(text("INSERT OR REPLACE INTO rag_bot_meta (key, value) VALUES (:key, :value)"),
+                         {"key": key, "value": value})
+
+    def close(self) -> None:
+        self.manager.engine.dispose()
+
+
+def read_files(config: Config) -> dict[str, FileRow]:
+    """The files table without creating anything (empty when there is no record yet)."""
+    path = record_path(config)
+    if not path.exists():
+        return {}
+    record = FileRecord(path, config.store.collection)
+    try:
+        return record.files()
+    finally:
+        record.close()
+
+
+class IngestIndex:
+    """The store and its record, opened for one ingest run (holding a lock against a second run)."""
+
+    def __init__(self, config: Config, embeddings: Any, rebuild: bool = False) -> None:
+        self.config = config
+        self.embeddings = embeddings
+        path = record_path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire_lock(path.with_suffix(".lock"), config.store.collection)
+        self.client = open_client(config)
+        if rebuild:
+            self._wipe(path)
+        self.record = FileRecord(path, config.store.collection)
+        self.vectorstore = open_vectorstore(config, embeddings, self.client)
+        self.collection = self.vectorstore._collection
+
+    def _wipe(self, path: Path) -> None:
+        log.info("rebuild: deleting collection %r and its record", self.config.store.collection)
+        path.unlink(missing_ok=True)
+        if get_collection(self.client, self.config.store.collection) is not None:
+            self.client.delete_collection(self.config.store.collection)
+
+    def __enter__(self) -> "IngestIndex":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.record.close()
+        self._lock.close()
+
+    def check(self, root: Path) -> None:
+        """Refuse another model, or another folder; repair a record whose store was wiped."""
+        check_model(self.collection, self.config.embedding.model)
+        recorded_root = self.record.meta("root")
+        if recorded_root and recorded_root != str(root) and self.record.files():
+            raise StoreError(
+                f"store.collection: {self.config.store.collection!r} mirrors {recorded_root}, not {root}; "
+                f"set store.collection to another name for this folder, or re-run with --rebuild"
+            )
+        self.record.set_meta("root", str(root))
+        if self.collection.count() == 0 and self.record.files():
+            log.warning("the collection is empty but the record lists files: re-indexing everything")
+            self.record.path.unlink()
+            self.record = FileRecord(self.record.path, self.config.store.collection)
+
+    def plan(self, files: list[Candidate], keep: set[str]) -> Plan:
+        """Compare the folder with the record. `keep` are sources skipped this run: left as they are."""
+        return make_plan(self.record.files(), files, keep)
+
+    def delete_sources(self, sources: list[str]) -> int:
+        """Remove every chunk of these files: store first, then the record."""
+        deleted = 0
+        for source in sources:
+            keys = self.record.manager.list_keys(group_ids=[source])
+            if keys:
+                self.vectorstore.delete(keys)
+                self.record.manager.delete_keys(keys)
+            self.record.forget_file(source)
+            deleted += len(keys)
+        return deleted
+
+    def write(self, docs: list[Any], rows: list[FileRow]) -> dict[str, int]:
+        """Index the chunks of some files (skipping unchanged chunks, deleting stale ones), then
+        record the files as done."""
+        from langchain_core.indexing import index
+
+        result = index(
+            docs,
+            self.record.manager,
+            self.vectorstore,
+            batch_size=max(len(docs), 1),
+            cleanup="incremental",
+            source_id_key="source",
+            key_encoder="sha256",
+        )
+        self.record.save_files(rows)
+        return result
+
+    def finish(self) -> int:
+        """Record the model's dimension, remove chunks no record knows (left by a crash at the one
+        moment between a store write and its record), and return the chunk count."""
+        if self.embeddings.loaded:
+            record_model(self.collection, self.config.embedding.model, self.embeddings.dimension)
+        count = self.collection.count()
+        expected = sum(row.chunks for row in self.record.files().values())
+        if count != expected:
+            known = set(self.record.manager.list_keys())
+            orphans = [i for i in _all_ids(self.collection) if i not in known]
+            if orphans:
+                log.info("removing %d chunk(s) left by an interrupted run", len(orphans))
+                self.collection.delete(ids=orphans)
+            count = self.collection.count()
+        return count
+
+
+def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str]) -> Plan:
+    plan = Plan()
+    for candidate in files:
+        row = known.get(candidate.source)
+        if row and row.size == candidate.size and row.mtime_ns == candidate.mtime_ns:
+            plan.unchanged.append(candidate.source)
+            continue
+        try:
+            digest = file_sha256(candidate.path)
+        except OSError:
+            digest = ""  # the loader will report why it cannot be read
+        if row and row.sha256 == digest:
+            plan.unchanged.append(candidate.source)
+            plan.touched.append(FileRow(row.source, candidate.size, candidate.mtime_ns, digest, row.chunks))
+        elif row:
+            plan.updated.append(Change(candidate, digest, is_new=False))
+        else:
+            plan.added.append(Change(candidate, digest, is_new=True))
+    present = {c.source for c in files} | keep
+    plan.deleted = sorted(source for source in known if source not in present)
+    return plan
+
+
+def _all_ids(collection: Any, page: int = 5000) -> Iterator[str]:
+    offset = 0
+    while True:
+        ids = collection.get(include=[], limit=page, offset=offset)["ids"]
+        yield from ids
+        if len(ids) < page:
+            return
+        offset += page
+
+
+def _acquire_lock(path: Path, collection: str) -> Any:
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreError(f"another ingest into collection {collection!r} is running; wait for it to finish") from None
+    return handle
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """Files, chunks, model, dimension and location of the configured store; creates nothing."""
+    from rag_bot.store import recorded_model, store_exists, store_location
+
+    info: dict[str, Any] = {
+        "collection": config.store.collection,
+        "store": store_location(config),
+        "folder": None,
+        "files": 0,
+        "chunks": 0,
+        "model": None,
+        "dimension": None,
+    }
+    collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
+    if collection is None:
+        return info
+    info["chunks"] = collection.count()
+    info["model"], info["dimension"] = recorded_model(collection)
+    path = record_path(config)
+    if path.exists():
+        record = FileRecord(path, config.store.collection)
+        try:
+            info["files"] = len(record.files())
+            info["folder"] = record.meta("root")
+        finally:
+            record.close()
+    return info

@@ -1,0 +1,201 @@
+"""Stage 2: read a file into text sections, through a registry keyed by file extension.
+
+Each loader returns `Section`s: text plus the page it came from (PDF) and whether the text is
+markdown, so the splitter can follow headings. HTML and DOCX headings are turned into markdown
+headings for that reason. Anything wrong with a file raises `InputError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from rag_bot.errors import InputError
+
+
+@dataclass(frozen=True)
+class Section:
+    text: str
+    page: int | None = None
+    markdown: bool = False
+
+
+Loader = Callable[[bytes], list[Section]]
+LOADERS: dict[str, Loader] = {}
+
+CODE_EXTENSIONS = (
+    ".py .pyi .js .jsx .ts .tsx .java .kt .scala .c .h .cc .cpp .hpp .cs .go .rs .rb .php .swift "
+    ".sh .bash .sql .r .lua .pl .m .css .scss .yaml .yml .toml .ini .cfg .tex .rst .org"
+).split()
+
+
+def register(*extensions: str) -> Callable[[Loader], Loader]:
+    def add(loader: Loader) -> Loader:
+        for extension in extensions:
+            LOADERS[extension] = loader
+        return loader
+
+    return add
+
+
+def extensions() -> set[str]:
+    return set(LOADERS)
+
+
+def load(path: Path) -> list[Section]:
+    """Read `path` with the loader for its extension; sections with no text are dropped."""
+    loader = LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise InputError(f"no loader for {path.suffix or 'files without an extension'!r}", error=False)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise InputError("empty file", error=False)
+    sections = [s for s in loader(data) if s.text.strip()]
+    if not sections:
+        raise InputError("no text found in the file", error=False)
+    return sections
+
+
+def decode_text(data: bytes) -> str:
+    """Bytes to text: UTF-8 (or a BOM's encoding), else the encoding charset-normalizer detects."""
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise InputError(f"invalid {encoding} text: {exc.reason} at byte {exc.start}") from exc
+    if b"\x00" in data[:8192]:
+        raise InputError("binary content, not text (is the file extension right?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise InputError("unknown text encoding; convert the file to UTF-8")
+    # charset-normalizer often ranks Baltic code pages first for Western text; among the
+    # near-clean candidates, take the most coherent one and prefer cp1252 (the common case) on ties.
+    least_chaos = min(m.chaos for m in matches)
+    plausible = [m for m in matches if m.chaos <= least_chaos + 0.15]
+    best = max(plausible, key=lambda m: (round(m.coherence, 2), "cp1252" in m.could_be_from_charset))
+    text = str(best)
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f")
+    if controls > len(text) * 0.01:
+        raise InputError("binary content, not text (is the file extension right?)")
+    return text
+
+
+@register(".txt", ".text", *CODE_EXTENSIONS)
+def load_text(data: bytes) -> list[Section]:
+    return [Section(decode_text(data))]
+
+
+@register(".md", ".markdown")
+def load_markdown(data: bytes) -> list[Section]:
+    return [Section(decode_text(data), markdown=True)]
+
+
+@register(".pdf")
+def load_pdf(data: bytes) -> list[Section]:
+    """One section per page, with 1-based page numbers."""
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise InputError("encrypted PDF; save a decrypted copy to ingest it")
+        return [Section(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, 1)]
+    except InputError:
+        raise
+    except Exception as exc:  # pypdf raises many kinds of errors on damaged files
+        raise InputError(f"corrupt or unreadable PDF ({type(exc).__name__}: {_short(exc)})") from exc
+
+
+_HEADING = re.compile(r"^h([1-6])$")
+
+
+@register(".html", ".htm")
+def load_html(data: bytes) -> list[Section]:
+    """Visible text; <h1>-<h6> become markdown headings, and the <title> heads a page without <h1>."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(decode_text(data), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "svg"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if soup.title:
+        soup.title.decompose()
+    for tag in soup.find_all(_HEADING):
+        level = int(tag.name[1])
+        tag.replace_with(f"\n\n{'#' * level} {tag.get_text(' ', strip=True)}\n\n")
+    body = soup.get_text("\n")
+    body = re.sub(r"[ \t]+\n", "\n", body)
+    body = re.sub(r"\n{3,}", "\n\n", body).strip()
+    if title and not re.search(r"^# ", body, re.MULTILINE):
+        body = f"# {title}\n\n{body}"
+    return [Section(body, markdown=True)]
+
+
+@register(".docx")
+def load_docx(data: bytes) -> list[Section]:
+    """Paragraphs in order, Word heading styles as markdown headings, table rows as ' | ' lines."""
+    try:
+        import docx
+
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:
+        raise InputError(f"corrupt or unreadable DOCX ({type(exc).__name__}: {_short(exc)})") from exc
+    lines = []
+    for paragraph in document.paragraphs:
+        text = paragraph.text.strip()
+        style = paragraph.style.name if paragraph.style is not None else ""
+        level = 1 if style == "Title" else _heading_level(style)
+        lines.append(f"{'#' * level} {text}" if level and text else text)
+    for table in document.tables:
+        for row in table.rows:
+            lines.append(" | ".join(cell.text.strip() for cell in row.cells))
+    return [Section("\n\n".join(line for line in lines if line), markdown=True)]
+
+
+def _heading_level(style: str) -> int:
+    match = re.match(r"Heading (\d)", style)
+    return min(int(match.group(1)), 6) if match else 0
+
+
+@register(".csv", ".tsv")
+def load_csv(data: bytes) -> list[Section]:
+    """One line per row, each value labelled with its column: `name: Ada; year: 1843`."""
+    text = decode_text(data)
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        rows = list(csv.reader(io.StringIO(text), dialect))
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV: {exc}") from exc
+    if not rows:
+        raise InputError("empty file", error=False)
+    header, body = rows[0], rows[1:]
+    if not body:
+        return [Section(", ".join(header))]
+    lines = []
+    for row in body:
+        pairs = [f"{name.strip() or f'column {i + 1}'}: {value.strip()}" for i, (name, value) in enumerate(zip(header, row))]
+        pairs += [value.strip() for value in row[len(header):]]
+        lines.append("; ".join(p for p in pairs if p))
+    return [Section("\n".join(lines))]
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,200 @@
+"""The ingest job: folder -> discover -> load -> split -> index, with a report of what changed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from rag_bot.config import Config
+from rag_bot.errors import InputError, RagBotError
+from rag_bot.models import LocalEmbeddings
+from rag_bot.store import store_location
+
+from . import loaders
+from .discover import Skip, discover
+from .index import Change, FileRow, IngestIndex, make_plan, read_files
+from .split import Splitter
+
+log = logging.getLogger(__name__)
+
+# Chunks handed to the embedder at once: large enough for length-sorted batches, small enough
+# that a crash loses little and progress moves.
+GROUP_CHUNKS = 512
+
+
+@dataclass
+class IngestReport:
+    """What one run did. `exit_code` is 1 when a file was skipped because of an error, else 0."""
+
+    folder: str
+    location: str
+    collection: str
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    ignored: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    chunks_total: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(skip.error for skip in self.skipped) else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "files": {
+                "added": len(self.added),
+                "updated": len(self.updated),
+                "deleted": len(self.deleted),
+                "unchanged": len(self.unchanged),
+                "skipped": len(self.skipped),
+            },
+            "chunks": {"written": self.chunks_written, "deleted": self.chunks_deleted, "total": self.chunks_total},
+            "skipped": [{"path": s.source, "reason": s.reason, "error": s.error} for s in self.skipped],
+            "ignored": self.ignored,
+            "dry_run": self.dry_run,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def summary(self) -> str:
+        verb = "Would ingest" if self.dry_run else "Ingested"
+        would = " (dry run: nothing written)" if self.dry_run else ""
+        lines = [
+            f"{verb} {self.folder} into collection {self.collection!r} at {self.location}{would}",
+            f"files:  {len(self.added)} added, {len(self.updated)} updated, {len(self.deleted)} deleted, "
+            f"{len(self.unchanged)} unchanged, {len(self.skipped)} skipped"
+            + (f" ({self.ignored} of unsupported types ignored)" if self.ignored else ""),
+            f"chunks: {'at most ' if self.dry_run else ''}{self.chunks_written} written, "
+            f"{self.chunks_deleted} deleted, {self.chunks_total} in the collection{' now' if self.dry_run else ''}",
+        ]
+        errors = sum(skip.error for skip in self.skipped)
+        if self.skipped:
+            lines.append(f"skipped: {errors} with errors, {len(self.skipped) - errors} by policy (listed above)")
+        lines.append(f"time:   {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+
+def run_ingest(
+    config: Config,
+    folder: str | Path,
+    *,
+    dry_run: bool = False,
+    rebuild: bool = False,
+    progress: bool | None = None,
+    embeddings: Any = None,
+) -> IngestReport:
+    """Bring the collection in line with `folder`. Bad files are skipped and reported, never fatal.
+
+    `progress=None` shows a progress bar only on a terminal. `embeddings` defaults to the
+    configured `LocalEmbeddings` (loaded only if something must be embedded).
+    """
+    started = time.perf_counter()
+    root = Path(folder).expanduser().resolve()
+    if not root.is_dir():
+        raise RagBotError(f"{folder}: not a folder; give the folder of documents to ingest")
+    found = discover(root, config.ingest, loaders.extensions())
+    for skip in found.skipped:
+        _log_skip(skip)
+    report = IngestReport(str(folder), store_location(config), config.store.collection,
+                          skipped=list(found.skipped), ignored=found.ignored, dry_run=dry_run)
+    embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
+    keep = {skip.source for skip in found.skipped}
+    if dry_run:
+        known = {} if rebuild else read_files(config)
+        plan = make_plan(known, found.files, keep)
+        _fill_plan(report, plan)
+        report.chunks_deleted = sum(known[source].chunks for source in plan.deleted)
+        report.chunks_total = sum(row.chunks for row in known.values())
+        if plan.changed:  # split without embedding: how many chunks at most would be written
+            splitter = Splitter(embeddings.count_tokens, config.chunking.size, config.chunking.overlap)
+            report.chunks_written = sum(len(docs) for docs, _ in _groups(plan.changed, splitter, report))
+    else:
+        with IngestIndex(config, embeddings, rebuild=rebuild) as index:
+            index.check(root)
+            plan = index.plan(found.files, keep)
+            _fill_plan(report, plan)
+            index.record.save_files(plan.touched)
+            report.chunks_deleted = index.delete_sources(plan.deleted)
+            _index_changes(index, plan.changed, embeddings, config, report, progress)
+            report.chunks_total = index.finish()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _fill_plan(report: IngestReport, plan: Any) -> None:
+    report.added = [c.candidate.source for c in plan.added]
+    report.updated = [c.candidate.source for c in plan.updated]
+    report.unchanged = plan.unchanged
+    report.deleted = plan.deleted
+
+
+def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
+                   config: Config, report: IngestReport, progress: bool | None) -> None:
+    if not changes:
+        return
+    from tqdm.auto import tqdm
+
+    splitter = Splitter(embeddings.count_tokens, config.chunking.size, config.chunking.overlap)
+    groups = _groups(changes, splitter, report)
+    with tqdm(total=len(changes), unit="file", desc="ingest", disable=None if progress is None else not progress) as bar:
+        for docs, rows in _prefetch(groups):
+            result = index.write(docs, rows)
+            report.chunks_written += result["num_added"] + result["num_updated"]
+            report.chunks_deleted += result["num_deleted"]
+            bar.update(len(rows))
+            bar.set_postfix(chunks=report.chunks_written, refresh=False)
+
+
+def _groups(changes: list[Change], splitter: Splitter, report: IngestReport) -> Iterator[tuple[list, list[FileRow]]]:
+    """Load and split changed files, yielding (chunks, file rows) groups of about GROUP_CHUNKS chunks.
+
+    A file that fails to load is reported and left as it was in the store.
+    """
+    docs: list = []
+    rows: list[FileRow] = []
+    for change in changes:
+        candidate = change.candidate
+        try:
+            chunks = splitter.split(loaders.load(candidate.path), candidate.source)
+        except InputError as exc:
+            _skip(report, change, exc)
+            continue
+        docs.extend(chunks)
+        rows.append(FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks)))
+        if len(docs) >= GROUP_CHUNKS:
+            yield docs, rows
+            docs, rows = [], []
+    if rows:
+        yield docs, rows
+
+
+def _skip(report: IngestReport, change: Change, exc: InputError) -> None:
+    source = change.candidate.source
+    (report.added if change.is_new else report.updated).remove(source)
+    skip = Skip(source, exc.reason, exc.error)
+    report.skipped.append(skip)
+    _log_skip(skip)
+
+
+def _log_skip(skip: Skip) -> None:
+    log.warning("skipped %s: %s", skip.source, skip.reason)
+
+
+def _prefetch(items: Iterable[Any]) -> Iterator[Any]:
+    """Produce the next item in a background thread while the caller works on the current one
+    (loading and splitting overlap with embedding, which releases the GIL)."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-load") as pool:
+        pending = pool.submit(next, iterator, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, iterator, None)
+            yield item

@@ -1,0 +1,81 @@
+"""Shared fixtures: configs in temp folders, fake embeddings for logic tests, the real packaged model."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+
+from rag_bot.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DOCS = ROOT / "examples" / "docs"
+RAG_BOT = str(Path(sys.executable).parent / "rag-bot")
+
+
+class FakeEmbeddings(DeterministicFakeEmbedding):
+    """Deterministic vectors and whitespace 'tokens': for logic that does not depend on the model.
+
+    Counts what it embeds, and can be told to fail after some number of calls (a simulated crash).
+    """
+
+    name: str = "fake"
+    embedded: int = 0
+    calls: int = 0
+    fail_after_calls: int | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.calls > 0
+
+    @property
+    def dimension(self) -> int:
+        return self.size
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if self.fail_after_calls is not None and self.calls >= self.fail_after_calls:
+            raise KeyboardInterrupt("simulated crash")
+        self.calls += 1
+        self.embedded += len(texts)
+        return super().embed_documents(texts)
+
+
+@pytest.fixture
+def fake_embeddings() -> FakeEmbeddings:
+    return FakeEmbeddings(size=16)
+
+
+def make_config(tmp_path: Path, **sections) -> Config:
+    """A config whose data_dir is inside tmp_path; `sections` override keys, e.g. chunking={...}."""
+    raw = {"data_dir": str(tmp_path / "data"), **sections}
+    return Config.model_validate(raw).resolved(tmp_path)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Small chunks (in fake whitespace tokens) so that small test files give several chunks."""
+    return make_config(tmp_path, embedding={"model": "fake"}, chunking={"size": 40, "overlap": 8})
+
+
+@pytest.fixture
+def docs_copy(tmp_path: Path) -> Path:
+    """A writable copy of examples/docs."""
+    target = tmp_path / "docs"
+    shutil.copytree(EXAMPLE_DOCS, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real packaged all-MiniLM-L6-v2, loaded once for the session."""
+    from rag_bot.models import LocalEmbeddings
+
+    embeddings = LocalEmbeddings(load_config(Config()).embedding)
+    embeddings.model  # load now, so tests time only their own work
+    return embeddings

