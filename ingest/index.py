@@ -16,12 +16,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import text
 
+from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
 from rag_bot.store import check_model, get_collection, open_client, open_vectorstore, record_model, store_key
@@ -160,6 +162,7 @@ class IngestIndex:
     def _wipe(self, path: Path) -> None:
         log.info("rebuild: deleting collection %r and its record", self.config.store.collection)
         path.unlink(missing_ok=True)
+        shutil.rmtree(bm25_path(self.config), ignore_errors=True)
         if get_collection(self.client, self.config.store.collection) is not None:
             self.client.delete_collection(self.config.store.collection)
 
@@ -217,6 +220,21 @@ class IngestIndex:
         )
         self.record.save_files(rows)
         return result
+
+    def mark_changing(self) -> None:
+        """Note, before the store changes, that the keyword index must follow (survives a crash)."""
+        self.record.set_meta("bm25_stale", "1")
+
+    def sync_keyword_index(self) -> None:
+        """Rebuild the BM25 index after changes when hybrid retrieval is on; otherwise drop it, so
+        that a retriever turning hybrid on later rebuilds it instead of using a stale one."""
+        if self.record.meta("bm25_stale") != "1":
+            return
+        if self.config.retriever.hybrid:
+            rebuild_bm25(self.config, self.collection)
+        else:
+            shutil.rmtree(bm25_path(self.config), ignore_errors=True)
+        self.record.set_meta("bm25_stale", "0")
 
     def finish(self) -> int:
         """Record the model's dimension, remove chunks no record knows (left by a crash at the one

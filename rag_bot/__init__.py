@@ -6,6 +6,7 @@ The public API is small and listed in `__all__`; importing this package loads no
 
 from .config import Config, load_config
 from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError
+from .retriever import RagRetriever, Retrieval, load_retriever
 
 __version__ = "0.1.0"
 
@@ -15,7 +16,10 @@ __all__ = [
     "InputError",
     "ModelError",
     "RagBotError",
+    "RagRetriever",
+    "Retrieval",
     "StoreError",
     "__version__",
     "load_config",
+    "load_retriever",
 ]

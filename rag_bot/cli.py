@@ -38,6 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(run=_ingest)
 
+    search = commands.add_parser("search", help="retrieve passages for a question, with every score")
+    search.add_argument("query", help="the question")
+    search.add_argument("--k", type=int, default=None, help="how many passages (default: reranker.top_n)")
+    search.add_argument("--source", action="append", metavar="GLOB", help="only sources matching GLOB (repeatable)")
+    search.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    search.set_defaults(run=_search)
+
+    train = commands.add_parser("train-filter", help="train the scope filter that declines out-of-scope questions")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--examples", metavar="FILE", help="labelled rows (text, label: answer|ignore) in CSV, JSONL or YAML")
+    source.add_argument("--from-corpus", action="store_true",
+                        help="no labels: sentences of the ingested corpus against the bundled off-topic messages")
+    train.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    train.set_defaults(run=_train_filter)
+
     stats = commands.add_parser("stats", help="files, chunks, model and location of the store")
     stats.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     stats.set_defaults(run=_stats)
@@ -80,6 +95,96 @@ def _ingest(args: argparse.Namespace) -> int:
     report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress)
     print(json.dumps(report.to_json()) if args.json else report.summary())
     return report.exit_code
+
+
+def _search(args: argparse.Namespace) -> int:
+    from .retriever import load_retriever
+
+    if args.k is not None and args.k < 1:
+        raise RagBotError("--k: must be 1 or more")
+    retriever = load_retriever(load_config(args.config))
+    result = retriever.search(args.query, k=args.k, sources=args.source)
+    if args.json:
+        print(json.dumps(search_json(result)))
+        return 0
+    if result.declined:
+        print(f"Declined: the question looks out of scope for these documents "
+              f"(scope score {result.scope_score:.2f} < threshold {result.threshold:.2f}).")
+        return 0
+    if not result.documents:
+        print("Nothing relevant found.")
+    for number, doc in enumerate(result.documents, 1):
+        meta = doc.metadata
+        where = meta["source"] + (f", page {meta['page']}" if meta.get("page") else "")
+        where += f" — {meta['heading']}" if meta.get("heading") else ""
+        scores = [f"mmr #{meta.get('mmr_rank')}"]
+        if meta.get("rerank_score") is not None:
+            scores.insert(0, f"rerank {meta['rerank_score']:.3f}")
+        if meta.get("bm25_score") is not None:
+            scores.append(f"bm25 {meta['bm25_score']:.2f}")
+        if meta.get("scope_score") is not None:
+            scores.append(f"scope {meta['scope_score']:.2f}")
+        snippet = " ".join(doc.page_content.split())
+        print(f"{number}. {where}\n   {' · '.join(scores)}\n   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+    return 0
+
+
+def search_json(result: object) -> dict:
+    """The `rag-bot search --json` object."""
+    return {
+        "declined": result.declined,
+        "scope_score": result.scope_score,
+        "threshold": result.threshold,
+        "results": [
+            {
+                "source": d.metadata.get("source"),
+                "page": d.metadata.get("page"),
+                "heading": d.metadata.get("heading"),
+                "chunk_index": d.metadata.get("chunk_index"),
+                "text": d.page_content,
+                "mmr_rank": d.metadata.get("mmr_rank"),
+                "rerank_score": d.metadata.get("rerank_score"),
+            }
+            for d in result.documents
+        ],
+        "timings_ms": {stage: round(ms, 2) for stage, ms in result.timings.items()},
+    }
+
+
+def _train_filter(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .filter import bundled_negatives, corpus_examples, describe_metrics, filter_path, read_examples, train_filter
+    from .models import LocalEmbeddings
+
+    config = load_config(args.config)
+    if args.examples:
+        examples = read_examples(Path(args.examples))
+    else:
+        texts, headings = _corpus_sample(config)
+        examples = corpus_examples(texts, bundled_negatives(), headings)
+    scope = train_filter(examples, LocalEmbeddings(config.embedding), config.filter.max_false_refusal)
+    path = filter_path(config)
+    scope.save(path)
+    if args.json:
+        print(json.dumps({**scope.metrics, "path": str(path)}))
+    else:
+        print(describe_metrics(scope.metrics))
+        print(f"saved:             {path}")
+    return 0
+
+
+def _corpus_sample(config: object, limit: int = 3000) -> tuple[list[str], list[str]]:
+    from .store import check_model, get_collection, open_client, store_location
+
+    collection = get_collection(open_client(config), config.store.collection)
+    if collection is None or collection.count() == 0:
+        raise RagBotError(f"store.collection: no documents in {config.store.collection!r} at "
+                          f"{store_location(config)}; run `rag-bot ingest DIR` first, or use --examples FILE")
+    check_model(collection, config.embedding.model, what="train the filter")
+    got = collection.get(include=["documents", "metadatas"], limit=limit)
+    headings = [part for m in got["metadatas"] if (m or {}).get("heading") for part in m["heading"].split(" > ")]
+    return got["documents"], headings
 
 
 def _stats(args: argparse.Namespace) -> int:

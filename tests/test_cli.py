@@ -140,7 +140,7 @@ def _records(data_dir: Path) -> int:
 
 @pytest.mark.parametrize("moment", ["loading", "writing"])
 def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
-    folder = make_corpus(tmp_path / "docs", 150, sentences=40)  # > 512 chunks: several write groups
+    folder = make_corpus(tmp_path / "docs", 220, sentences=40)  # > 512 chunks: several write groups
     config = write_config(tmp_path / "killed")
     process = subprocess.Popen([RAG_BOT, "--config", str(config), "ingest", str(folder)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

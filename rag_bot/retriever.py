@@ -1,0 +1,260 @@
+"""The retriever: scope filter -> MMR (or hybrid MMR + BM25) candidates -> cross-encoder rerank.
+
+`RagRetriever` is a LangChain `BaseRetriever`: `invoke()` / `ainvoke()` return `Document`s whose
+metadata keeps `source`, `page`, `heading`, `chunk_index` and adds `mmr_rank` (1-based rank in
+the candidate list), `rerank_score` and `scope_score`. `search()` returns the same documents plus
+the decision (`declined`, `scope_score`) and per-stage timings. A declined query returns no
+documents, before any passage is read.
+
+    from rag_bot import load_retriever
+    retriever = load_retriever("config.yaml")
+    docs = retriever.invoke("how do I rebuild the collection?", sources="*.md")
+    result = retriever.search("what's the weather like?")   # result.declined, result.scope_score
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+
+from .config import Config, load_config
+from .errors import ModelError, StoreError
+from .filter import ScopeFilter, filter_path
+from .models import LocalEmbeddings, load_cross_encoder, precision_context
+from .store import check_model, get_collection, open_client, open_vectorstore, store_location
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Retrieval:
+    """What one query gave: the documents, the scope decision, and milliseconds per stage."""
+
+    documents: list[Document]
+    declined: bool = False
+    scope_score: float | None = None
+    threshold: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class RagRetriever(BaseRetriever):
+    """MMR candidates from Chroma (fused with BM25 when hybrid), reranked by a cross-encoder,
+    behind a scope filter. Build it with `load_retriever()`.
+
+    Per call, `filter=` takes a Chroma `where` dict (`{"source": "faq.html"}`) and `sources=`
+    one glob or a list of globs over the `source` path (`"guides/*.md"`); `k=` overrides
+    `reranker.top_n` (or `retriever.k` without a reranker).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    config: Config
+    embeddings: Any
+    vectorstore: Any
+    reranker: Any = None
+    scope: ScopeFilter | None = None
+    bm25: Any = None
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
+                                **kwargs: Any) -> list[Document]:
+        return self.search(query, **kwargs).documents
+
+    def search(self, query: str, *, filter: dict | None = None, sources: str | list[str] | None = None,
+               k: int | None = None) -> Retrieval:
+        """Run the stages for one query; see the class docstring for the arguments."""
+        timings: dict[str, float] = {}
+        clock = _Clock(timings)
+        with clock("embed"):
+            vector = self.embeddings.embed_query(query)
+        scope_score, threshold = None, None
+        if self.scope is not None:
+            with clock("filter"):
+                scope_score = self.scope.score([vector])[0]
+                threshold = self.threshold
+            if scope_score < threshold:
+                return Retrieval([], True, scope_score, threshold, timings)
+        where = self._where(filter, sources)
+        with clock("mmr"):
+            candidates = self._mmr(vector, where)
+        if self.bm25 is not None:
+            with clock("bm25"):
+                candidates = self._fuse(candidates, self._keyword(query, where))
+        if self.reranker is not None:
+            with clock("rerank"):
+                candidates = self._rerank(query, candidates, k or self.config.reranker.top_n)
+        elif k is not None:
+            candidates = candidates[:k]
+        if self.scope is not None and self.config.filter.passages and candidates:
+            with clock("passages"):
+                candidates = self._filter_passages(candidates, threshold)
+        for doc in candidates:
+            for key in ("page", "heading", "rerank_score"):  # every document has the same keys
+                doc.metadata.setdefault(key, None)
+            doc.metadata["scope_score"] = scope_score
+        return Retrieval(candidates, False, scope_score, threshold, timings)
+
+    @property
+    def threshold(self) -> float:
+        configured = self.config.filter.threshold
+        return configured if configured is not None else self.scope.threshold
+
+    # stages
+
+    def _mmr(self, vector: list[float], where: dict | None) -> list[Document]:
+        settings = self.config.retriever
+        docs = self.vectorstore.max_marginal_relevance_search_by_vector(
+            vector, k=settings.k, fetch_k=settings.fetch_k, lambda_mult=settings.lambda_mult, filter=where)
+        for rank, doc in enumerate(docs, 1):
+            doc.metadata["mmr_rank"] = rank
+        return docs
+
+    def _keyword(self, query: str, where: dict | None) -> list[Document]:
+        hits = self.bm25.search(query, self.config.retriever.fetch_k)
+        if not hits:
+            return []
+        ids = [chunk_id for chunk_id, _ in hits]
+        got = self.vectorstore._collection.get(ids=ids, where=where, include=["documents", "metadatas"])
+        by_id = {i: Document(page_content=d, metadata=m or {}, id=i)
+                 for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        docs = []
+        for chunk_id, score in hits:
+            if chunk_id in by_id:
+                by_id[chunk_id].metadata["bm25_score"] = score
+                docs.append(by_id[chunk_id])
+        return docs
+
+    def _fuse(self, dense: list[Document], keyword: list[Document]) -> list[Document]:
+        """Reciprocal rank fusion of the two lists; keeps `retriever.k` documents."""
+        rrf_k = self.config.retriever.rrf_k
+        scores: dict[str, float] = {}
+        docs: dict[str, Document] = {}
+        for ranking in (dense, keyword):
+            for rank, doc in enumerate(ranking, 1):
+                scores[doc.id] = scores.get(doc.id, 0.0) + 1.0 / (rrf_k + rank)
+                if doc.id in docs:
+                    docs[doc.id].metadata.update(doc.metadata)
+                else:
+                    docs[doc.id] = doc
+        fused = sorted(docs.values(), key=lambda d: -scores[d.id])[: self.config.retriever.k]
+        for rank, doc in enumerate(fused, 1):
+            doc.metadata["rrf_score"] = scores[doc.id]
+            doc.metadata["mmr_rank"] = rank
+        return fused
+
+    def _rerank(self, query: str, docs: list[Document], top_n: int) -> list[Document]:
+        if not docs:
+            return []
+        settings = self.config.reranker
+        with precision_context(settings.device, "auto"):
+            scores = self.reranker.predict([(query, d.page_content) for d in docs],
+                                           batch_size=settings.batch_size, show_progress_bar=False)
+        for doc, score in zip(docs, scores):
+            doc.metadata["rerank_score"] = float(score)
+        ranked = sorted(docs, key=lambda d: -d.metadata["rerank_score"])
+        if settings.min_score is not None:
+            ranked = [d for d in ranked if d.metadata["rerank_score"] >= settings.min_score]
+        return ranked[:top_n]
+
+    def _filter_passages(self, docs: list[Document], threshold: float) -> list[Document]:
+        got = self.vectorstore._collection.get(ids=[d.id for d in docs], include=["embeddings"])
+        vectors = dict(zip(got["ids"], got["embeddings"]))
+        scores = self.scope.score([vectors[d.id] for d in docs])
+        kept = []
+        for doc, score in zip(docs, scores):
+            doc.metadata["passage_scope_score"] = score
+            if score >= threshold:
+                kept.append(doc)
+        return kept
+
+    def _where(self, where: dict | None, sources: str | list[str] | None) -> dict | None:
+        if sources is None:
+            return where
+        patterns = [sources] if isinstance(sources, str) else list(sources)
+        matching = sorted(s for s in self._sources() if any(fnmatchcase(s, p) for p in patterns))
+        source_where = {"source": {"$in": matching or ["\0no match"]}}
+        return {"$and": [where, source_where]} if where else source_where
+
+    def _sources(self) -> set[str]:
+        collection = self.vectorstore._collection
+        count = collection.count()
+        cached = getattr(self, "_source_cache", None)
+        if cached is None or cached[0] != count:
+            sources: set[str] = set()
+            offset = 0
+            while True:
+                got = collection.get(include=["metadatas"], limit=5000, offset=offset)
+                sources.update((m or {}).get("source", "") for m in got["metadatas"])
+                if len(got["ids"]) < 5000:
+                    break
+                offset += 5000
+            object.__setattr__(self, "_source_cache", (count, sources))
+            cached = (count, sources)
+        return cached[1]
+
+
+class _Clock:
+    """`with clock("stage"):` adds the stage's milliseconds to the timings dict."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self._stage = ""
+        self._start = 0.0
+
+    def __call__(self, stage: str) -> "_Clock":
+        self._stage = stage
+        return self
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self._stage] = (time.perf_counter() - self._start) * 1000
+
+
+def load_retriever(config: str | Config | None = None, *, embeddings: Any = None,
+                   reranker: Any = None) -> RagRetriever:
+    """The retriever over the ingested collection, with every configured stage loaded once.
+
+    `config` is a path, a `Config`, or None (see `load_config`). `embeddings` and `reranker`
+    may be passed in to share already loaded models.
+    """
+    config = config if isinstance(config, Config) else load_config(config)
+    client = open_client(config)
+    collection = get_collection(client, config.store.collection)
+    if collection is None or collection.count() == 0:
+        raise StoreError(f"store.collection: no documents in collection {config.store.collection!r} at "
+                         f"{store_location(config)}; run `rag-bot ingest DIR` first")
+    check_model(collection, config.embedding.model, what="query")
+    embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
+    if reranker is None and config.reranker.enabled:
+        reranker = load_cross_encoder(config.reranker)
+    bm25 = None
+    if config.retriever.hybrid:
+        from .bm25 import load_bm25
+
+        bm25 = load_bm25(config, collection)
+    return RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
+                        reranker=reranker if config.reranker.enabled else None,
+                        scope=_load_scope(config), bm25=bm25)
+
+
+def _load_scope(config: Config) -> ScopeFilter | None:
+    if not config.filter.enabled:
+        return None
+    path = filter_path(config)
+    if not path.exists():
+        log.warning("no scope filter trained yet: every question is answered; run `rag-bot train-filter --from-corpus`")
+        return None
+    scope = ScopeFilter.load(path)
+    if scope.embedding_model != config.embedding.model:
+        raise ModelError(f"embedding.model: the scope filter at {path} was trained with {scope.embedding_model!r}; "
+                         f"retrain it with `rag-bot train-filter`, or set filter.enabled: false")
+    return scope

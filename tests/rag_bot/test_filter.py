@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from rag_bot.errors import ConfigError, ModelError
+from rag_bot.filter import (ScopeFilter, bundled_negatives, calibrate, corpus_examples, read_examples)
+from tests.conftest import ROOT
+
+
+def test_bundled_negatives_are_many_and_varied():
+    negatives = bundled_negatives()
+    assert len(negatives) >= 200 and len(set(negatives)) == len(negatives)
+    assert any("ignore" in n and "instructions" in n for n in negatives)  # prompt injection
+    assert "hello there" in negatives and "what is the best pizza topping?" in negatives
+
+
+def test_read_examples_in_three_formats(tmp_path):
+    rows = [("how do I ingest?", "answer")] * 5 + [("tell me a joke", "ignore")] * 5
+    (tmp_path / "e.csv").write_text("text,label\n" + "".join(f"{t},{l}\n" for t, l in rows))
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in rows))
+    (tmp_path / "e.yaml").write_text("".join(f"- text: {t}\n  label: {l}\n" for t, l in rows))
+    for name in ("e.csv", "e.jsonl", "e.yaml"):
+        assert read_examples(tmp_path / name) == rows
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.csv", "text,label\nhi,answer\nyo,maybe\n", "bad.csv: line 3: label must be 'answer' or 'ignore', not 'maybe'"),
+        ("bad.jsonl", '{"text": "a", "label": "answer"}\n{oops\n', "bad.jsonl: line 2: invalid JSON"),
+        ("bad.yaml", "- text: ''\n  label: answer\n", "bad.yaml: row 1: needs a non-empty 'text'"),
+        ("few.csv", "text,label\na,answer\nb,ignore\n", "needs at least 5 examples of each label"),
+        ("bad.txt", "x", "unknown examples format '.txt'"),
+    ],
+)
+def test_malformed_examples_name_the_row(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        read_examples(tmp_path / name)
+    assert message in str(caught.value)
+
+
+def test_calibration_refuses_at_most_the_target_share():
+    scores = [i / 100 for i in range(100)]
+    threshold = calibrate(scores, 0.05)
+    assert sum(s < threshold for s in scores) == 5
+    assert calibrate([0.9, 0.8], 0.05) == 0.8  # too few to refuse any
+
+
+def test_filter_round_trips_as_json_without_pickle(tmp_path):
+    scope = ScopeFilter("m", [0.5, -0.5], 0.1, 0.4, {"accuracy": 1.0})
+    scope.save(tmp_path / "f.json")
+    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/1"
+    loaded = ScopeFilter.load(tmp_path / "f.json")
+    assert loaded == scope
+    assert loaded.score([[1.0, 0.0], [0.0, 1.0]]) == pytest.approx([0.645656, 0.401312], rel=1e-5)
+    (tmp_path / "f.json").write_text("{}")
+    with pytest.raises(ModelError, match="retrain it"):
+        ScopeFilter.load(tmp_path / "f.json")
+
+
+def test_corpus_examples_take_sentences_and_headings():
+    chunks = ["# Install\n\nRun make setup to install everything you need. It takes ten minutes on two cores."] * 3
+    chunks += [f"Sentence {i} explains one more detail of the ingest job." for i in range(30)]
+    examples = corpus_examples(chunks, ["hi", "tell me a joke"], headings=["Install"], per_class=10)
+    positives = [t for t, label in examples if label == "answer"]
+    assert len(positives) == 10 and all(t in " ".join(chunks) for t in positives)
+    assert [t for t, label in examples if label == "ignore"] == ["hi", "tell me a joke"]
+
+
+def test_bundled_labelled_set_is_balanced_enough():
+    examples = read_examples(ROOT / "examples" / "scope_examples.csv")
+    assert sum(label == "answer" for _, label in examples) >= 100
+    assert sum(label == "ignore" for _, label in examples) >= 70
