@@ -44,6 +44,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/ingest_scifact.py
+	$(BIN)/python bench/retriever_latency.py
 
 clean:
 	rm -rf $(VENV) .rag_bot

@@ -19,7 +19,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from sqlalchemy import text
 
@@ -204,16 +204,16 @@ class IngestIndex:
             deleted += len(keys)
         return deleted
 
-    def write(self, docs: list[Any], rows: list[FileRow]) -> dict[str, int]:
-        """Index the chunks of some files (skipping unchanged chunks, deleting stale ones), then
-        record the files as done."""
+    def write(self, docs: Iterable[Any], rows: list[FileRow], batch_size: int) -> dict[str, int]:
+        """Index chunks (skipping those already stored, deleting the stale chunks of their files),
+        then record the files as done."""
         from langchain_core.indexing import index
 
         result = index(
             docs,
             self.record.manager,
             self.vectorstore,
-            batch_size=max(len(docs), 1),
+            batch_size=batch_size,
             cleanup="incremental",
             source_id_key="source",
             key_encoder="sha256",

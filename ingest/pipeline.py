@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 from rag_bot.config import Config
 from rag_bot.errors import InputError, RagBotError
@@ -20,10 +20,6 @@ from .index import Change, FileRow, IngestIndex, make_plan, read_files
 from .split import Splitter
 
 log = logging.getLogger(__name__)
-
-# Chunks handed to the embedder at once: large enough for length-sorted batches, small enough
-# that a crash loses little and progress moves.
-GROUP_CHUNKS = 512
 
 
 @dataclass
@@ -116,7 +112,7 @@ def run_ingest(
         report.chunks_total = sum(row.chunks for row in known.values())
         if plan.changed:  # split without embedding: how many chunks at most would be written
             splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
-            report.chunks_written = sum(len(docs) for docs, _ in _groups(plan.changed, splitter, report))
+            report.chunks_written = len(_split_all(plan.changed, splitter, report)[0])
     else:
         with IngestIndex(config, embeddings, rebuild=rebuild) as index:
             index.check(root)
@@ -142,30 +138,46 @@ def _fill_plan(report: IngestReport, plan: Any) -> None:
 
 def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
                    config: Config, report: IngestReport, progress: bool | None) -> None:
+    """Split every changed file, then embed and store the chunks shortest first, so that each
+    batch pads little (as fast as one big `encode` call), and record the files at the end.
+
+    All chunks go through one `index()` call: its clean-up of a file's stale chunks is then safe
+    however the file's chunks are spread over batches. A crash loses only the unfinished batch:
+    the record manager knows every stored chunk, so the next run embeds only what is missing.
+    """
     if not changes:
         return
     from tqdm.auto import tqdm
 
-    splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
-    groups = _groups(changes, splitter, report)
-    with tqdm(total=len(changes), unit="file", desc="ingest", disable=None if progress is None else not progress) as bar:
-        for docs, rows in _prefetch(groups):
-            result = index.write(docs, rows)
-            report.chunks_written += result["num_added"] + result["num_updated"]
-            report.chunks_deleted += result["num_deleted"]
-            bar.update(len(rows))
-            bar.set_postfix(chunks=report.chunks_written, refresh=False)
+    disable = None if progress is None else not progress
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-model") as pool:
+        if hasattr(type(embeddings), "model") and not embeddings.loaded:
+            pool.submit(lambda: embeddings.model)  # load the model while the files are read
+        splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
+        with tqdm(total=len(changes), unit="file", desc="reading", disable=disable) as bar:
+            docs, rows = _split_all(changes, splitter, report, bar.update)
+    docs.sort(key=lambda doc: len(doc.page_content))
+    with tqdm(total=len(docs), unit="chunk", desc="embedding", disable=disable) as bar:
+        result = index.write(_counted(docs, bar.update), rows, config.ingest.write_batch)
+    report.chunks_written += result["num_added"] + result["num_updated"]
+    report.chunks_deleted += result["num_deleted"]
 
 
-def _groups(changes: list[Change], splitter: Splitter, report: IngestReport) -> Iterator[tuple[list, list[FileRow]]]:
-    """Load and split changed files, yielding (chunks, file rows) groups of about GROUP_CHUNKS chunks.
+def _counted(docs: list, step: Callable[[int], Any]) -> Iterator[Any]:
+    for doc in docs:
+        step(1)
+        yield doc
 
-    A file that fails to load is reported and left as it was in the store.
-    """
+
+def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
+               step: Callable[[int], Any] = lambda n: None) -> tuple[list, list[FileRow]]:
+    """Load and split the changed files into (chunks, file rows). A file that fails to load is
+    reported and left as it was in the store."""
     docs: list = []
     rows: list[FileRow] = []
     for change in changes:
         candidate = change.candidate
+        step(1)
         try:
             chunks = splitter.split(loaders.load(candidate.path), candidate.source)
         except InputError as exc:
@@ -173,11 +185,7 @@ def _groups(changes: list[Change], splitter: Splitter, report: IngestReport) -> 
             continue
         docs.extend(chunks)
         rows.append(FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks)))
-        if len(docs) >= GROUP_CHUNKS:
-            yield docs, rows
-            docs, rows = [], []
-    if rows:
-        yield docs, rows
+    return docs, rows
 
 
 def _skip(report: IngestReport, change: Change, exc: InputError) -> None:
@@ -190,14 +198,3 @@ def _skip(report: IngestReport, change: Change, exc: InputError) -> None:
 
 def _log_skip(skip: Skip) -> None:
     log.warning("skipped %s: %s", skip.source, skip.reason)
-
-
-def _prefetch(items: Iterable[Any]) -> Iterator[Any]:
-    """Produce the next item in a background thread while the caller works on the current one
-    (loading and splitting overlap with embedding, which releases the GIL)."""
-    iterator = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-load") as pool:
-        pending = pool.submit(next, iterator, None)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(next, iterator, None)
-            yield item

@@ -140,8 +140,8 @@ def _records(data_dir: Path) -> int:
 
 @pytest.mark.parametrize("moment", ["loading", "writing"])
 def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
-    folder = make_corpus(tmp_path / "docs", 220, sentences=40)  # > 512 chunks: several write groups
-    config = write_config(tmp_path / "killed")
+    folder = make_corpus(tmp_path / "docs", 150, sentences=40)
+    config = write_config(tmp_path / "killed", "ingest:\n  write_batch: 100\n")  # several write steps
     process = subprocess.Popen([RAG_BOT, "--config", str(config), "ingest", str(folder)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -158,7 +158,7 @@ def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
     fresh = write_config(tmp_path / "fresh")
     rag_bot(fresh, "ingest", str(folder))
     killed_ids, fresh_ids = chunk_ids(config), chunk_ids(fresh)
-    assert len(killed_ids) == len(set(killed_ids)) == len(fresh_ids) > 512
+    assert len(killed_ids) == len(set(killed_ids)) == len(fresh_ids) > 300
     assert killed_ids == fresh_ids
 
 

@@ -74,8 +74,8 @@ def test_edit_delete_add_equals_a_fresh_ingest(tmp_path, config, docs_copy):
 
 
 @pytest.mark.parametrize("fail_after_calls", [0, 1, 3])
-def test_interrupted_run_converges_to_a_fresh_ingest(tmp_path, config, docs_copy, fail_after_calls, monkeypatch):
-    monkeypatch.setattr("ingest.pipeline.GROUP_CHUNKS", 5)  # many small groups: many crash points
+def test_interrupted_run_converges_to_a_fresh_ingest(tmp_path, config, docs_copy, fail_after_calls):
+    config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"write_batch": 5})})  # many crash points
     ingest(config, docs_copy)
     (docs_copy / "configuration.md").write_text("# Configuration\n\nEverything changed here.\n" * 30)
     (docs_copy / "troubleshooting.md").unlink()

@@ -1,0 +1,115 @@
+"""Retriever latency on the SciFact store: ours (scope filter, MMR, cross-encoder rerank) against
+LangChain's reference pipeline built from its own blocks with the same models and parameters:
+`Chroma.as_retriever(search_type="mmr")` inside `ContextualCompressionRetriever(CrossEncoderReranker(
+HuggingFaceCrossEncoder(...)))`, embedding queries with `HuggingFaceEmbeddings`.
+
+Both use the same locally built cross-encoder (MiniLM weights, untrained head: same cost as a
+real MiniLM cross-encoder). Prints p50/p95 per stage and writes bench/results/retriever_latency.json.
+
+    .venv/bin/python bench/retriever_latency.py [--queries N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+from scifact import ROOT, local_cross_encoder, machine, scifact_store, test_queries
+
+from rag_bot.filter import bundled_negatives, corpus_examples, filter_path, train_filter
+from rag_bot.models import LocalEmbeddings
+from rag_bot.retriever import load_retriever
+from rag_bot.store import get_collection, open_client
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": round(statistics.median(ordered), 2), "p95": round(ordered[int(0.95 * (len(ordered) - 1))], 2)}
+
+
+def reference_pipeline(config, cross_encoder: str):
+    from langchain_chroma import Chroma
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+    from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+    from langchain_community.embeddings import HuggingFaceEmbeddings
+
+    from rag_bot.models import resolve_model_path
+
+    embeddings = HuggingFaceEmbeddings(model_name=resolve_model_path(config.embedding.model, "bench"),
+                                       encode_kwargs={"normalize_embeddings": True})
+    store = Chroma(client=open_client(config), collection_name=config.store.collection, embedding_function=embeddings)
+    settings = config.retriever
+    base = store.as_retriever(search_type="mmr", search_kwargs={
+        "k": settings.k, "fetch_k": settings.fetch_k, "lambda_mult": settings.lambda_mult})
+    compressor = CrossEncoderReranker(model=HuggingFaceCrossEncoder(model_name=cross_encoder), top_n=config.reranker.top_n)
+    return base, compressor, ContextualCompressionRetriever(base_compressor=compressor, base_retriever=base)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "retriever_latency.json"))
+    args = parser.parse_args()
+
+    cross_encoder = str(local_cross_encoder())
+    embeddings = LocalEmbeddings(scifact_store().embedding)
+    config = scifact_store(embeddings, reranker={"model": cross_encoder})
+    queries = test_queries()[: args.queries]
+
+    chunks = get_collection(open_client(config), config.store.collection).get(include=["documents"], limit=3000)["documents"]
+    train_filter(corpus_examples(chunks, bundled_negatives()), embeddings, 0.05).save(filter_path(config))
+    ours = load_retriever(config, embeddings=embeddings)
+    base, compressor, reference = reference_pipeline(config, cross_encoder)
+
+    for query in queries[:5]:  # warm-up: first calls pay for lazy initialisation
+        ours.search(query)
+        reference.invoke(query)
+    stages: dict[str, list[float]] = {}
+    declined = 0
+    for query in queries:
+        started = time.perf_counter()
+        result = ours.search(query)
+        elapsed = (time.perf_counter() - started) * 1000
+        if result.declined:  # a declined query skips retrieval: counting it would flatter us
+            declined += 1
+            continue
+        stages.setdefault("total", []).append(elapsed)
+        for stage, ms in result.timings.items():
+            stages.setdefault(stage, []).append(ms)
+    ref: dict[str, list[float]] = {"total": [], "mmr": [], "rerank": []}
+    for query in queries:
+        started = time.perf_counter()
+        reference.invoke(query)
+        ref["total"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        docs = base.invoke(query)
+        ref["mmr"].append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        compressor.compress_documents(docs, query)
+        ref["rerank"].append((time.perf_counter() - started) * 1000)
+
+    results = {
+        "command": "python bench/retriever_latency.py" + (f" --queries {args.queries}" if args.queries != 300 else ""),
+        "machine": machine(),
+        "queries": len(queries),
+        "chunks": get_collection(open_client(config), config.store.collection).count(),
+        "parameters": {"k": config.retriever.k, "fetch_k": config.retriever.fetch_k,
+                       "lambda_mult": config.retriever.lambda_mult, "top_n": config.reranker.top_n},
+        "declined_by_scope_filter": declined,
+        "note": "ours_ms covers the queries the scope filter let through; the reference has no filter",
+        "ours_ms": {stage: percentiles(values) for stage, values in stages.items()},
+        "reference_ms": {stage: percentiles(values) for stage, values in ref.items()},
+    }
+    results["ratio_p50_ours_over_reference"] = round(results["ours_ms"]["total"]["p50"] / results["reference_ms"]["total"]["p50"], 3)
+    results["ratio_p95_ours_over_reference"] = round(results["ours_ms"]["total"]["p95"] / results["reference_ms"]["total"]["p95"], 3)
+    with open(args.out, "w") as handle:
+        json.dump(results, handle, indent=2)
+        handle.write("\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
