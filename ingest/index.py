@@ -19,14 +19,14 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from sqlalchemy import text
 
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
-from rag_bot.store import check_model, get_collection, open_client, open_vectorstore, record_model, store_key
+from rag_bot.store import check_model, get_collection, open_client, open_vectorstore, pages, record_model, store_key
 
 from .discover import Candidate
 
@@ -245,7 +245,7 @@ class IngestIndex:
         expected = sum(row.chunks for row in self.record.files().values())
         if count != expected:
             known = set(self.record.manager.list_keys())
-            orphans = [i for i in _all_ids(self.collection) if i not in known]
+            orphans = [i for page in pages(self.collection, []) for i in page["ids"] if i not in known]
             if orphans:
                 log.info("removing %d chunk(s) left by an interrupted run", len(orphans))
                 self.collection.delete(ids=orphans)
@@ -274,16 +274,6 @@ def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str])
     present = {c.source for c in files} | keep
     plan.deleted = sorted(source for source in known if source not in present)
     return plan
-
-
-def _all_ids(collection: Any, page: int = 5000) -> Iterator[str]:
-    offset = 0
-    while True:
-        ids = collection.get(include=[], limit=page, offset=offset)["ids"]
-        yield from ids
-        if len(ids) < page:
-            return
-        offset += page
 
 
 def _acquire_lock(path: Path, collection: str) -> Any:

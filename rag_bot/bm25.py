@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .store import store_key
+from .store import pages, store_key
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,9 @@ def rebuild_bm25(config: Config, collection: Any) -> Bm25Index:
     """Build the BM25 index from everything in the collection and save it."""
     ids: list[str] = []
     texts: list[str] = []
-    offset, page = 0, 5000
-    while True:
-        got = collection.get(include=["documents"], limit=page, offset=offset)
-        ids.extend(got["ids"])
-        texts.extend(got["documents"])
-        if len(got["ids"]) < page:
-            break
-        offset += page
+    for page in pages(collection, ["documents"]):
+        ids.extend(page["ids"])
+        texts.extend(page["documents"])
     index = Bm25Index.build(ids, texts)
     index.save(bm25_path(config))
     log.info("BM25 index rebuilt over %d chunks", len(ids))

@@ -23,13 +23,13 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 
 from .config import Config, load_config
 from .errors import ModelError, StoreError
 from .filter import ScopeFilter, filter_path
 from .models import LocalEmbeddings, load_cross_encoder, precision_context
-from .store import check_model, get_collection, open_client, open_vectorstore, store_location
+from .store import check_model, get_collection, open_client, open_vectorstore, pages, store_location
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class RagRetriever(BaseRetriever):
     reranker: Any = None
     scope: ScopeFilter | None = None
     bm25: Any = None
+    _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
@@ -183,21 +184,13 @@ class RagRetriever(BaseRetriever):
         return {"$and": [where, source_where]} if where else source_where
 
     def _sources(self) -> set[str]:
+        """Every `source` in the collection, cached until the chunk count changes."""
         collection = self.vectorstore._collection
         count = collection.count()
-        cached = getattr(self, "_source_cache", None)
-        if cached is None or cached[0] != count:
-            sources: set[str] = set()
-            offset = 0
-            while True:
-                got = collection.get(include=["metadatas"], limit=5000, offset=offset)
-                sources.update((m or {}).get("source", "") for m in got["metadatas"])
-                if len(got["ids"]) < 5000:
-                    break
-                offset += 5000
-            object.__setattr__(self, "_source_cache", (count, sources))
-            cached = (count, sources)
-        return cached[1]
+        if self._source_cache is None or self._source_cache[0] != count:
+            sources = {(m or {}).get("source", "") for page in pages(collection, ["metadatas"]) for m in page["metadatas"]}
+            self._source_cache = (count, sources)
+        return self._source_cache[1]
 
 
 class _Clock:

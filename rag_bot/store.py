@@ -113,3 +113,14 @@ def record_model(collection: Any, model: str, dimension: int) -> None:
         return
     metadata.update({META_MODEL: model, META_DIMENSION: dimension})
     collection.modify(metadata=metadata)
+
+
+def pages(collection: Any, include: list[str], size: int = 5000) -> Any:
+    """Everything in the collection, a page at a time (`collection.get` results)."""
+    offset = 0
+    while True:
+        got = collection.get(include=include, limit=size, offset=offset)
+        yield got
+        if len(got["ids"]) < size:
+            return
+        offset += size
