@@ -113,7 +113,16 @@ class LocalEmbeddings(Embeddings):
         self._key = key
         self._model: Any = None
         self._tokenizer: Any = None
-        self._lock = threading.Lock()
+        # One lock each: the tokenizer must not wait while the model loads in the background.
+        self._locks = {"_model": threading.Lock(), "_tokenizer": threading.Lock()}
+
+    def _once(self, attribute: str, load: Any) -> Any:
+        """Load `attribute` with `load()` the first time, once even under threads."""
+        if getattr(self, attribute) is None:
+            with self._locks[attribute]:
+                if getattr(self, attribute) is None:
+                    setattr(self, attribute, load())
+        return getattr(self, attribute)
 
     @property
     def loaded(self) -> bool:
@@ -122,11 +131,7 @@ class LocalEmbeddings(Embeddings):
     @property
     def model(self) -> Any:
         """The `SentenceTransformer`, loaded on first access."""
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
+        return self._once("_model", self._load)
 
     def _load(self) -> Any:
         path = resolve_model_path(self.name, self._key)
@@ -166,11 +171,7 @@ class LocalEmbeddings(Embeddings):
     @property
     def tokenizer(self) -> Any:
         """The model's own (Rust) tokenizer, loaded without the model weights or transformers."""
-        if self._tokenizer is None:
-            with self._lock:
-                if self._tokenizer is None:
-                    self._tokenizer = self._load_tokenizer()
-        return self._tokenizer
+        return self._once("_tokenizer", self._load_tokenizer)
 
     def _load_tokenizer(self) -> Any:
         path = resolve_model_path(self.name, self._key)
