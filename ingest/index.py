@@ -143,6 +143,31 @@ def read_files(config: Config) -> dict[str, FileRow]:
         record.close()
 
 
+def check_root(record: FileRecord, root: Path, collection: str) -> None:
+    """One collection mirrors one folder: refuse to fill it from another one."""
+    recorded_root = record.meta("root")
+    if recorded_root and recorded_root != str(root) and record.files():
+        raise StoreError(
+            f"store.collection: {collection!r} mirrors {recorded_root}, not {root}; "
+            f"set store.collection to another name for this folder, or re-run with --rebuild"
+        )
+
+
+def check_without_writing(config: Config, root: Path) -> None:
+    """The refusals a real run would make (another model, another folder), for --dry-run."""
+    from rag_bot.store import store_exists
+
+    collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
+    if collection is not None:
+        check_model(collection, config.embedding.model)
+    if record_path(config).exists():
+        record = FileRecord(record_path(config), config.store.collection)
+        try:
+            check_root(record, root, config.store.collection)
+        finally:
+            record.close()
+
+
 class IngestIndex:
     """The store and its record, opened for one ingest run (holding a lock against a second run)."""
 
@@ -176,12 +201,7 @@ class IngestIndex:
     def check(self, root: Path) -> None:
         """Refuse another model, or another folder; repair a record whose store was wiped."""
         check_model(self.collection, self.config.embedding.model)
-        recorded_root = self.record.meta("root")
-        if recorded_root and recorded_root != str(root) and self.record.files():
-            raise StoreError(
-                f"store.collection: {self.config.store.collection!r} mirrors {recorded_root}, not {root}; "
-                f"set store.collection to another name for this folder, or re-run with --rebuild"
-            )
+        check_root(self.record, root, self.config.store.collection)
         self.record.set_meta("root", str(root))
         if self.collection.count() == 0 and self.record.files():
             log.warning("the collection is empty but the record lists files: re-indexing everything")

@@ -16,7 +16,7 @@ from rag_bot.store import store_location
 
 from . import loaders
 from .discover import Skip, discover
-from .index import Change, FileRow, IngestIndex, make_plan, read_files
+from .index import Change, FileRow, IngestIndex, check_without_writing, make_plan, read_files
 from .split import Splitter
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ def run_ingest(
     embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
     keep = {skip.source for skip in found.skipped}
     if dry_run:
+        if not rebuild:
+            check_without_writing(config, root)
         known = {} if rebuild else read_files(config)
         plan = make_plan(known, found.files, keep)
         _fill_plan(report, plan)

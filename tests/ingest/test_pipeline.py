@@ -126,6 +126,16 @@ def test_another_folder_is_refused(tmp_path, config, docs_copy):
     shutil.copytree(docs_copy, other)
     with pytest.raises(StoreError, match="mirrors .*set store.collection"):
         ingest(config, other)
+    with pytest.raises(StoreError, match="mirrors .*set store.collection"):
+        ingest(config, other, dry_run=True)
+
+
+def test_dry_run_refuses_what_a_real_run_would(config, docs_copy):
+    ingest(config, docs_copy)
+    other = config.model_copy(update={"embedding": config.embedding.model_copy(update={"model": "other"})})
+    with pytest.raises(StoreError, match="built with 'fake'"):
+        ingest(other, docs_copy, dry_run=True)
+    assert len(ingest(other, docs_copy, dry_run=True, rebuild=True).added) == 6
 
 
 def test_emptied_store_is_detected_and_refilled(config, docs_copy):
