@@ -175,14 +175,18 @@ def _train_filter(args: argparse.Namespace) -> int:
 
 
 def _corpus_sample(config: object, limit: int = 3000) -> tuple[list[str], list[str]]:
-    from .store import check_model, get_collection, open_client, store_location
+    from .store import check_model, get_collection, open_client, pages, store_location
 
     collection = get_collection(open_client(config), config.store.collection)
     if collection is None or collection.count() == 0:
         raise RagBotError(f"store.collection: no documents in {config.store.collection!r} at "
                           f"{store_location(config)}; run `rag-bot ingest DIR` first, or use --examples FILE")
     check_model(collection, config.embedding.model, what="train the filter")
-    got = collection.get(include=["documents", "metadatas"], limit=limit)
+    import random
+
+    ids = [i for page in pages(collection, []) for i in page["ids"]]
+    sample = random.Random(0).sample(ids, min(limit, len(ids)))  # spread over the whole corpus
+    got = collection.get(ids=sample, include=["documents", "metadatas"])
     headings = [part for m in got["metadatas"] if (m or {}).get("heading") for part in m["heading"].split(" > ")]
     return got["documents"], headings
 
