@@ -18,6 +18,7 @@ import time
 
 from scifact import ROOT, local_cross_encoder, machine, scifact_store, test_queries
 
+from rag_bot.config import Config
 from rag_bot.filter import bundled_negatives, corpus_examples, filter_path, train_filter
 from rag_bot.models import LocalEmbeddings
 from rag_bot.retriever import load_retriever
@@ -55,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cross_encoder = str(local_cross_encoder())
-    embeddings = LocalEmbeddings(scifact_store().embedding)
+    embeddings = LocalEmbeddings(Config().embedding)  # one model for ingest, filter and queries
     config = scifact_store(embeddings, reranker={"model": cross_encoder})
     queries = test_queries()[: args.queries]
 
