@@ -9,8 +9,10 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 # Built wheels are kept outside the checkout so a fresh clone on the same machine skips the 10-minute build.
 WHEEL_CACHE ?= $(HOME)/.cache/rag-bot/wheels/llama-cpp-python-$(LLAMA_VERSION)-portable
 PYTEST_ARGS ?=
+CHAT_ARGS ?=
+DATA_DIR := .rag_bot
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench clean browser
 setup: $(VENV)/.installed
 
 $(BIN)/python:
@@ -35,9 +37,22 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION) $(VENV)/.llam
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-# The README's first command: ingest the example documents with the embedded default models.
+# The README's first command: set up, ingest the example documents, train the bootstrap scope filter
+# (again only when the documents changed), then serve the chat UI on http://127.0.0.1:7860.
 run: setup
 	$(BIN)/rag-bot ingest examples/docs
+	@$(MAKE) --no-print-directory $(DATA_DIR)/filters/rag_bot.json
+	$(BIN)/rag-bot chat $(CHAT_ARGS)
+
+$(DATA_DIR)/filters/rag_bot.json: $(wildcard examples/docs/*)
+	$(BIN)/rag-bot train-filter --from-corpus
+
+# The browser test needs Debian's chromium (driven by Playwright; no browser download).
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "Installing chromium for the browser test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -45,6 +60,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/ingest_scifact.py
 	$(BIN)/python bench/retriever_latency.py
+	$(BIN)/python bench/llm_latency.py
 
 clean:
 	rm -rf $(VENV) .rag_bot

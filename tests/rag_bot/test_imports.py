@@ -14,7 +14,8 @@ HEAVY = ["torch", "chromadb", "sentence_transformers", "gradio", "llama_cpp", "t
 
 def test_importing_the_packages_loads_no_heavy_library():
     code = (
-        "import json, sys; import rag_bot, ingest, rag_bot.cli, ingest.discover; "
+        "import json, sys; import rag_bot, ingest, rag_bot.cli, rag_bot.chain, rag_bot.llm, rag_bot.ui, "
+        "rag_bot.prompts, ingest.discover; "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -23,8 +24,8 @@ def test_importing_the_packages_loads_no_heavy_library():
 
 def test_public_api_is_pinned():
     assert sorted(rag_bot.__all__) == sorted([
-        "Config", "ConfigError", "InputError", "ModelError", "RagBotError", "RagRetriever", "Retrieval",
-        "StoreError", "__version__", "load_config", "load_retriever",
+        "Config", "ConfigError", "InputError", "ModelError", "RagBotError", "RagChain", "RagRetriever", "Retrieval",
+        "Source", "StoreError", "__version__", "load_chain", "load_config", "load_retriever",
     ])
     for name in rag_bot.__all__:
         assert hasattr(rag_bot, name)
@@ -53,3 +54,12 @@ def test_ingest_imports_only_the_allowed_runtime_modules():
     for path in (ROOT / "ingest").rglob("*.py"):
         used = {name for name in _imports(path) if name.startswith("rag_bot")}
         assert used <= allowed, (path, used - allowed)
+
+
+def test_the_ui_and_the_cli_are_leaves():
+    for path in (ROOT / "rag_bot").rglob("*.py"):
+        used = _imports(path)
+        if path.name != "cli.py":
+            assert not used & {".cli", "rag_bot.cli"}, path
+        if path.name not in ("cli.py", "ui.py"):
+            assert not used & {".ui", "rag_bot.ui"}, path

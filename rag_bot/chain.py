@@ -1,0 +1,243 @@
+"""The answer chain, a LangChain Runnable: condense a follow-up with the chat history -> retrieve ->
+decline (without calling the LLM) or build the prompt within the context budget -> stream tokens.
+
+Citations are numbered references built from document metadata (source, page, heading), not asked
+of the LLM: passage [n] in the prompt is source [n] in the answer.
+
+    from rag_bot import load_chain
+    chain = load_chain("config.yaml")
+    for event in chain.stream({"question": "how do I ingest a folder?"}):
+        print(event.get("answer", ""), end="")
+    answer = chain.invoke("what is the best pizza topping?")   # answer["declined"] is True
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+from langchain_core.documents import Document
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from .config import ChatConfig, Config, load_config
+from .errors import ConfigError
+from .llm import ChatLLM, load_llm
+from .prompts import Prompts, load_prompts, prompts_dir
+
+OUT_OF_SCOPE = "out_of_scope"
+NOTHING_FOUND = "nothing_found"
+TEMPLATE_RESERVE = 32  # tokens kept free for chat-template markup and tokenization at the joins
+MIN_PASSAGE_TOKENS = 48  # a trimmed passage shorter than this is left out
+SNIPPET_CHARS = 240
+
+
+@dataclass
+class Source:
+    """One numbered reference: where passage [n] of the prompt came from."""
+
+    n: int
+    source: str
+    page: int | None
+    heading: str | None
+    snippet: str
+    rerank_score: float | None = None
+    scope_score: float | None = None
+
+    @classmethod
+    def from_document(cls, n: int, doc: Document) -> "Source":
+        meta = doc.metadata
+        text = " ".join(doc.page_content.split())
+        snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " ..."
+        return cls(n, str(meta.get("source", "?")), meta.get("page"), meta.get("heading") or None, snippet,
+                   meta.get("rerank_score"), meta.get("scope_score"))
+
+    def label(self) -> str:
+        """`file.md, page 2, "Heading"`: the citation as people read it."""
+        parts = [self.source]
+        if self.page is not None:
+            parts.append(f"page {self.page}")
+        if self.heading:
+            parts.append(f'"{self.heading}"')
+        return ", ".join(parts)
+
+    def to_json(self, full: bool = False) -> dict:
+        data = asdict(self)
+        return data if full else {key: data[key] for key in ("n", "source", "page", "heading")}
+
+
+class RagChain(Runnable):
+    """Input: a question, or `{"question": str, "history": [...]}` where history holds earlier turns as
+    `{"role": "user"|"assistant", "content": str}` messages or `(question, answer)` pairs.
+
+    `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`,
+    `{"declined": reason}` only when declining, then `{"answer": text}` pieces.
+    `invoke()` gathers them into `{"question", "answer", "declined", "reason", "sources", "timings"}`.
+    """
+
+    def __init__(self, retriever: Any, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
+                 stop: list[str] | None = None, passages: int = 4) -> None:
+        self.retriever = retriever
+        self.passages = passages
+        self.llm = llm
+        self.prompts = prompts
+        self.chat = chat or ChatConfig()
+        self.stop = stop or []
+        self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
+        result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None,
+                                  "sources": [], "timings": {}}
+        for event in self.stream(input, config, **kwargs):
+            if "answer" in event:
+                result["answer"] += event["answer"]
+            if "declined" in event:
+                result["declined"], result["reason"] = True, event["declined"]
+            for key in ("question", "sources", "timings"):
+                if key in event:
+                    result[key] = event[key]
+        result["answer"] = result["answer"].strip()
+        return result
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[dict]:
+        question, history = _read_input(input)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        if history and self.chat.condense and self.chat.history_turns:
+            question = self.condense(question, history, config)
+            timings["condense"] = _ms(start)
+        yield {"question": question}
+        retrieval = self.retriever.search(question, k=self.passages)
+        timings.update(retrieval.timings)
+        if retrieval.declined or not retrieval.documents:
+            reason = OUT_OF_SCOPE if retrieval.declined else NOTHING_FOUND
+            yield {"sources": [], "timings": timings}
+            yield {"declined": reason}
+            yield {"answer": self.prompts.format("decline" if retrieval.declined else "nothing_found",
+                                                 question=question)}
+            return
+        user, used = self.build_prompt(question, retrieval.documents)
+        self.last_prompt = (self.prompts.format("system"), user)
+        yield {"sources": [Source.from_document(n, doc) for n, doc in enumerate(used, 1)], "timings": timings}
+        first = True
+        for piece in self.llm.stream(self.last_prompt[0], user, stop=self.stop, config=config):
+            if first:
+                timings["first_token"], first = _ms(start), False
+            yield {"answer": piece}
+
+    def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
+        """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing usable."""
+        turns = history[-self.chat.history_turns:]
+        lines = []
+        for asked, answered in turns:
+            lines.append(f"User: {asked}")
+            if answered:
+                lines.append(f"Assistant: {_clip(answered, 400)}")
+        user = self.prompts.format("condense", history="\n".join(lines), question=question)
+        text = "".join(self.llm.stream("", user, max_tokens=64, stop=["\n"], config=config))
+        rewritten = text.strip().strip('"').strip()
+        return rewritten if 3 <= len(rewritten) <= 400 else question
+
+    def build_prompt(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
+        """The answer prompt with as many passages as fit in `n_ctx`, best first; the last may be trimmed."""
+        system = self.prompts.format("system")
+        fixed = self.llm.count_tokens(system + "\n\n" + self.prompts.format("answer", context="", question=question))
+        budget = self.llm.n_ctx - self.llm.max_tokens - fixed - TEMPLATE_RESERVE
+        if budget < MIN_PASSAGE_TOKENS:
+            raise ConfigError(f"llm.n_ctx: {self.llm.n_ctx} tokens leave no room for passages beside the question "
+                              f"and the answer (llm.max_tokens {self.llm.max_tokens}); shorten the question "
+                              "or raise llm.n_ctx")
+        blocks: list[str] = []
+        used: list[Document] = []
+        for doc in docs:
+            block = _passage(len(used) + 1, doc, doc.page_content)
+            cost = self.llm.count_tokens(block) + 2  # the blank line between passages
+            if cost > budget:
+                block = self._trim(len(used) + 1, doc, budget - 2)
+                if block is not None:
+                    blocks.append(block)
+                    used.append(doc)
+                break
+            blocks.append(block)
+            used.append(doc)
+            budget -= cost
+        user = self.prompts.format("answer", context="\n\n".join(blocks), question=question)
+        return user, used
+
+    def _trim(self, n: int, doc: Document, budget: int) -> str | None:
+        """The passage cut to the longest prefix that fits in `budget` tokens, or None if too little fits."""
+        if budget < MIN_PASSAGE_TOKENS:
+            return None
+        text = doc.page_content
+        low, high = 0, len(text)
+        while low < high:  # longest prefix (in characters) whose block fits
+            mid = (low + high + 1) // 2
+            if self.llm.count_tokens(_passage(n, doc, text[:mid] + " ...")) <= budget:
+                low = mid
+            else:
+                high = mid - 1
+        if low == 0:
+            return None
+        block = _passage(n, doc, text[:low] + " ...")
+        return block if self.llm.count_tokens(block) >= MIN_PASSAGE_TOKENS else None
+
+
+def load_chain(config: str | Config | None = None, *, retriever: Any = None, llm: ChatLLM | None = None,
+               prompts: Prompts | None = None) -> RagChain:
+    """The chat chain over the ingested collection. Prompts are checked now; the llamacpp model
+    loads on the first question (or call `chain.llm.preload()`)."""
+    from .retriever import load_retriever
+
+    config = config if isinstance(config, Config) else load_config(config)
+    prompts = prompts or load_prompts(prompts_dir(config))
+    retriever = retriever or load_retriever(config)
+    llm = llm or load_llm(config)
+    return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n)
+
+
+def _passage(n: int, doc: Document, text: str) -> str:
+    return f"[{n}] {Source.from_document(n, doc).label()}\n{text.strip()}"
+
+
+def _read_input(input: Any) -> tuple[str, list[tuple[str, str]]]:
+    if isinstance(input, str):
+        question, history = input, []
+    elif isinstance(input, dict) and isinstance(input.get("question"), str):
+        question, history = input["question"], input.get("history") or []
+    else:
+        raise TypeError("the chain takes a question, or {'question': str, 'history': [...]}")
+    question = question.strip()
+    if not question:
+        raise ValueError("the question is empty")
+    return question, _pairs(history)
+
+
+def _pairs(history: list) -> list[tuple[str, str]]:
+    """Earlier turns as (question, answer) pairs, from messages or pairs."""
+    pairs: list[tuple[str, str]] = []
+    for item in history:
+        if isinstance(item, dict):
+            content = _text(item.get("content"))
+            if item.get("role") == "user":
+                pairs.append((content, ""))
+            elif item.get("role") == "assistant" and pairs:
+                asked, answered = pairs[-1]
+                pairs[-1] = (asked, (answered + "\n" + content).strip())
+        else:
+            asked, answered = item
+            pairs.append((_text(asked), _text(answered)))
+    return [(asked, answered) for asked, answered in pairs if asked]
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):  # Gradio message content may be a list of parts
+        return " ".join(_text(part.get("text", "") if isinstance(part, dict) else part) for part in content)
+    return str(content or "")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000

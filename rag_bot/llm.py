@@ -1,0 +1,228 @@
+"""The language model behind the chat, through LangChain: llama-cpp-python in this process, or any
+OpenAI-compatible server. Both take the same (system, user) prompt pair from the chain and stream
+text; both count tokens so the chain can keep the prompt within `llm.n_ctx`.
+
+Kept apart from `models.py` (the encoders) because its libraries, files and locking differ: a
+`llama_cpp.Llama` is not thread-safe, so generations through one `LlamaCppLLM` are serialised.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import os
+import threading
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import Config, LLMConfig
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+
+
+class ChatLLM:
+    """What the chain needs from a language model."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self.n_ctx = config.n_ctx
+        self.max_tokens = config.max_tokens
+
+    def stream(self, system: str, user: str, *, max_tokens: int | None = None, stop: list[str] | None = None,
+               config: Any = None) -> Iterator[str]:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def preload(self) -> None:
+        """Load the model now (for example in a background thread) rather than on the first question."""
+
+
+class LlamaCppLLM(ChatLLM):
+    """A GGUF model run by llama-cpp-python (LangChain's `LlamaCpp`), loaded once on first use."""
+
+    def __init__(self, config: LLMConfig, data_dir: Path) -> None:
+        super().__init__(config)
+        self.data_dir = Path(data_dir)
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
+        self._template: Any = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def preload(self) -> None:
+        self.model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def model_file(self) -> Path:
+        """The GGUF file, assembling the packaged model into `<data_dir>/models` the first time."""
+        ref = self.config.model_path
+        path = packaged_gguf(ref, self.data_dir / "models") if ref.startswith("package:") else Path(ref)
+        check_gguf(path)
+        return path
+
+    def _load(self) -> Any:
+        path = self.model_file()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # langchain-community's sunset notice
+            from langchain_community.llms import LlamaCpp
+        try:
+            with _quiet_native_logs():
+                model = LlamaCpp(model_path=str(path), n_ctx=self.n_ctx, max_tokens=self.max_tokens,
+                                 temperature=self.config.temperature,
+                                 n_threads=self.config.threads or os.cpu_count(),
+                                 n_batch=min(512, self.n_ctx), verbose=False)
+        except Exception as exc:
+            raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {_first_line(exc)}") from exc
+        self._template = _chat_template(model.client)
+        log.info("loaded %s (%s)", path.name, "chat template" if self._template else "plain prompt")
+        return model
+
+    def render(self, system: str, user: str) -> str:
+        """One prompt string: the model's own chat template when its GGUF has one, else plain text."""
+        model = self.model
+        if self._template is None:
+            return f"{system}\n\n{user}" if system else user
+        return _apply_template(self._template, model.client, system, user)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream(self, system: str, user: str, *, max_tokens: int | None = None, stop: list[str] | None = None,
+               config: Any = None) -> Iterator[str]:
+        prompt = self.render(system, user)
+        with self._generate_lock:  # one generation at a time per model
+            yield from self.model.stream(prompt, config=config, stop=stop or None,
+                                         max_tokens=max_tokens or self.max_tokens)
+
+
+class OpenAILLM(ChatLLM):
+    """Any OpenAI-compatible chat server (llama-cpp-python's own server, vLLM, ...), via `ChatOpenAI`.
+
+    The server's tokenizer is unknown here, so tokens are estimated at one per three characters,
+    which over-counts English text and keeps the prompt within `llm.n_ctx`.
+    """
+
+    def __init__(self, config: LLMConfig) -> None:
+        super().__init__(config)
+        from langchain_openai import ChatOpenAI
+
+        api_key = config.api_key or os.environ.get("OPENAI_API_KEY") or "none"
+        self.model = ChatOpenAI(base_url=config.base_url, model=config.model, api_key=api_key,
+                                temperature=config.temperature, max_tokens=config.max_tokens,
+                                timeout=config.timeout, max_retries=1, streaming=True)
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / 3)
+
+    def stream(self, system: str, user: str, *, max_tokens: int | None = None, stop: list[str] | None = None,
+               config: Any = None) -> Iterator[str]:
+        import openai
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        messages = ([SystemMessage(system)] if system else []) + [HumanMessage(user)]
+        try:
+            for chunk in self.model.stream(messages, config=config, stop=stop or None,
+                                           max_tokens=max_tokens or self.max_tokens):
+                if chunk.content:
+                    yield chunk.content
+        except openai.OpenAIError as exc:
+            raise ModelError(f"llm.base_url: the server at {self.config.base_url} failed: "
+                             f"{_first_line(exc)}; is it running?") from exc
+
+
+def load_llm(config: Config) -> ChatLLM:
+    """The configured language model; the llamacpp backend loads its file on first use."""
+    if config.llm.backend == "openai":
+        return OpenAILLM(config.llm)
+    return LlamaCppLLM(config.llm, config.data_dir)
+
+
+def packaged_gguf(ref: str, folder: Path) -> Path:
+    """Assemble the GGUF shipped in the package named by `package:<module>` into `folder` once."""
+    module_name = ref.removeprefix("package:")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        pip_name = module_name.replace("_", "-")
+        raise ModelError(f"llm.model_path: {ref!r} needs the Python package {pip_name!r}, which is not installed; "
+                         f"run `make setup` or `pip install {pip_name}`") from exc
+    if not hasattr(module, "assemble"):
+        raise ModelError(f"llm.model_path: module {module_name!r} has no assemble(); it does not ship a GGUF model")
+    target = folder / getattr(module, "MODEL_NAME", f"{module_name}.gguf")
+    if not target.exists():
+        log.warning("assembling the packaged language model into %s (once)", target)
+        partial = target.with_name(target.name + ".partial")
+        module.assemble(partial, overwrite=True)  # verifies the sha256
+        os.replace(partial, target)
+    return target
+
+
+def check_gguf(path: Path) -> None:
+    """Raise ModelError unless `path` is a readable GGUF file."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except FileNotFoundError:
+        raise ModelError(f"llm.model_path: {path} does not exist; point it at a .gguf file") from None
+    except OSError as exc:
+        raise ModelError(f"llm.model_path: cannot read {path}: {exc.strerror}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"llm.model_path: {path} is not a GGUF file (it does not start with 'GGUF'); "
+                         "download the model in GGUF format")
+
+
+def _chat_template(client: Any) -> Any:
+    template = (client.metadata or {}).get("tokenizer.chat_template")
+    if not template:
+        return None
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    def token_text(key: str) -> str:
+        token_id = client.metadata.get(key)
+        return client._model.token_get_text(int(token_id)) if token_id is not None else ""
+
+    return Jinja2ChatFormatter(template=template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
+                               bos_token=token_text("tokenizer.ggml.bos_token_id"))
+
+
+def _apply_template(template: Any, client: Any, system: str, user: str) -> str:
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    try:
+        prompt = template(messages=messages).prompt
+    except Exception:  # some templates refuse a system role: fold it into the user turn
+        prompt = template(messages=[{"role": "user", "content": "\n\n".join(filter(None, [system, user]))}]).prompt
+    bos = template.bos_token
+    # llama-cpp adds the BOS token itself when it tokenizes the prompt
+    return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt
+
+
+def _quiet_native_logs() -> Any:
+    """Silence llama.cpp's own start-up lines, written straight to the process's stderr."""
+    try:
+        from llama_cpp._utils import suppress_stdout_stderr
+    except ImportError:  # a llama-cpp-python without it: the lines stay
+        return nullcontext()
+    return suppress_stdout_stderr(disable=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,151 @@
+"""The chat UI: a Gradio app built by `build_app()` and launched by `rag-bot chat`.
+
+Answers stream into the chat; the sources panel lists each numbered reference with its file, page,
+heading, a snippet and the scores. Questions from every browser session go through one queue and
+reach the LLM one at a time. The chain is built on the first question (and built again after a
+failure), so an empty store or a model that fails to load shows up as a readable message in the chat.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import threading
+from typing import Any, Callable, Iterator
+
+from .config import UIConfig
+from .errors import RagBotError
+
+log = logging.getLogger(__name__)
+
+TITLE = "rag-bot"
+SOURCES_HINT = "Sources of the latest answer appear here."
+# System fonts only: the browser fetches nothing from the internet.
+FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "monospace"]
+
+
+class LazyChain:
+    """Builds the chain on first use, once; a failed build is retried on the next question."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._chain: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._chain is None:
+                self._chain = self._factory()
+            return self._chain
+
+    def warm_up(self) -> None:
+        """Build the chain and load the LLM in a background thread so the first answer comes sooner."""
+
+        def run() -> None:
+            try:
+                self().llm.preload()
+            except Exception as exc:  # reported again, readably, when someone asks
+                log.warning("could not prepare the chat yet: %s", exc)
+
+        threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
+
+
+def build_app(get_chain: Callable[[], Any], title: str = TITLE) -> Any:
+    """The Gradio Blocks app; `get_chain()` returns the chain (see `LazyChain`)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    with gr.Blocks(title=title) as app:
+        gr.Markdown(f"## {title}\nAnswers come from your ingested documents only; each one cites its sources.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chat", feedback_options=None)
+                question = gr.Textbox(placeholder="Ask a question about your documents", show_label=False,
+                                      elem_id="question", autofocus=True, max_length=2000)
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary", elem_id="send")
+                    clear = gr.Button("Clear chat", elem_id="clear")
+            with gr.Column(scale=2):
+                gr.Markdown("### Sources")
+                sources = gr.HTML(f"<p>{SOURCES_HINT}</p>", elem_id="sources")
+
+        def respond(message: str, history: list) -> Iterator[tuple[list, str, str]]:
+            yield from answer_events(get_chain, message, history)
+
+        for trigger in (question.submit, send.click):
+            trigger(respond, [question, chatbot], [chatbot, question, sources], concurrency_limit=1)
+        clear.click(lambda: ([], "", f"<p>{SOURCES_HINT}</p>"), None, [chatbot, question, sources], queue=False)
+    return app
+
+
+def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> Iterator[tuple[list, str, str]]:
+    """(chat history, textbox value, sources html) after each streamed piece of one answer."""
+    message = (message or "").strip()
+    history = list(history or [])
+    if not message:
+        yield history, "", f"<p>{SOURCES_HINT}</p>"
+        return
+    earlier = [turn for turn in history if turn.get("role") in ("user", "assistant")]
+    history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+    panel = "<p><em>Searching the documents ...</em></p>"
+    yield list(history), "", panel
+    found: list = []
+    try:
+        for event in get_chain().stream({"question": message, "history": earlier}):
+            if "sources" in event:
+                found = event["sources"]
+                panel = sources_html(found)
+            if "declined" in event:
+                panel = "<p>No sources: the question was not answered from the documents.</p>"
+            if "answer" in event:
+                history[-1] = {"role": "assistant", "content": history[-1]["content"] + event["answer"]}
+            yield list(history), "", panel
+    except RagBotError as exc:
+        history[-1] = {"role": "assistant", "content": f"Sorry, I cannot answer right now: {exc}"}
+        yield history, "", f"<p>{html.escape(str(exc))}</p>"
+        return
+    except Exception as exc:  # a bug: say so readably, keep the details in the server log
+        log.exception("answering %r failed", message)
+        history[-1] = {"role": "assistant",
+                       "content": f"Sorry, something went wrong ({type(exc).__name__}); the details are in the server log."}
+        yield history, "", "<p>Something went wrong; see the server log.</p>"
+        return
+    if found:
+        answer = history[-1]["content"].strip() or "(the model gave no text; see the sources)"
+        refs = "\n".join(f"[{source.n}] {source.label()}" for source in found)
+        history[-1] = {"role": "assistant", "content": f"{answer}\n\n**Sources**\n{refs}"}
+        yield list(history), "", panel
+
+
+def sources_html(sources: list) -> str:
+    """The sources panel: one entry per reference with file, page, heading, snippet and scores."""
+    if not sources:
+        return f"<p>{SOURCES_HINT}</p>"
+    items = []
+    for source in sources:
+        where = [f"<code class='source-file'>{html.escape(source.source)}</code>"]
+        if source.page is not None:
+            where.append(f"page {source.page}")
+        if source.heading:
+            where.append(html.escape(source.heading))
+        score = f"<br><small>rerank score {source.rerank_score:.3f}</small>" if source.rerank_score is not None else ""
+        items.append(
+            f"<li class='source' data-n='{source.n}'><strong>[{source.n}]</strong> {' · '.join(where)}{score}"
+            f"<blockquote>{html.escape(source.snippet)}</blockquote></li>"
+        )
+    scope = sources[0].scope_score
+    header = f"<p><small>question in scope: score {scope:.3f}</small></p>" if scope is not None else ""
+    return header + "<ol class='sources' style='list-style:none;padding-left:0'>" + "".join(items) + "</ol>"
+
+
+def launch(app: Any, ui: UIConfig, *, block: bool = True) -> Any:
+    """Serve the app on `ui.host`:`ui.port`, with a login when `ui.auth` is set; never shared unless asked."""
+    import gradio as gr
+
+    theme = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
+    auth = tuple(ui.auth.split(":", 1)) if ui.auth else None
+    app.queue(default_concurrency_limit=1, max_size=ui.max_queue)
+    return app.launch(server_name=ui.host, server_port=ui.port, auth=auth, share=ui.share, inbrowser=False,
+                      prevent_thread_lock=not block, quiet=True, theme=theme, footer_links=[])

@@ -1,0 +1,168 @@
+"""The answer chain with a fake LLM and a fake retriever: prompt content, context budget, decline paths,
+follow-up condensing. The model does not matter here; the real GGUF runs in test_llm.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from langchain_core.documents import Document
+
+from rag_bot.chain import NOTHING_FOUND, OUT_OF_SCOPE, RagChain, Source
+from rag_bot.config import ChatConfig
+from rag_bot.errors import ConfigError
+from rag_bot.prompts import load_prompts
+from rag_bot.retriever import Retrieval
+
+
+class FakeLLM:
+    """Whitespace 'tokens'; streams its reply word by word and records every prompt it gets."""
+
+    def __init__(self, reply: str = "Run rag-bot ingest DIR [1].", n_ctx: int = 2048, max_tokens: int = 128,
+                 condensed: str = "") -> None:
+        self.reply, self.condensed = reply, condensed
+        self.n_ctx, self.max_tokens = n_ctx, max_tokens
+        self.calls: list[tuple[str, str]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def stream(self, system, user, *, max_tokens=None, stop=None, config=None):
+        self.calls.append((system, user))
+        text = self.condensed if user.startswith("Rewrite") else self.reply
+        for word in text.split(" "):
+            yield word + " "
+
+
+class FakeRetriever:
+    def __init__(self, documents=(), declined=False):
+        self.documents, self.declined = list(documents), declined
+        self.queries: list[str] = []
+
+    def search(self, query, k=None, **kwargs):
+        self.queries.append(query)
+        if self.declined:
+            return Retrieval([], True, 0.01, 0.4)
+        return Retrieval(self.documents[:k], False, 0.9, 0.4, {"embed": 1.0})
+
+
+def doc(source: str, text: str, page=None, heading=None, score=0.5) -> Document:
+    return Document(text, metadata={"source": source, "page": page, "heading": heading,
+                                    "rerank_score": score, "scope_score": 0.9})
+
+
+DOCS = [
+    doc("ingesting.md", "rag-bot ingest DIR walks a folder recursively.", heading="Ingesting documents"),
+    doc("manual.pdf", "Chunks are about two hundred tokens long.", page=3),
+    doc("faq.html", "No telemetry is sent.", heading="FAQ > Privacy"),
+]
+
+
+def chain_with(retriever, llm, **chat) -> RagChain:
+    return RagChain(retriever, llm, load_prompts(), ChatConfig(**chat), stop=["\nQuestion:"], passages=4)
+
+
+def test_prompt_holds_numbered_passages_with_sources_and_the_question():
+    llm = FakeLLM()
+    result = chain_with(FakeRetriever(DOCS), llm).invoke("How do I ingest a folder?")
+    assert len(llm.calls) == 1
+    system, user = llm.calls[0]
+    assert "only from the numbered context passages" in system
+    assert '[1] ingesting.md, "Ingesting documents"\nrag-bot ingest DIR walks a folder recursively.' in user
+    assert "[2] manual.pdf, page 3\nChunks are about two hundred tokens long." in user
+    assert '[3] faq.html, "FAQ > Privacy"' in user
+    assert "Question: How do I ingest a folder?" in user
+    assert user.index("[1]") < user.index("[2]") < user.index("[3]") < user.index("Question:")
+    assert result["answer"] == "Run rag-bot ingest DIR [1]."
+    assert result["declined"] is False and result["reason"] is None
+    assert [(s.n, s.source, s.page, s.heading) for s in result["sources"]] == [
+        (1, "ingesting.md", None, "Ingesting documents"), (2, "manual.pdf", 3, None), (3, "faq.html", None, "FAQ > Privacy")]
+
+
+def test_stream_gives_question_then_sources_then_answer_pieces():
+    events = list(chain_with(FakeRetriever(DOCS), FakeLLM(reply="one two three")).stream("How?"))
+    assert events[0] == {"question": "How?"}
+    assert [s.source for s in events[1]["sources"]] == ["ingesting.md", "manual.pdf", "faq.html"]
+    assert [e["answer"] for e in events[2:]] == ["one ", "two ", "three "]
+
+
+def test_the_prompt_never_overflows_the_context_window():
+    long_docs = [doc(f"long{i}.md", " ".join(f"word{i}_{j}" for j in range(300))) for i in range(6)]
+    llm = FakeLLM(n_ctx=800, max_tokens=200)
+    result = chain_with(FakeRetriever(long_docs), llm).invoke("What do the long files say?")
+    system, user = llm.calls[0]
+    total = llm.count_tokens(system + "\n\n" + user)
+    assert total + llm.max_tokens <= llm.n_ctx
+    assert total + llm.max_tokens > llm.n_ctx - 100  # the budget is used, not wasted
+    assert [s.source for s in result["sources"]] == ["long0.md", "long1.md"]  # the second one trimmed
+    assert "word1_0" in user and "word1_299" not in user and user.count(" ...") == 1
+    assert "word2_0" not in user
+
+
+def test_a_question_too_long_for_the_window_is_a_clear_error():
+    llm = FakeLLM(n_ctx=300, max_tokens=140)
+    chain = chain_with(FakeRetriever(DOCS), llm)
+    with pytest.raises(ConfigError, match=r"^llm.n_ctx: 300 tokens leave no room"):
+        chain.invoke("why " * 120)
+    assert llm.calls == []
+
+
+@pytest.mark.parametrize(("retriever", "reason", "message"), [
+    (FakeRetriever(DOCS, declined=True), OUT_OF_SCOPE, "looks out of scope"),
+    (FakeRetriever([]), NOTHING_FOUND, "could not find anything"),
+])
+def test_declining_answers_with_the_message_and_never_calls_the_llm(retriever, reason, message):
+    llm = FakeLLM()
+    result = chain_with(retriever, llm).invoke("what is the best pizza topping?")
+    assert llm.calls == []
+    assert result["declined"] is True and result["reason"] == reason
+    assert message in result["answer"] and result["sources"] == []
+
+
+def test_a_follow_up_is_condensed_with_the_history_before_retrieval():
+    llm = FakeLLM(condensed="How do I exclude files from ingest?")
+    retriever = FakeRetriever(DOCS)
+    history = [{"role": "user", "content": "How do I ingest a folder?"},
+               {"role": "assistant", "content": "Run rag-bot ingest DIR [1]."}]
+    result = chain_with(retriever, llm).invoke({"question": "and how do I leave some files out?", "history": history})
+    condense_prompt = llm.calls[0][1]
+    assert "User: How do I ingest a folder?\nAssistant: Run rag-bot ingest DIR [1]." in condense_prompt
+    assert "Last question: and how do I leave some files out?" in condense_prompt
+    assert retriever.queries == ["How do I exclude files from ingest?"]
+    assert result["question"] == "How do I exclude files from ingest?"
+    assert "Question: How do I exclude files from ingest?" in llm.calls[1][1]
+
+
+def test_an_unusable_rewrite_falls_back_to_the_question_and_pairs_are_accepted():
+    retriever = FakeRetriever(DOCS)
+    chain_with(retriever, FakeLLM(condensed="")).invoke({"question": "and PDFs?", "history": [("q1", "a1")]})
+    assert retriever.queries == ["and PDFs?"]
+    retriever = FakeRetriever(DOCS)
+    llm = FakeLLM(condensed="never used")
+    chain_with(retriever, llm, condense=False).invoke({"question": "and PDFs?", "history": [("q1", "a1")]})
+    assert retriever.queries == ["and PDFs?"] and len(llm.calls) == 1
+
+
+def test_bad_input_is_refused():
+    chain = chain_with(FakeRetriever(DOCS), FakeLLM())
+    with pytest.raises(ValueError, match="empty"):
+        chain.invoke("   ")
+    with pytest.raises(TypeError, match="question"):
+        chain.invoke({"text": "hi"})
+
+
+def test_source_label_and_json():
+    source = Source.from_document(2, doc("guide.pdf", "x " * 400, page=4, heading="Setup > Linux"))
+    assert source.label() == 'guide.pdf, page 4, "Setup > Linux"'
+    assert source.to_json() == {"n": 2, "source": "guide.pdf", "page": 4, "heading": "Setup > Linux"}
+    assert source.snippet.endswith(" ...") and len(source.snippet) <= 250
+
+
+def test_edited_prompts_are_used(tmp_path):
+    prompts = load_prompts()
+    custom = replace(prompts, answer="Q={question}\nC={context}\nA:", decline="Not my topic: {question}")
+    llm = FakeLLM()
+    RagChain(FakeRetriever(DOCS), llm, custom).invoke("hello?")
+    assert llm.calls[0][1].startswith("Q=hello?\nC=[1] ingesting.md")
+    declined = RagChain(FakeRetriever(DOCS, declined=True), llm, custom).invoke("pizza?")
+    assert declined["answer"] == "Not my topic: pizza?"

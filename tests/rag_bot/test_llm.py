@@ -1,0 +1,118 @@
+"""The language model: clear errors for bad model files; the real GGUF through llama-cpp-python, in
+this process and behind llama-cpp-python's OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from rag_bot.chain import load_chain
+from rag_bot.config import Config, LLMConfig, load_config
+from rag_bot.errors import ModelError
+from rag_bot.llm import LlamaCppLLM, OpenAILLM, load_llm
+
+QUESTION = "Where does rag-bot keep its data?"
+
+
+def test_a_missing_gguf_is_one_clear_line(tmp_path):
+    llm = LlamaCppLLM(LLMConfig(model_path=str(tmp_path / "nope.gguf")), tmp_path)
+    with pytest.raises(ModelError, match=r"^llm.model_path: .*nope.gguf does not exist; point it at a .gguf file$"):
+        llm.preload()
+
+
+def test_a_file_that_is_not_gguf_is_one_clear_line(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"<html>404</html>")
+    with pytest.raises(ModelError, match=r"^llm.model_path: .*model.gguf is not a GGUF file"):
+        LlamaCppLLM(LLMConfig(model_path=str(fake)), tmp_path).preload()
+
+
+def test_a_truncated_gguf_fails_to_load_with_the_key(tmp_path, gguf_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(gguf_path.read_bytes()[:4096])
+    with pytest.raises(ModelError, match=r"^llm.model_path: llama-cpp-python could not load .*broken.gguf"):
+        LlamaCppLLM(LLMConfig(model_path=str(broken)), tmp_path).preload()
+
+
+def test_llm_config_is_checked():
+    with pytest.raises(ValueError, match="max_tokens"):
+        LLMConfig(n_ctx=512, max_tokens=400)
+    with pytest.raises(ValueError, match="user:password"):
+        Config.model_validate({"ui": {"auth": "justaname"}})
+    assert isinstance(load_llm(Config(llm={"backend": "openai"})), OpenAILLM)
+
+
+@pytest.mark.slow
+def test_real_gguf_streams_a_short_answer_with_sources(chat_config_file):
+    chain = load_chain(load_config(chat_config_file))
+    events = list(chain.stream(QUESTION))
+    pieces = [event["answer"] for event in events if "answer" in event]
+    sources = next(event["sources"] for event in events if "sources" in event)
+    assert len(pieces) >= 2 and "".join(pieces).strip()  # streamed token by token
+    assert "getting-started.md" in [source.source for source in sources] or \
+        "configuration.md" in [source.source for source in sources]
+    system, user = chain.last_prompt
+    prompt_tokens = chain.llm.count_tokens(chain.llm.render(system, user))
+    assert prompt_tokens + chain.llm.max_tokens <= chain.llm.n_ctx
+    assert chain.llm.model.client.n_ctx() == chain.llm.n_ctx
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def llama_server(gguf_path, tmp_path):
+    """llama-cpp-python's own OpenAI-compatible server on loopback, stopped after the test."""
+    port = _free_port()
+    log = open(tmp_path / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
+    process = subprocess.Popen(
+        ["timeout", "600", sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path),
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "gemma"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2).read()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"llama_cpp.server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_the_same_chain_through_an_openai_compatible_server(chat_config_file, llama_server):
+    config = load_config(chat_config_file)
+    config = config.model_copy(update={"llm": config.llm.model_copy(
+        update={"backend": "openai", "base_url": llama_server, "model": "gemma", "max_tokens": 48})})
+    chain = load_chain(config)
+    assert isinstance(chain.llm, OpenAILLM)
+    pieces = [event["answer"] for event in chain.stream(QUESTION) if "answer" in event]
+    assert len(pieces) >= 2 and "".join(pieces).strip()
+    declined = chain.invoke("what is the best pizza topping?")
+    assert declined["declined"] is True
+
+
+@pytest.mark.slow
+def test_a_server_that_is_down_is_one_clear_line(chat_config_file):
+    config = load_config(chat_config_file)
+    config = config.model_copy(update={"llm": config.llm.model_copy(
+        update={"backend": "openai", "base_url": f"http://127.0.0.1:{_free_port()}/v1", "timeout": 5})})
+    with pytest.raises(ModelError, match=r"^llm.base_url: the server at http://127.0.0.1:\d+/v1 failed: .*is it running\?$"):
+        load_chain(config).invoke(QUESTION)

@@ -1,0 +1,170 @@
+"""The chat UI: the answer loop with fakes (fast), then the real app in headless Chromium (slow)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from rag_bot.chain import RagChain, load_chain
+from rag_bot.config import ChatConfig, UIConfig, load_config
+from rag_bot.errors import StoreError
+from rag_bot.prompts import load_prompts
+from rag_bot.ui import LazyChain, answer_events, build_app, launch
+from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def run(get_chain, message, history=()):
+    return list(answer_events(get_chain, message, list(history)))
+
+
+def test_an_answer_streams_into_the_chat_and_cites_its_sources():
+    chain = RagChain(FakeRetriever(DOCS), FakeLLM(reply="Run the ingest command [1]."), load_prompts(), ChatConfig())
+    steps = run(lambda: chain, "How do I ingest?")
+    partial = [history[-1]["content"] for history, _, _ in steps]
+    assert partial[0] == "" and any(0 < len(text) < 20 for text in partial)  # grew piece by piece
+    history, textbox, panel = steps[-1]
+    assert history[0] == {"role": "user", "content": "How do I ingest?"}
+    assert history[1]["content"].startswith("Run the ingest command [1].\n\n**Sources**\n[1] ingesting.md")
+    assert textbox == ""
+    for name in ("ingesting.md", "manual.pdf", "faq.html", "page 3", "Ingesting documents", "rerank score 0.500", "in scope: score 0.900"):
+        assert name in panel
+
+
+def test_history_from_the_chat_reaches_the_chain():
+    llm = FakeLLM(condensed="How do I exclude files?")
+    chain = RagChain(FakeRetriever(DOCS), llm, load_prompts(), ChatConfig())
+    earlier = [{"role": "user", "content": "How do I ingest?"}, {"role": "assistant", "content": "Run it [1]."}]
+    run(lambda: chain, "and leave files out?", earlier)
+    assert "User: How do I ingest?\nAssistant: Run it [1]." in llm.calls[0][1]
+
+
+def test_an_empty_store_is_a_readable_message_and_is_retried(tmp_path):
+    attempts = []
+
+    def factory():
+        attempts.append(1)
+        raise StoreError("store.collection: no documents in collection 'rag_bot'; run `rag-bot ingest DIR` first")
+
+    lazy = LazyChain(factory)
+    history, _, panel = run(lazy, "hello?")[-1]
+    assert history[-1]["content"] == ("Sorry, I cannot answer right now: store.collection: no documents in "
+                                      "collection 'rag_bot'; run `rag-bot ingest DIR` first")
+    assert "rag-bot ingest DIR" in panel
+    run(lazy, "hello again?")
+    assert len(attempts) == 2
+
+
+def test_an_unexpected_failure_is_not_a_stack_trace():
+    class Broken:
+        def stream(self, *args, **kwargs):
+            raise RuntimeError("boom")
+
+    history, _, _ = run(lambda: Broken(), "hello?")[-1]
+    assert history[-1]["content"] == "Sorry, something went wrong (RuntimeError); the details are in the server log."
+
+
+def test_a_declined_question_has_no_sources():
+    chain = RagChain(FakeRetriever(DOCS, declined=True), FakeLLM(), load_prompts(), ChatConfig())
+    history, _, panel = run(lambda: chain, "what is the best pizza topping?")[-1]
+    assert "looks out of scope" in history[-1]["content"] and "**Sources**" not in history[-1]["content"]
+    assert "No sources" in panel
+
+
+# --- the real app in a real browser ---------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("RAG_BOT_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing; install it with `apt-get install chromium`")
+        pytest.skip(f"{CHROMIUM} is missing; install it with `apt-get install chromium` to run the browser test")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                             args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def chat_url(chat_config_file):
+    config = load_config(chat_config_file)
+    lazy = LazyChain(lambda: load_chain(config))
+    lazy().llm.preload()
+    app = build_app(lazy)
+    port = _free_port()
+    launch(app, UIConfig(port=port), block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def ask(page, question: str) -> None:
+    box = page.locator("#question textarea")
+    box.fill(question)
+    box.press("Enter")
+
+
+def last_answer(page) -> str:
+    messages = page.locator("#chat .message-row")
+    return messages.nth(messages.count() - 1).inner_text() if messages.count() else ""
+
+
+@pytest.mark.slow
+def test_the_chat_in_a_real_browser(browser, chat_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(chat_url)
+    ask(page, "Where does rag-bot keep its data?")
+    seen = set()
+    deadline = time.monotonic() + 120
+    while "Sources" not in last_answer(page) and time.monotonic() < deadline:
+        text = last_answer(page)
+        if text.strip():
+            seen.add(text)
+        time.sleep(0.05)
+    answer = last_answer(page)
+    assert "Sources" in answer, f"no finished answer after 120 s: {answer!r}"
+    assert len(seen) >= 2, "the answer did not stream: it appeared in one piece"
+    panel = page.locator("#sources").inner_text()
+    cited = [name for name in ("getting-started.md", "configuration.md", "faq.html", "ingesting.md",
+                               "troubleshooting.md", "how-retrieval-works.pdf") if name in panel]
+    assert cited and all(name in answer for name in cited)
+    assert "getting-started.md" in panel or "configuration.md" in panel
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+    assert (tmp_path / "chat.png").stat().st_size > 10_000
+
+    started = time.monotonic()
+    ask(page, "what is the best pizza topping?")
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('looks out of scope')", timeout=30_000)
+    assert time.monotonic() - started < 10
+    assert "No sources" in page.locator("#sources").inner_text()
+
+    page.locator("#clear").click()
+    page.wait_for_function("!document.querySelector('#chat').innerText.includes('pizza')", timeout=10_000)
+
+
+@pytest.mark.slow
+def test_several_browser_sessions_at_once_all_get_answers(browser, chat_url):
+    pages = []
+    for question in ("Which file formats can I ingest?", "Does rag-bot send my documents anywhere?",
+                     "How do I run a Chroma server?"):
+        page = browser.new_context().new_page()
+        page.goto(chat_url)
+        ask(page, question)
+        pages.append(page)
+    for page in pages:
+        page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=180_000)
+        assert "Sorry" not in last_answer(page)
+        assert page.locator("#sources .source").count() >= 1
