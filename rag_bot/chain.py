@@ -121,6 +121,8 @@ class RagChain(Runnable):
         yield {"sources": [Source.from_document(n, doc) for n, doc in enumerate(used, 1)], "timings": timings}
         first = True
         for piece in self.llm.stream(self.last_prompt[0], user, stop=self.stop, config=config):
+            if not piece:
+                continue
             if first:
                 timings["first_token"], first = _ms(start), False
             yield {"answer": piece}

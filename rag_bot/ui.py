@@ -75,7 +75,8 @@ def build_app(get_chain: Callable[[], Any], title: str = TITLE) -> Any:
             yield from answer_events(get_chain, message, history)
 
         for trigger in (question.submit, send.click):
-            trigger(respond, [question, chatbot], [chatbot, question, sources], concurrency_limit=1)
+            trigger(respond, [question, chatbot], [chatbot, question, sources], concurrency_limit=1,
+                    concurrency_id="answer")  # one queue for both triggers
         clear.click(lambda: ([], "", f"<p>{SOURCES_HINT}</p>"), None, [chatbot, question, sources], queue=False)
     return app
 

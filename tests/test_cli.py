@@ -210,3 +210,50 @@ def test_http_mode_without_a_server_is_one_line(tmp_path):
     done = rag_bot(config, "ingest", str(EXAMPLE_DOCS), check_code=2)
     assert done.stderr.startswith("error: store.host/store.port: no Chroma server answers at http://127.0.0.1:")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file, tmp_path):
+    done = rag_bot(chat_config_file, "ask", "--json", "Where does rag-bot keep its data?")
+    result = json.loads(done.stdout)
+    assert set(result) == {"answer", "declined", "sources"}
+    assert result["declined"] is False and result["answer"]
+    assert [source["n"] for source in result["sources"]] == list(range(1, len(result["sources"]) + 1))
+    assert set(result["sources"][0]) == {"n", "source", "page", "heading"}
+    assert {"getting-started.md", "configuration.md"} & {source["source"] for source in result["sources"]}
+
+    streamed = rag_bot(chat_config_file, "ask", "Which file formats can I ingest?")
+    answer, _, listing = streamed.stdout.partition("\nSources:\n")
+    assert answer.strip() and listing.startswith("[1] ")
+    assert "ingesting.md" in listing
+
+    # the same store with the packaged default LLM: declining never assembles or loads it
+    config = load_config(chat_config_file)
+    default_llm = write_config(tmp_path / "default-llm", f"data_dir: {config.data_dir}\nreranker: {{enabled: false}}\n")
+    started = time.monotonic()
+    declined = json.loads(rag_bot(default_llm, "ask", "--json", "what is the best pizza topping?").stdout)
+    assert declined["declined"] is True and declined["sources"] == []
+    assert "out of scope" in declined["answer"]
+    assert not (config.data_dir / "models").exists()
+    print(f"decline through the CLI: {time.monotonic() - started:.1f} s")
+
+
+def test_ask_and_chat_errors_are_one_line(tmp_path, chat_config_file):
+    empty = write_config(tmp_path / "empty")
+    done = rag_bot(empty, "ask", "hello?", check_code=2)
+    assert done.stderr.startswith("error: store.collection: no documents in collection 'rag_bot'")
+    assert done.stderr.count("\n") == 1
+    assert rag_bot(empty, "ask", "  ", check_code=2).stderr.startswith("error: the question is empty")
+
+    config = load_config(chat_config_file)
+    missing = write_config(tmp_path / "missing", f"data_dir: {config.data_dir}\nreranker: {{enabled: false}}\n"
+                                                 "llm: {model_path: models/nothing.gguf}\n")
+    done = rag_bot(missing, "ask", "Where does rag-bot keep its data?", check_code=2)
+    assert done.stderr.strip().endswith("nothing.gguf does not exist; point it at a .gguf file")
+    assert done.stderr.startswith("error: llm.model_path: ") and done.stderr.count("\n") == 1
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = rag_bot(chat_config_file, "chat", "--port", str(port), check_code=2)
+    assert f"error: ui.port: cannot listen on 127.0.0.1:{port}" in done.stderr
