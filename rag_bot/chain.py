@@ -119,13 +119,16 @@ class RagChain(Runnable):
         user, used = self.build_prompt(question, retrieval.documents)
         self.last_prompt = (self.prompts.format("system"), user)
         yield {"sources": [Source.from_document(n, doc) for n, doc in enumerate(used, 1)], "timings": timings}
-        first = True
+        first, spoke = True, False
         for piece in self.llm.stream(self.last_prompt[0], user, stop=self.stop, config=config):
             if not piece:
                 continue
             if first:
                 timings["first_token"], first = _ms(start), False
+            spoke = spoke or bool(piece.strip())
             yield {"answer": piece}
+        if not spoke:  # a small model may stop at once: say so rather than show nothing
+            yield {"answer": self.prompts.format("no_answer", question=question)}
 
     def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
         """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing usable."""

@@ -88,7 +88,10 @@ class LlamaCppLLM(ChatLLM):
                 model = LlamaCpp(model_path=str(path), n_ctx=self.n_ctx, max_tokens=self.max_tokens,
                                  temperature=self.config.temperature,
                                  n_threads=self.config.threads or os.cpu_count(),
-                                 n_batch=min(512, self.n_ctx), verbose=False)
+                                 n_batch=min(512, self.n_ctx), verbose=False,
+                                 # LangChain's defaults (10000 / 1.0) override the model's own RoPE
+                                 # settings (Gemma 3: base 1e6); 0 lets llama.cpp read them from the file
+                                 rope_freq_base=0.0, rope_freq_scale=0.0)
         except Exception as exc:
             raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {_first_line(exc)}") from exc
         self._template = _chat_template(model.client)

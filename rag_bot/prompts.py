@@ -22,6 +22,7 @@ TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "condense.txt": (frozenset({"history", "question"}), frozenset()),
     "decline.txt": (frozenset(), frozenset({"question"})),
     "nothing_found.txt": (frozenset(), frozenset({"question"})),
+    "no_answer.txt": (frozenset(), frozenset({"question"})),
 }
 
 
@@ -34,6 +35,7 @@ class Prompts:
     condense: str
     decline: str
     nothing_found: str
+    no_answer: str
 
     def format(self, name: str, **values: str) -> str:
         return getattr(self, name).format(**values).strip()

@@ -114,7 +114,7 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
         yield history, "", "<p>Something went wrong; see the server log.</p>"
         return
     if found:
-        answer = history[-1]["content"].strip() or "(the model gave no text; see the sources)"
+        answer = history[-1]["content"].strip()
         refs = "\n".join(f"[{source.n}] {source.label()}" for source in found)
         history[-1] = {"role": "assistant", "content": f"{answer}\n\n**Sources**\n{refs}"}
         yield list(history), "", panel

@@ -166,3 +166,9 @@ def test_edited_prompts_are_used(tmp_path):
     assert llm.calls[0][1].startswith("Q=hello?\nC=[1] ingesting.md")
     declined = RagChain(FakeRetriever(DOCS, declined=True), llm, custom).invoke("pizza?")
     assert declined["answer"] == "Not my topic: pizza?"
+
+
+def test_an_answer_without_words_says_so_and_keeps_the_sources():
+    result = chain_with(FakeRetriever(DOCS), FakeLLM(reply="\n")).invoke("Which formats?")
+    assert result["answer"] == load_prompts().no_answer.strip()
+    assert len(result["sources"]) == 3 and result["declined"] is False

@@ -76,6 +76,31 @@ def test_a_declined_question_has_no_sources():
     assert "No sources" in panel
 
 
+def test_auth_keeps_the_chat_behind_a_login():
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
+    app = build_app(lambda: chain)
+    port = _free_port()
+    launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/config", timeout=10)
+        assert refused.value.code == 401
+        for password, expected in (("wrong", 400), ("s3cret", 200)):
+            form = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
+            try:
+                status = urllib.request.urlopen(f"{base}/login", data=form, timeout=10).status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            assert status == expected, password
+    finally:
+        app.close()
+
+
 # --- the real app in a real browser ---------------------------------------------------------------
 
 def _free_port() -> int:
