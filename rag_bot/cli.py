@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--port", type=int, help="port (default: ui.port)")
     chat.set_defaults(run=_chat)
 
+    evaluate = commands.add_parser("eval", help="measure quality on public datasets")
+    evaluations = evaluate.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
+    sts = evaluations.add_parser("embeddings", help="Spearman/Pearson of cosine similarity on the STS Benchmark")
+    sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
+    sts.add_argument("--split", default="test", help="train, dev or test (default: test)")
+    sts.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    sts.set_defaults(run=_eval_embeddings)
+
     stats = commands.add_parser("stats", help="files, chunks, model and location of the store")
     stats.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     stats.set_defaults(run=_stats)
@@ -245,6 +253,22 @@ def _chat(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise RagBotError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
                           "choose another port with --port or ui.port") from exc
+    return 0
+
+
+def _eval_embeddings(args: argparse.Namespace) -> int:
+    from .eval.sts import evaluate_sts, read_sts, sts_file
+    from .models import LocalEmbeddings
+
+    config = load_config(args.config)
+    pairs = read_sts(sts_file(args.sts, args.split))
+    figures = evaluate_sts(LocalEmbeddings(config.embedding), pairs, progress=not args.json)
+    result = {"dataset": "stsbenchmark", "split": args.split, "model": config.embedding.model, **figures}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"STS Benchmark {args.split}: {figures['pairs']} pairs, model {config.embedding.model}")
+        print(f"spearman: {figures['spearman']:.4f}   pearson: {figures['pearson']:.4f}")
     return 0
 
 
