@@ -8,7 +8,6 @@ Kept apart from `models.py` (the encoders) because its libraries, files and lock
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any, Iterator
 
 from .config import Config, LLMConfig
 from .errors import ModelError
+from .models import _first_line, model_package
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +160,8 @@ def load_llm(config: Config) -> ChatLLM:
 
 def packaged_gguf(ref: str, folder: Path) -> Path:
     """Assemble the GGUF shipped in the package named by `package:<module>` into `folder` once."""
-    module_name = ref.removeprefix("package:")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        pip_name = module_name.replace("_", "-")
-        raise ModelError(f"llm.model_path: {ref!r} needs the Python package {pip_name!r}, which is not installed; "
-                         f"run `make setup` or `pip install {pip_name}`") from exc
+    module = model_package(ref, "llm.model_path")
+    module_name = module.__name__
     if not hasattr(module, "assemble"):
         raise ModelError(f"llm.model_path: module {module_name!r} has no assemble(); it does not ship a GGUF model")
     target = folder / getattr(module, "MODEL_NAME", f"{module_name}.gguf")
@@ -225,7 +220,3 @@ def _quiet_native_logs() -> Any:
         return nullcontext()
     return suppress_stdout_stderr(disable=False)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

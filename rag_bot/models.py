@@ -27,18 +27,24 @@ def resolve_model_path(ref: str, key: str) -> str:
     """
     if not ref.startswith("package:"):
         return ref
+    module = model_package(ref, key)
+    module_name = module.__name__
+    if not hasattr(module, "get_model_path"):
+        raise ModelError(f"{key}: module {module_name!r} has no get_model_path(); it does not ship a model")
+    return str(module.get_model_path())
+
+
+def model_package(ref: str, key: str) -> Any:
+    """The Python module named by `package:<module>`, or a ModelError saying what to install."""
     module_name = ref.removeprefix("package:")
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         pip_name = module_name.replace("_", "-")
         raise ModelError(
             f"{key}: {ref!r} needs the Python package {pip_name!r}, which is not installed; "
             f"run `make setup` or `pip install {pip_name}`"
         ) from exc
-    if not hasattr(module, "get_model_path"):
-        raise ModelError(f"{key}: module {module_name!r} has no get_model_path(); it does not ship a model")
-    return str(module.get_model_path())
 
 
 def native_bf16() -> bool:

@@ -52,6 +52,15 @@ def fake_embeddings() -> FakeEmbeddings:
     return FakeEmbeddings(size=16)
 
 
+def free_port() -> int:
+    """A free TCP port on loopback, for servers started by tests."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def make_config(tmp_path: Path, **sections) -> Config:
     """A config whose data_dir is inside tmp_path; `sections` override keys, e.g. chunking={...}."""
     raw = {"data_dir": str(tmp_path / "data"), **sections}

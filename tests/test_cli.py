@@ -17,7 +17,7 @@ import pytest
 from ingest.pipeline import run_ingest
 from rag_bot.config import load_config
 from rag_bot.models import LocalEmbeddings
-from tests.conftest import EXAMPLE_DOCS, RAG_BOT
+from tests.conftest import EXAMPLE_DOCS, RAG_BOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -162,16 +162,11 @@ def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
     assert killed_ids == fresh_ids
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real Chroma server on loopback, stopped at the end of the test."""
-    port = _free_port()
+    port = free_port()
     chroma = Path(sys.executable).parent / "chroma"
     server = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -206,7 +201,7 @@ def test_http_mode_ingests_into_a_chroma_server(tmp_path, chroma_server):
 
 
 def test_http_mode_without_a_server_is_one_line(tmp_path):
-    config = write_config(tmp_path, f"store:\n  mode: http\n  port: {_free_port()}\n")
+    config = write_config(tmp_path, f"store:\n  mode: http\n  port: {free_port()}\n")
     done = rag_bot(config, "ingest", str(EXAMPLE_DOCS), check_code=2)
     assert done.stderr.startswith("error: store.host/store.port: no Chroma server answers at http://127.0.0.1:")
     assert len(done.stderr.strip().splitlines()) == 1

@@ -4,7 +4,6 @@ this process and behind llama-cpp-python's OpenAI-compatible server."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from rag_bot.chain import load_chain
 from rag_bot.config import Config, LLMConfig, load_config
 from rag_bot.errors import ModelError
 from rag_bot.llm import LlamaCppLLM, OpenAILLM, load_llm
+from tests.conftest import free_port
 
 QUESTION = "Where does rag-bot keep its data?"
 
@@ -63,16 +63,11 @@ def test_real_gguf_streams_a_short_answer_with_sources(chat_config_file):
     assert chain.llm.model.client.n_ctx() == chain.llm.n_ctx
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def llama_server(gguf_path, tmp_path):
     """llama-cpp-python's own OpenAI-compatible server on loopback, stopped after the test."""
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "server.log", "wb")  # a file, not a pipe: a full pipe would block the server
     process = subprocess.Popen(
         ["timeout", "600", sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path),
@@ -113,6 +108,6 @@ def test_the_same_chain_through_an_openai_compatible_server(chat_config_file, ll
 def test_a_server_that_is_down_is_one_clear_line(chat_config_file):
     config = load_config(chat_config_file)
     config = config.model_copy(update={"llm": config.llm.model_copy(
-        update={"backend": "openai", "base_url": f"http://127.0.0.1:{_free_port()}/v1", "timeout": 5})})
+        update={"backend": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "timeout": 5})})
     with pytest.raises(ModelError, match=r"^llm.base_url: the server at http://127.0.0.1:\d+/v1 failed: .*is it running\?$"):
         load_chain(config).invoke(QUESTION)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from rag_bot.config import ChatConfig, UIConfig, load_config
 from rag_bot.errors import StoreError
 from rag_bot.prompts import load_prompts
 from rag_bot.ui import LazyChain, answer_events, build_app, launch
+from tests.conftest import free_port
 from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever
 
 CHROMIUM = "/usr/bin/chromium"
@@ -83,7 +83,7 @@ def test_auth_keeps_the_chat_behind_a_login():
 
     chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
     app = build_app(lambda: chain)
-    port = _free_port()
+    port = free_port()
     launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -102,11 +102,6 @@ def test_auth_keeps_the_chat_behind_a_login():
 
 
 # --- the real app in a real browser ---------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -130,7 +125,7 @@ def chat_url(chat_config_file):
     lazy = LazyChain(lambda: load_chain(config))
     lazy().llm.preload()
     app = build_app(lazy)
-    port = _free_port()
+    port = free_port()
     launch(app, UIConfig(port=port), block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
