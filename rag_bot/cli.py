@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="measure quality on public datasets")
     evaluations = evaluate.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
+    beir = evaluations.add_parser("retrieval", help="nDCG@10, Recall@10/100, MRR@10 per pipeline on a BEIR folder")
+    beir.add_argument("--dataset", required=True, metavar="DIR", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/")
+    beir.add_argument("--split", default="test", help="qrels split (default: test)")
+    beir.add_argument("--pipelines", metavar="LIST",
+                      help="comma separated: dense, mmr, bm25, hybrid, each optionally +rerank and/or +filter "
+                           "(default: the four, plus dense+rerank and hybrid+rerank when reranker.enabled, "
+                           "and dense+filter when filter.enabled)")
+    beir.add_argument("--chunk-size", type=int, help="override chunking.size (the corpus gets its own collection per size)")
+    beir.add_argument("--chunk-overlap", type=int, help="override chunking.overlap")
+    beir.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    beir.set_defaults(run=_eval_retrieval)
+
     sts = evaluations.add_parser("embeddings", help="Spearman/Pearson of cosine similarity on the STS Benchmark")
     sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
     sts.add_argument("--split", default="test", help="train, dev or test (default: test)")
@@ -254,6 +266,67 @@ def _chat(args: argparse.Namespace) -> int:
         raise RagBotError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
                           "choose another port with --port or ui.port") from exc
     return 0
+
+
+def _eval_retrieval(args: argparse.Namespace) -> int:
+    from ingest.pipeline import run_ingest
+
+    from .eval.beir import load_beir, write_corpus
+    from .eval.retrieval import METRICS, RetrievalEvaluator, parse_pipelines
+    from .filter import filter_path
+    from .models import LocalEmbeddings
+    from .retriever import load_retriever
+
+    config = load_config(args.config)
+    dataset = load_beir(args.dataset, args.split)
+    default = "dense,mmr,bm25,hybrid" + (",dense+rerank,hybrid+rerank" if config.reranker.enabled else "") + \
+        (",dense+filter" if config.filter.enabled else "")
+    pipelines = parse_pipelines(args.pipelines or default)
+    config = _eval_config(config, dataset.name, args, pipelines)
+    docs = config.data_dir / "eval" / dataset.name / "docs"
+    quiet = args.json
+    count = write_corpus(dataset.folder, docs)
+    embeddings = LocalEmbeddings(config.embedding)
+    report = run_ingest(config, docs, progress=False if quiet else None, embeddings=embeddings)
+    if not quiet:
+        print(f"{dataset.name}: {count} documents -> {report.chunks_total} chunks in collection "
+              f"{config.store.collection!r}; {len(dataset.queries)} {args.split} queries")
+    if any(p.filter for p in pipelines) and not filter_path(config).exists():
+        from .filter import bundled_negatives, corpus_examples, train_filter
+
+        texts, headings = _corpus_sample(config)
+        train_filter(corpus_examples(texts, bundled_negatives(), headings), embeddings,
+                     config.filter.max_false_refusal).save(filter_path(config))
+    evaluator = RetrievalEvaluator(load_retriever(config, embeddings=embeddings), dataset, progress=not quiet)
+    results = {pipeline.name: evaluator.evaluate(pipeline) for pipeline in pipelines}
+    if quiet:
+        print(json.dumps({"dataset": dataset.name, "split": args.split, "queries": len(dataset.queries),
+                          "chunking": {"size": config.chunking.size, "overlap": config.chunking.overlap},
+                          "pipelines": results}))
+        return 0
+    print(f"{'pipeline':<22}" + "".join(f"{metric:>12}" for metric in METRICS))
+    for name, figures in results.items():
+        print(f"{name:<22}" + "".join(f"{figures[metric]:>12.4f}" for metric in METRICS))
+    return 0
+
+
+def _eval_config(config: object, name: str, args: argparse.Namespace, pipelines: list) -> object:
+    """The config for the evaluation collection: its own collection per dataset and chunk size."""
+    import re
+
+    chunking = config.chunking.model_copy(update={key: value for key, value in
+                                                  (("size", args.chunk_size), ("overlap", args.chunk_overlap))
+                                                  if value is not None})
+    collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}")
+    return config.model_copy(update={
+        "chunking": type(chunking).model_validate(chunking.model_dump()),
+        "store": config.store.model_copy(update={"collection": collection}),
+        "retriever": config.retriever.model_copy(update={"hybrid": any(p.base in ("bm25", "hybrid") for p in pipelines)}),
+        "reranker": config.reranker.model_copy(update={"enabled": any(p.rerank for p in pipelines)}),
+        "filter": config.filter.model_copy(update={"enabled": any(p.filter for p in pipelines)}),
+    })
+
+
 
 
 def _eval_embeddings(args: argparse.Namespace) -> int:

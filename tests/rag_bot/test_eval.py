@@ -47,3 +47,115 @@ def test_sts_input_errors_name_the_file_and_line(tmp_path):
     path.write_text("only\tthree\tfields\n")
     with pytest.raises(InputError, match=r"line 1: expected 7 tab-separated fields, found 3"):
         read_sts(path)
+
+
+# --- retrieval on a tiny BEIR folder ----------------------------------------------------------------
+
+TOPICS = {
+    "d1": ("Volcanoes", "A volcano erupts when magma rises through the crust and lava flows out of the crater."),
+    "d2": ("Photosynthesis", "Plants turn sunlight, water and carbon dioxide into sugar and oxygen in their leaves."),
+    "d3": ("Tides", "Ocean tides rise and fall twice a day because of the gravitational pull of the moon."),
+    "d4": ("Vaccines", "A vaccine trains the immune system to recognise a virus before a real infection."),
+    "d5": ("Bread", "Yeast ferments the sugars in dough, and the carbon dioxide makes bread rise in the oven."),
+    "d6": ("Earthquakes", "Earthquakes happen when tectonic plates slip suddenly along a fault line."),
+    "d7": ("Bees", "Honey bees collect nectar from flowers and store it as honey in wax combs."),
+    "d8": ("Rainbows", "A rainbow appears when sunlight is refracted and reflected inside raindrops."),
+}
+QUERIES = {
+    "q1": ("Why does lava come out of a mountain?", {"d1": 1}),
+    "q2": ("How do plants make sugar from sunlight?", {"d2": 1}),
+    "q3": ("What causes the sea level to change every day?", {"d3": 1}),
+    "q4": ("How does immunisation protect against viruses?", {"d4": 1}),
+    "q5": ("Why does dough rise?", {"d5": 1}),
+    "q6": ("What makes the ground shake along faults?", {"d6": 1, "d1": 0}),
+}
+
+
+MORE = {
+    "d1": "Ash clouds from an eruption can ground aircraft for days. Some volcanoes sleep for centuries.",
+    "d2": "Chlorophyll makes leaves green and absorbs red and blue light. Oxygen leaves through the stomata.",
+    "d3": "Spring tides come at full and new moon when the sun and moon line up. Neap tides are the weakest.",
+    "d4": "Booster doses keep the protection strong over the years. Herd immunity protects those who cannot be vaccinated.",
+    "d5": "Kneading develops the gluten network that traps the gas. Sourdough uses wild yeast and bacteria.",
+    "d6": "Seismographs record the waves that spread from the focus. The magnitude scale is logarithmic.",
+    "d7": "Worker bees dance to tell others where the flowers are. A colony has a single queen that lays the eggs.",
+    "d8": "The colours always appear in the same order from red to violet. A double rainbow has its colours reversed.",
+}
+
+
+def write_beir(folder):
+    import json
+
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": t, "text": f"{x} {MORE[i]}"}) + "\n"
+                                                 for i, (t, x) in TOPICS.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                                  for q, (t, _) in QUERIES.items()))
+    rows = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, (_, judged) in QUERIES.items()
+                                             for d, s in judged.items()]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_metrics_come_from_pytrec_eval_and_count_missing_queries_as_zero():
+    from rag_bot.eval.retrieval import score
+
+    qrels = {"q1": {"d1": 1}, "q2": {"d9": 1}}
+    figures = score(qrels, {"q1": ["d2", "d1"]})  # q2 declined: no ranking
+    assert figures == {"ndcg@10": 0.3155, "recall@10": 0.5, "recall@100": 0.5, "mrr@10": 0.25}
+    deep = score({"q1": {"d1": 1}}, {"q1": [f"x{i}" for i in range(20)] + ["d1"]})
+    assert deep["recall@10"] == 0.0 and deep["recall@100"] == 1.0 and deep["mrr@10"] == 0.0
+
+
+def test_chunks_count_once_per_document_at_the_best_rank():
+    from rag_bot.eval.beir import doc_id
+    from rag_bot.eval.retrieval import documents_in_order
+
+    assert documents_in_order(["d2.txt", "d1.txt", "d2.txt", "a%2Fb.txt", "d3.txt"], depth=3) == ["d2", "d1", "a/b"]
+    assert doc_id("sub/x%20y.txt") == "x y"
+
+
+def test_beir_input_errors_are_one_line(tmp_path):
+    from rag_bot.eval.beir import load_beir
+    from rag_bot.eval.retrieval import parse_pipelines
+
+    folder = write_beir(tmp_path / "tiny")
+    assert list(load_beir(folder).queries) == ["q1", "q2", "q3", "q4", "q5", "q6"]
+    with pytest.raises(InputError, match=r"qrels/dev.tsv: not found; --split takes one of: test"):
+        load_beir(folder, "dev")
+    with pytest.raises(InputError, match=r"no corpus.jsonl or corpus.jsonl.gz"):
+        load_beir(tmp_path)
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
+    with pytest.raises(InputError, match=r"test.tsv: line 2: expected query-id, corpus-id, score"):
+        load_beir(folder)
+    with pytest.raises(InputError, match=r"--pipelines: unknown pipeline 'dense\+boost'"):
+        parse_pipelines("dense,dense+boost")
+    assert [p.name for p in parse_pipelines("hybrid+rerank+filter, bm25")] == ["hybrid+rerank+filter", "bm25"]
+
+
+@pytest.mark.slow
+def test_eval_retrieval_end_to_end_through_the_cli(tmp_path):
+    import json
+    import subprocess
+
+    from tests.conftest import RAG_BOT
+
+    folder = write_beir(tmp_path / "tiny")
+    config = tmp_path / "config.yaml"
+    config.write_text("data_dir: data\nreranker: {enabled: false}\nfilter: {enabled: false}\n")
+    done = subprocess.run([RAG_BOT, "--config", str(config), "eval", "retrieval", "--dataset", str(folder),
+                           "--pipelines", "dense,mmr,bm25,hybrid,dense+filter", "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["dataset"] == "tiny" and result["queries"] == 6
+    assert list(result["pipelines"]) == ["dense", "mmr", "bm25", "hybrid", "dense+filter"]
+    for name, figures in result["pipelines"].items():
+        assert set(figures) == {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
+        assert all(0.0 <= value <= 1.0 for value in figures.values())
+    assert result["pipelines"]["dense"]["ndcg@10"] >= 0.9  # the paraphrased questions find their page
+    assert result["pipelines"]["dense"]["recall@100"] == 1.0
+    assert result["pipelines"]["bm25"]["mrr@10"] > 0.3
+    table = subprocess.run([RAG_BOT, "--config", str(config), "eval", "retrieval", "--dataset", str(folder),
+                            "--pipelines", "dense"], capture_output=True, text=True, timeout=600)
+    assert "tiny: 8 documents -> 8 chunks" in table.stdout and table.stdout.splitlines()[-1].startswith("dense ")
