@@ -97,6 +97,9 @@ def summary(rows: list[tuple[float, int, float]]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions")
+    parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="only the first N questions")
+    parser.add_argument("--cold", type=int, default=3, help="cold `rag-bot ask` runs")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "llm_latency.json")
     args = parser.parse_args()
     config_path = prepare()
     config = load_config(config_path)
@@ -113,7 +116,7 @@ def main() -> None:
     raw(llama, chain.llm.render(*chain.last_prompt), params)
     mine, theirs, ratios = [], [], []
     for _ in range(args.rounds):
-        for question in QUESTIONS:
+        for question in QUESTIONS[:args.questions]:
             a = ours(chain, question)
             if chain.last_prompt is None:
                 continue
@@ -127,7 +130,7 @@ def main() -> None:
             print(f"ours {a[0]:7.1f} ms {a[1]:3d} tok {a[2]:5.1f} tok/s | raw {b[0]:7.1f} ms {b[1]:3d} tok "
                   f"{b[2]:5.1f} tok/s | {question}")
     same_length = sum(a[1] == b[1] for a, b in zip(mine, theirs))
-    cold = [cold_ask(config_path, QUESTIONS[i]) for i in range(3)]
+    cold = [cold_ask(config_path, QUESTIONS[i % len(QUESTIONS)]) for i in range(args.cold)]
     result = {
         "machine": machine(),
         "model": Path(chain.llm.model_file()).name,
@@ -142,9 +145,8 @@ def main() -> None:
         "command": "python bench/llm_latency.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / "llm_latency.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -85,8 +85,8 @@ class IngestConfig(_Section):
 class RetrieverConfig(_Section):
     k: int = Field(20, ge=1, le=1000, description="Candidates MMR keeps (the reranker's input).")
     fetch_k: int = Field(50, ge=1, le=10000, description="Nearest chunks MMR chooses from.")
-    lambda_mult: float = Field(0.7, ge=0.0, le=1.0, description="MMR: 1 is pure relevance, 0 pure diversity.")
-    hybrid: bool = Field(False, description="Fuse BM25 keyword candidates with the dense ones (reciprocal rank fusion).")
+    lambda_mult: float = Field(0.9, ge=0.0, le=1.0, description="MMR: 1 is pure relevance, 0 pure diversity.")
+    hybrid: bool = Field(True, description="Fuse BM25 keyword candidates with the dense ones (reciprocal rank fusion).")
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant.")
 
     @model_validator(mode="after")

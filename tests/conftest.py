@@ -93,11 +93,11 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def examples_config(tmp_path_factory, minilm) -> Config:
-    """examples/docs ingested with the real MiniLM into a session-wide store (reranker and filter off)."""
+    """examples/docs ingested with the real MiniLM into a session-wide store (reranker, filter, hybrid off)."""
     from ingest.pipeline import run_ingest
 
     root = tmp_path_factory.mktemp("examples-store")
-    config = make_config(root, reranker={"enabled": False}, filter={"enabled": False})
+    config = make_config(root, reranker={"enabled": False}, filter={"enabled": False}, retriever={"hybrid": False})
     run_ingest(config, EXAMPLE_DOCS, progress=False, embeddings=minilm)
     return config
 

@@ -159,3 +159,23 @@ def test_eval_retrieval_end_to_end_through_the_cli(tmp_path):
     table = subprocess.run([RAG_BOT, "--config", str(config), "eval", "retrieval", "--dataset", str(folder),
                             "--pipelines", "dense"], capture_output=True, text=True, timeout=600)
     assert "tiny: 8 documents -> 8 chunks" in table.stdout and table.stdout.splitlines()[-1].startswith("dense ")
+
+
+@pytest.mark.slow
+def test_eval_retrieval_reranks_with_a_local_cross_encoder(tmp_path, cross_encoder_dir):
+    import json
+    import subprocess
+
+    from tests.conftest import RAG_BOT
+
+    folder = write_beir(tmp_path / "tiny")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: data\nreranker: {{enabled: true, model: {cross_encoder_dir}}}\n"
+                      "filter: {enabled: false}\n")
+    done = subprocess.run([RAG_BOT, "--config", str(config), "eval", "retrieval", "--dataset", str(folder), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    pipelines = json.loads(done.stdout)["pipelines"]
+    assert list(pipelines) == ["dense", "mmr", "bm25", "hybrid", "dense+rerank", "hybrid+rerank"]
+    # reranking reorders only the head: the candidate stage (Recall@100) is the base pipeline's
+    assert pipelines["dense+rerank"]["recall@100"] == pipelines["dense"]["recall@100"]

@@ -1,0 +1,43 @@
+"""Smoke runs of the benchmark scripts on tiny inputs, so that they cannot rot. No timing is asserted:
+the figures themselves come from the full runs documented in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
+
+
+def bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.skipif(not SCIFACT.exists(), reason=f"{SCIFACT} is not on this machine")
+def test_ingest_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "ingest.json"
+    bench("ingest_scifact.py", "--limit", "25", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["documents"] == 25 and result["chunks"] >= 25
+    for key in ("ingest_chunks_per_s", "raw_encode_chunks_per_s_same_precision", "langchain_naive_chunks_per_s",
+                "ours_vs_langchain_naive_speedup", "reingest_unchanged_seconds_cli", "peak_rss_mb_ingest"):
+        assert result[key] > 0, key
+
+
+def test_llm_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "llm.json"
+    bench("llm_latency.py", "--rounds", "1", "--questions", "2", "--cold", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["answers"] >= 1 and result["answers_with_equal_token_counts"] == result["answers"]
+    assert result["ours"]["ttft_ms_p50"] > 0 and result["raw_llama_cpp"]["ttft_ms_p50"] > 0
+    assert len(result["cold_rag_bot_ask_first_byte_ms"]) == 1
