@@ -57,7 +57,8 @@ def main() -> None:
 
     cross_encoder = str(local_cross_encoder())
     embeddings = LocalEmbeddings(Config().embedding)  # one model for ingest, filter and queries
-    config = scifact_store(embeddings, reranker={"model": cross_encoder})
+    # hybrid off: the reference pipeline has no BM25 stage, so both run the same stages
+    config = scifact_store(embeddings, reranker={"model": cross_encoder}, retriever={"hybrid": False})
     queries = test_queries()[: args.queries]
 
     chunks = get_collection(open_client(config), config.store.collection).get(include=["documents"], limit=3000)["documents"]
