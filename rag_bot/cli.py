@@ -314,12 +314,21 @@ def _eval_config(config: object, name: str, args: argparse.Namespace, pipelines:
     """The config for the evaluation collection: its own collection per dataset and chunk size."""
     import re
 
+    from pydantic import ValidationError
+
+    from .errors import ConfigError
+
     chunking = config.chunking.model_copy(update={key: value for key, value in
                                                   (("size", args.chunk_size), ("overlap", args.chunk_overlap))
                                                   if value is not None})
+    try:
+        chunking = type(chunking).model_validate(chunking.model_dump())
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--chunk-size/--chunk-overlap: {problem}") from exc
     collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}")
     return config.model_copy(update={
-        "chunking": type(chunking).model_validate(chunking.model_dump()),
+        "chunking": chunking,
         "store": config.store.model_copy(update={"collection": collection}),
         "retriever": config.retriever.model_copy(update={"hybrid": any(p.base in ("bm25", "hybrid") for p in pipelines)}),
         "reranker": config.reranker.model_copy(update={"enabled": any(p.rerank for p in pipelines)}),

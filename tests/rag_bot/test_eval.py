@@ -179,3 +179,15 @@ def test_eval_retrieval_reranks_with_a_local_cross_encoder(tmp_path, cross_encod
     assert list(pipelines) == ["dense", "mmr", "bm25", "hybrid", "dense+rerank", "hybrid+rerank"]
     # reranking reorders only the head: the candidate stage (Recall@100) is the base pipeline's
     assert pipelines["dense+rerank"]["recall@100"] == pipelines["dense"]["recall@100"]
+
+
+def test_eval_retrieval_refuses_a_bad_chunking_override_in_one_line(tmp_path):
+    import subprocess
+
+    from tests.conftest import RAG_BOT
+
+    folder = write_beir(tmp_path / "tiny")
+    done = subprocess.run([RAG_BOT, "eval", "retrieval", "--dataset", str(folder), "--chunk-size", "20"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == "error: --chunk-size/--chunk-overlap: overlap (30) must be smaller than size (20)\n"
