@@ -222,7 +222,7 @@ def _pairs(history: list) -> list[tuple[str, str]]:
     pairs: list[tuple[str, str]] = []
     for item in history:
         if isinstance(item, dict):
-            content = _text(item.get("content"))
+            content = message_text(item.get("content"))
             if item.get("role") == "user":
                 pairs.append((content, ""))
             elif item.get("role") == "assistant" and pairs:
@@ -230,13 +230,14 @@ def _pairs(history: list) -> list[tuple[str, str]]:
                 pairs[-1] = (asked, (answered + "\n" + content).strip())
         else:
             asked, answered = item
-            pairs.append((_text(asked), _text(answered)))
+            pairs.append((message_text(asked), message_text(answered)))
     return [(asked, answered) for asked, answered in pairs if asked]
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
+    """The text of a chat message's content (Gradio may give a list of parts)."""
     if isinstance(content, list):  # Gradio message content may be a list of parts
-        return " ".join(_text(part.get("text", "") if isinstance(part, dict) else part) for part in content)
+        return " ".join(message_text(part.get("text", "") if isinstance(part, dict) else part) for part in content)
     return str(content or "")
 
 

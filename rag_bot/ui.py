@@ -14,6 +14,7 @@ import os
 import threading
 from typing import Any, Callable, Iterator
 
+from .chain import message_text
 from .config import UIConfig
 from .errors import RagBotError
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "rag-bot"
 SOURCES_HINT = "Sources of the latest answer appear here."
+SOURCES_MARK = "\n\n**Sources**\n"
 # System fonts only: the browser fetches nothing from the internet.
 FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -88,7 +90,9 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
     if not message:
         yield history, "", f"<p>{SOURCES_HINT}</p>"
         return
-    earlier = [turn for turn in history if turn.get("role") in ("user", "assistant")]
+    # earlier turns without the references appended to each answer: the condense prompt needs the words
+    earlier = [{"role": turn["role"], "content": message_text(turn.get("content")).split(SOURCES_MARK)[0]}
+               for turn in history if turn.get("role") in ("user", "assistant")]
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     panel = "<p><em>Searching the documents ...</em></p>"
     yield list(history), "", panel
@@ -116,7 +120,7 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
     if found:
         answer = history[-1]["content"].strip()
         refs = "\n".join(f"[{source.n}] {source.label()}" for source in found)
-        history[-1] = {"role": "assistant", "content": f"{answer}\n\n**Sources**\n{refs}"}
+        history[-1] = {"role": "assistant", "content": f"{answer}{SOURCES_MARK}{refs}"}
         yield list(history), "", panel
 
 

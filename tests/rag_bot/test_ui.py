@@ -39,9 +39,14 @@ def test_an_answer_streams_into_the_chat_and_cites_its_sources():
 def test_history_from_the_chat_reaches_the_chain():
     llm = FakeLLM(condensed="How do I exclude files?")
     chain = RagChain(FakeRetriever(DOCS), llm, load_prompts(), ChatConfig())
-    earlier = [{"role": "user", "content": "How do I ingest?"}, {"role": "assistant", "content": "Run it [1]."}]
+    earlier = [{"role": "user", "content": "How do I ingest?"},
+               {"role": "assistant", "content": "Run it [1].\n\n**Sources**\n[1] ingesting.md"}]
     run(lambda: chain, "and leave files out?", earlier)
-    assert "User: How do I ingest?\nAssistant: Run it [1]." in llm.calls[0][1]
+    assert "User: How do I ingest?\nAssistant: Run it [1].\n\nLast question" in llm.calls[0][1]
+    as_parts = [{"role": "user", "content": [{"type": "text", "text": "How do I ingest?"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": earlier[1]["content"]}]}]
+    run(lambda: chain, "and leave files out?", as_parts)  # Gradio may send content as a list of parts
+    assert llm.calls[0][1] == llm.calls[2][1]
 
 
 def test_an_empty_store_is_a_readable_message_and_is_retried(tmp_path):
