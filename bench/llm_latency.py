@@ -36,7 +36,8 @@ QUESTIONS = [
     "How do I run a Chroma server?",
     "What happens when a file cannot be read?",
 ]
-WORK = Path.home() / ".cache" / "rag-bot" / "bench" / "examples-chat"
+# inside the checkout (git-ignored): a store mirrors one folder, so each checkout keeps its own
+WORK = ROOT / ".rag_bot" / "bench-chat"
 RAG_BOT = str(Path(sys.executable).parent / "rag-bot")
 
 

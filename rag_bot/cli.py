@@ -20,7 +20,7 @@ log = logging.getLogger("rag_bot")
 
 _QUIET_LIBRARIES = ("pypdf", "chromadb", "httpx", "urllib3", "transformers", "sentence_transformers",
                     "langchain_core", "langchain_classic", "sqlalchemy", "gradio", "openai",
-                    "llama-cpp-python")
+                    "llama-cpp-python", "bm25s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    # records from libraries that set their own loggers to DEBUG (bm25s) reach this handler too
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
