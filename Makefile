@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 CHAT_ARGS ?=
 DATA_DIR := .rag_bot
 
-.PHONY: setup run test bench clean browser
+.PHONY: setup run test bench bench-scaling bench-finetune clean browser
 setup: $(VENV)/.installed
 
 $(BIN)/python:
@@ -61,6 +61,13 @@ bench: setup
 	$(BIN)/python bench/ingest_scifact.py
 	$(BIN)/python bench/retriever_latency.py
 	$(BIN)/python bench/llm_latency.py
+
+# long runs, apart: about 2 hours (200k chunks to embed) and about 1 hour
+bench-scaling: setup
+	$(BIN)/python bench/scaling.py
+
+bench-finetune: setup
+	$(BIN)/python bench/finetune_scifact.py
 
 clean:
 	rm -rf $(VENV) .rag_bot

@@ -41,3 +41,14 @@ def test_llm_benchmark_smoke(tmp_path: Path):
     assert result["answers"] >= 1 and result["answers_with_equal_token_counts"] == result["answers"]
     assert result["ours"]["ttft_ms_p50"] > 0 and result["raw_llama_cpp"]["ttft_ms_p50"] > 0
     assert len(result["cold_rag_bot_ask_first_byte_ms"]) == 1
+
+
+@pytest.mark.skipif(not SCIFACT.exists(), reason=f"{SCIFACT} is not on this machine")
+def test_scaling_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "scaling.json"
+    bench("scaling.py", "--sizes", "60", "--queries", "3", "--work", str(tmp_path / "work"), "--out", str(out))
+    row = json.loads(out.read_text())["sizes"]["60"]
+    assert row["documents"] == 26 and row["chunks"] >= 26 and row["queries"] == 3
+    assert row["ingest_chunks_per_s"] > 0 and row["peak_rss_mb_ingest"] > 0 and row["peak_rss_mb_query"] > 0
+    assert {"embed", "mmr", "bm25", "rerank", "total"} <= set(row["query_ms"])
+    assert not (tmp_path / "work" / "chunks-60").exists()  # removed unless --keep
