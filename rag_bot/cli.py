@@ -10,10 +10,11 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
-from .config import ENV_VAR, load_config
+from .config import ENV_VAR, PACKAGED_EMBEDDER, load_config
 from .errors import RagBotError
 
 log = logging.getLogger("rag_bot")
@@ -84,6 +85,37 @@ def build_parser() -> argparse.ArgumentParser:
     sts.add_argument("--split", default="test", help="train, dev or test (default: test)")
     sts.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     sts.set_defaults(run=_eval_embeddings)
+
+    fine_tune = commands.add_parser("train", help="fine-tune the embedder or the reranker on your own pairs")
+    models = fine_tune.add_subparsers(dest="model", required=True, metavar="WHAT")
+    embedder = models.add_parser("embedder", help="fine-tune the bi-encoder (contrastive, in-batch negatives)")
+    reranker = models.add_parser("reranker", help="train a cross-encoder with hard negatives mined by the retriever")
+    for sub, epochs, batch in ((embedder, 1, 32), (reranker, 1, 32)):
+        pairs = sub.add_mutually_exclusive_group(required=True)
+        pairs.add_argument("--pairs", metavar="FILE", help="CSV (header row) or JSONL with query, passage and optional negative")
+        pairs.add_argument("--beir", metavar="DIR", help="build the pairs from a BEIR folder's qrels (see --split)")
+        sub.add_argument("--split", default="train", help="qrels split for --beir (default: train)")
+        sub.add_argument("--out", required=True, metavar="DIR", help="folder for the trained model (resumes an interrupted run)")
+        sub.add_argument("--epochs", type=int, default=epochs, help=f"passes over the pairs (default: {epochs})")
+        sub.add_argument("--batch-size", type=int, default=batch, help=f"pairs per step (default: {batch})")
+        sub.add_argument("--learning-rate", type=float, default=2e-5, help="default: 2e-5")
+        sub.add_argument("--val-fraction", type=float, default=0.1,
+                         help="share of the queries held out to measure before and after (default: 0.1)")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    embedder.set_defaults(run=_train_embedder)
+    reranker.add_argument("--base", default=PACKAGED_EMBEDDER, metavar="MODEL",
+                          help=f"encoder to start from: folder, hub name or package: (default: {PACKAGED_EMBEDDER})")
+    reranker.add_argument("--negatives", type=int, default=7, help="hard negatives per query (default: 7)")
+    reranker.set_defaults(run=_train_reranker)
+    synthetic = models.add_parser("make-pairs", help="no labels: the local LLM writes a question for sampled chunks")
+    synthetic.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
+    synthetic.add_argument("--count", type=int, default=200, help="chunks to sample (default: 200)")
+    synthetic.add_argument("--top", type=int, default=20,
+                           help="keep a pair only if the retriever finds its chunk in the top N (default: 20)")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    synthetic.set_defaults(run=_make_pairs)
 
     stats = commands.add_parser("stats", help="files, chunks, model and location of the store")
     stats.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -186,8 +218,6 @@ def search_json(result: object) -> dict:
 
 
 def _train_filter(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .filter import bundled_negatives, corpus_examples, describe_metrics, filter_path, read_examples, train_filter
     from .models import LocalEmbeddings
 
@@ -328,7 +358,8 @@ def _eval_config(config: object, name: str, args: argparse.Namespace, pipelines:
     except ValidationError as exc:
         problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise ConfigError(f"--chunk-size/--chunk-overlap: {problem}") from exc
-    collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}")
+    collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}"
+                        f"{_model_tag(config.embedding.model)}")
     return config.model_copy(update={
         "chunking": chunking,
         "store": config.store.model_copy(update={"collection": collection}),
@@ -338,6 +369,138 @@ def _eval_config(config: object, name: str, args: argparse.Namespace, pipelines:
     })
 
 
+
+
+def _model_tag(model: str) -> str:
+    """'' for the packaged embedder, else a short tag of the model and its weights' time: a
+    fine-tuned model gets its own evaluation collection (and a retrained one a fresh one)."""
+    if model == PACKAGED_EMBEDDER:
+        return ""
+    import hashlib
+
+    weights = [p.stat().st_mtime_ns for p in sorted(Path(model).glob("*.safetensors"))] if Path(model).is_dir() else []
+    return "-m" + hashlib.sha1(repr((model, weights)).encode()).hexdigest()[:8]
+
+
+def _beir_store(config: object, folder: str, quiet: bool) -> object:
+    """The BEIR corpus ingested (incrementally) into its evaluation collection, as `eval retrieval`
+    does; returns the config for it (the configured hybrid setting; no reranker, no filter)."""
+    from ingest.pipeline import run_ingest
+
+    from .eval.beir import corpus_file, write_corpus
+    from .eval.retrieval import Pipeline
+
+    corpus_file(Path(folder))
+    name = Path(folder).resolve().name
+    chunking = argparse.Namespace(chunk_size=None, chunk_overlap=None)
+    config = _eval_config(config, name, chunking, [Pipeline("hybrid" if config.retriever.hybrid else "mmr")])
+    docs = config.data_dir / "eval" / name / "docs"
+    write_corpus(Path(folder), docs)
+    report = run_ingest(config, docs, progress=False if quiet else None)
+    if not quiet:
+        print(f"{name}: {report.chunks_total} chunks in collection {config.store.collection!r}", file=sys.stderr)
+    return config
+
+
+def _train_settings(args: argparse.Namespace) -> object:
+    from .train.run import TrainSettings
+
+    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         val_fraction=args.val_fraction, seed=args.seed, progress=not args.json)
+
+
+def _read_training_pairs(args: argparse.Namespace) -> tuple[list, str]:
+    from .train.pairs import beir_pairs, read_pairs
+
+    if args.beir:
+        return beir_pairs(args.beir, args.split), f"{args.beir} ({args.split} qrels)"
+    return read_pairs(args.pairs), str(args.pairs)
+
+
+def _print_training(report: object, json_out: bool, after_lines: list[str]) -> None:
+    from dataclasses import asdict
+
+    if json_out:
+        print(json.dumps(asdict(report)))
+        return
+    print(f"{report.kind} trained from {report.base_model} on {report.train_pairs} training rows "
+          f"in {report.train_seconds:.0f} s ({report.steps} steps); saved to {report.out}")
+    if report.before or report.after:
+        print(f"validation ({report.validation_queries} held-out queries):")
+        for metric in report.after or report.before:
+            before, after = report.before.get(metric), report.after.get(metric)
+            print(f"  {metric:<14} before {before if before is not None else '-':>8}   after {after if after is not None else '-':>8}")
+    for line in after_lines:
+        print(line)
+
+
+def _train_embedder(args: argparse.Namespace) -> int:
+    from .train.embedder import train_embedder
+
+    config = load_config(args.config)
+    pairs, source = _read_training_pairs(args)
+    corpus = None
+    if args.beir:
+        from .eval.beir import document_text, iter_corpus
+
+        corpus = {doc_id: document_text(title, text).strip() for doc_id, title, text in iter_corpus(Path(args.beir))}
+    report = train_embedder(pairs, config.embedding, args.out, _train_settings(args), corpus=corpus, source=source)
+    from ingest.index import describe
+
+    folder = describe(config)["folder"] or "DIR"
+    out = Path(args.out).resolve()
+    _print_training(report, args.json, [
+        f"To use it: set `embedding.model: {out}` in your config, then re-embed the store with the new model:",
+        f"  rag-bot ingest {folder} --rebuild",
+        "and retrain the scope filter: rag-bot train-filter --from-corpus (or --examples FILE).",
+        "To measure it on a BEIR folder: rag-bot eval retrieval --dataset DIR with that config "
+        "(it gets its own evaluation collection).",
+    ])
+    return 0
+
+
+def _train_reranker(args: argparse.Namespace) -> int:
+    from .retriever import load_retriever
+    from .train.reranker import train_reranker
+
+    config = load_config(args.config)
+    pairs, source = _read_training_pairs(args)
+    mining = config.model_copy(update={"reranker": config.reranker.model_copy(update={"enabled": False}),
+                                       "filter": config.filter.model_copy(update={"enabled": False})})
+    if args.beir:
+        mining = _beir_store(mining, args.beir, args.json)
+    retriever = load_retriever(mining)
+    report = train_reranker(pairs, retriever, args.out, _train_settings(args), base_model=args.base,
+                            negatives=args.negatives, device=config.reranker.device, source=source)
+    out = Path(args.out).resolve()
+    _print_training(report, args.json, [
+        "(before: the start model, whose scoring head is untrained unless --base is a cross-encoder)",
+        f"To use it: set `reranker.model: {out}` and `reranker.enabled: true` in your config.",
+    ])
+    return 0
+
+
+def _make_pairs(args: argparse.Namespace) -> int:
+    from .llm import load_llm
+    from .retriever import load_retriever
+    from .train.synthetic import load_template, make_pairs
+
+    config = load_config(args.config)
+    template = load_template(config.chat.prompts_dir)
+    search = config.model_copy(update={"reranker": config.reranker.model_copy(update={"enabled": False}),
+                                       "filter": config.filter.model_copy(update={"enabled": False})})
+    stats = make_pairs(load_llm(config), load_retriever(search), args.out, count=args.count, top=args.top,
+                       template=template, seed=args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps(stats.to_json()))
+        return 0
+    print(f"wrote {stats.written} pairs of {stats.sampled} sampled chunks to {stats.out} "
+          f"(rejected: {stats.no_question} no usable question, {stats.duplicate} duplicates, "
+          f"{stats.not_retrieved} whose chunk the retriever did not find in the top {args.top})")
+    for row in stats.examples:
+        print(f"  Q: {row['query']}\n     from {row['source']}")
+    print(f"Next: rag-bot train embedder --pairs {stats.out} --out DIR  (or train reranker)")
+    return 0
 
 
 def _eval_embeddings(args: argparse.Namespace) -> int:

@@ -102,6 +102,15 @@ class RagRetriever(BaseRetriever):
             doc.metadata["scope_score"] = scope_score
         return Retrieval(candidates, False, scope_score, threshold, timings)
 
+    def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:
+        """What the reranker would read for `query`: MMR (fused with BM25 when hybrid is on), in
+        order; no scope filter, no rerank. Used to mine hard negatives for training a reranker."""
+        vector = self.embeddings.embed_query(query)
+        candidates = self._mmr(vector, filter)
+        if self.bm25 is not None:
+            candidates = self._fuse(candidates, self._keyword(query, filter))
+        return candidates
+
     @property
     def threshold(self) -> float:
         configured = self.config.filter.threshold

@@ -71,11 +71,16 @@ def write_corpus(folder: Path, out: Path) -> int:
     count = 0
     for doc_id_, title, text in iter_corpus(folder):
         path = out / f"{quote(doc_id_, safe='')}.txt"
-        content = f"{title}\n\n{text}\n" if title else f"{text}\n"
+        content = document_text(title, text)
         if not path.exists() or path.read_text(encoding="utf-8") != content:
             path.write_text(content, encoding="utf-8")
         count += 1
     return count
+
+
+def document_text(title: str, text: str) -> str:
+    """A document as one file: title, blank line, text (the text alone when there is no title)."""
+    return f"{title}\n\n{text}\n" if title else f"{text}\n"
 
 
 def doc_id(source: str) -> str:

@@ -1,0 +1,99 @@
+"""(query, passage[, negative]) training pairs: read from CSV or JSONL, built from a BEIR folder's
+qrels, and split into training and validation sets by query (no query in both)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+FIELDS = ("query", "passage", "negative")
+
+
+@dataclass(frozen=True)
+class Pair:
+    query: str
+    passage: str
+    negative: str | None = None
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Pairs from a CSV file with a header row or a JSONL file; a bad row is one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: pair file not found")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        header = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in FIELDS[:2] if name not in header]
+        if missing:
+            raise InputError(f"{path}: line 1: the header needs columns query and passage (optional negative); "
+                             f"found {', '.join(header) or 'nothing'}")
+        rows = [(reader.line_num, {(k or "").strip(): v for k, v in row.items()}) for row in reader]
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+    else:
+        raise InputError(f"{path}: unknown pair file format {suffix!r}; use .csv (with a header row) or .jsonl")
+    pairs = []
+    for number, row in rows:
+        where = f"{path}: line {number}"
+        if not isinstance(row, dict):
+            raise InputError(f"{where}: expected an object with query and passage")
+        values = {}
+        for name in FIELDS:
+            value = row.get(name)
+            if value is not None and not isinstance(value, str):
+                raise InputError(f"{where}: {name} must be text, not {type(value).__name__}")
+            values[name] = (value or "").strip()
+        for name in FIELDS[:2]:
+            if not values[name]:
+                raise InputError(f"{where}: {name} is empty or missing")
+        pairs.append(Pair(values["query"], values["passage"], values["negative"] or None))
+    if not pairs:
+        raise InputError(f"{path}: no pairs; each line needs a query and a passage")
+    return pairs
+
+
+def beir_pairs(folder: str | Path, split: str = "train") -> list[Pair]:
+    """One pair per judged (query, document) of the split with a positive score; the passage is
+    the document's text as `rag-bot eval retrieval` writes it for ingest."""
+    from ..eval.beir import document_text, iter_corpus, load_beir
+
+    dataset = load_beir(folder, split)
+    wanted = {doc for judged in dataset.qrels.values() for doc, grade in judged.items() if grade > 0}
+    texts = {doc_id: document_text(title, text) for doc_id, title, text in iter_corpus(dataset.folder)
+             if doc_id in wanted}
+    pairs = [Pair(dataset.queries[query], texts[doc].strip())
+             for query, judged in dataset.qrels.items() for doc, grade in judged.items()
+             if grade > 0 and doc in texts]
+    if not pairs:
+        raise InputError(f"{folder}: split {split!r} has no positive judgements with documents in the corpus")
+    return pairs
+
+
+def split_pairs(pairs: list[Pair], fraction: float, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
+    """(train, validation): `fraction` of the distinct queries (at least one) held out with all their pairs."""
+    if not 0 <= fraction < 1:
+        raise InputError(f"--val-fraction: must be from 0 up to (not including) 1, not {fraction}")
+    queries = sorted({pair.query for pair in pairs})
+    held = set(random.Random(seed).sample(queries, max(1, round(len(queries) * fraction)))) if fraction else set()
+    if len(held) >= len(queries):
+        raise InputError(f"too few distinct queries ({len(queries)}) to hold some out for validation; "
+                         "add pairs or pass --val-fraction 0")
+    return [p for p in pairs if p.query not in held], [p for p in pairs if p.query in held]

@@ -1,0 +1,152 @@
+"""Train a cross-encoder reranker on (query, passage) pairs with hard negatives mined by the current
+retriever from the ingested collection, through sentence-transformers' CrossEncoder trainer
+(binary cross-entropy on labelled (query, chunk) pairs). Reranking metrics on held-out queries
+before and after, over the candidates the retriever really returns."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..models import _pick_device, _quiet_transformers, precision_context, resolve_model_path, use_bf16
+from .pairs import Pair, split_pairs
+from .run import (TrainReport, TrainSettings, fingerprint, prepare_out, quiet_training_logs, train_and_save,
+                  training_arguments)
+
+log = logging.getLogger(__name__)
+MAX_LENGTH = 256  # query + one chunk (chunks are at most chunking.size tokens of the same tokenizer)
+
+
+@dataclass
+class Mined:
+    """One query: its positive texts (chunks of its passages where the retriever found them) and
+    the retriever's candidates in order, each marked positive or not."""
+
+    query: str
+    positives: list[str]
+    candidates: list[tuple[str, bool]] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)  # given in the pair file
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_part_of(chunk: str, passage: str) -> bool:
+    """A chunk belongs to a positive passage when one contains the other (whitespace aside)."""
+    chunk, passage = _flat(chunk), _flat(passage)
+    return bool(chunk) and (chunk in passage or passage in chunk)
+
+
+def mine(pairs: list[Pair], retriever: Any, progress: bool = True) -> list[Mined]:
+    """For each distinct query: the retriever's candidates, with the chunks of its passages marked."""
+    from tqdm import tqdm
+
+    by_query: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_query.setdefault(pair.query, []).append(pair)
+    mined = []
+    for query, group in tqdm(by_query.items(), desc="mining negatives", unit="query", disable=not progress):
+        passages = [pair.passage for pair in group]
+        docs = retriever.candidates(query)
+        marked = [(doc.page_content, any(is_part_of(doc.page_content, p) for p in passages)) for doc in docs]
+        positives = []
+        for passage in passages:  # each passage's best-ranked chunk, else the passage itself
+            found = next((text for text, _ in marked if is_part_of(text, passage)), passage)
+            if found not in positives:
+                positives.append(found)
+        mined.append(Mined(query, positives, marked, [p.negative for p in group if p.negative]))
+    return mined
+
+
+def labelled_rows(mined: list[Mined], negatives: int) -> dict[str, list]:
+    """(query, text, 1.0) for each positive; (query, text, 0.0) for the top `negatives` hard negatives
+    and any negative the pair file gave."""
+    columns: dict[str, list] = {"query": [], "passage": [], "label": []}
+
+    def add(query: str, text: str, label: float) -> None:
+        columns["query"].append(query)
+        columns["passage"].append(text)
+        columns["label"].append(label)
+
+    for item in mined:
+        for text in item.positives:
+            add(item.query, text, 1.0)
+        hard = [text for text, positive in item.candidates if not positive][:negatives]
+        for text in dict.fromkeys(hard + item.negatives):
+            add(item.query, text, 0.0)
+    return columns
+
+
+def reranking_evaluator(mined: list[Mined], name: str = "validation") -> Any:
+    """Reranking of the retriever's candidates as they come (positives not retrieved stay missing:
+    the realistic setting). Whether reranking beats the retriever's own order is for `rag-bot eval
+    retrieval` with and without `+rerank`; the evaluator's `base_*` figures normalise differently."""
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    samples = [{"query": m.query, "positive": [t for t, positive in m.candidates if positive],
+                "documents": [t for t, _ in m.candidates]} for m in mined if m.candidates]
+    return CrossEncoderRerankingEvaluator(samples, at_k=10, always_rerank_positives=False, name=name,
+                                          batch_size=64, write_csv=False)
+
+
+def evaluate(evaluator: Any, model: Any, device: str) -> dict[str, float]:
+    with precision_context(device, "auto"):
+        raw = evaluator(model)
+    prefix = f"{evaluator.name}_" if evaluator.name else ""
+    return {key: round(float(raw[prefix + key]), 4) for key in ("ndcg@10", "mrr@10", "map")}
+
+
+def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings: TrainSettings, *,
+                   base_model: str, negatives: int = 7, device: str = "cpu", source: str = "") -> TrainReport:
+    """Train a cross-encoder from `base_model` into `out`; resumes an interrupted run of the same job."""
+    settings.check()
+    if negatives < 1:
+        raise InputError(f"--negatives: must be 1 or more, not {negatives}")
+    out = Path(out)
+    base = resolve_model_path(base_model, "--base")
+    if Path(base).resolve() == out.resolve():
+        raise InputError(f"--out {out}: is the model being trained; choose another folder")
+    train, validation = split_pairs(pairs, settings.val_fraction, settings.seed)
+    collection = retriever.config.store.collection
+    job = fingerprint("reranker", base_model, pairs, settings, negatives=negatives, collection=collection,
+                      embedder=retriever.config.embedding.model)
+    done, checkpoint = prepare_out(out, source or "pairs", job)
+    if done is not None:
+        return done
+
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    import torch
+
+    quiet_training_logs()
+    device = _pick_device(device)
+    mined_train = mine(train, retriever, settings.progress)
+    mined_validation = mine(validation, retriever, settings.progress) if validation else []
+    rows = labelled_rows(mined_train, negatives)
+    found = sum(any(positive for _, positive in m.candidates) for m in mined_train)
+    with _quiet_transformers():
+        model = CrossEncoder(base, num_labels=1, max_length=MAX_LENGTH, device=device)
+    report = TrainReport("reranker", base_model, str(out), job, len(rows["label"]),
+                         len(mined_validation), {**vars(settings), "negatives": negatives,
+                                                 "loss": "BinaryCrossEntropyLoss"},
+                         resumed_from=checkpoint,
+                         extra={"pairs": source, "collection": collection, "train_queries": len(mined_train),
+                                "train_queries_with_a_positive_among_candidates": found})
+    evaluator = reranking_evaluator(mined_validation) if mined_validation else None
+    if evaluator is not None:
+        report.before = evaluate(evaluator, model, device)
+    report.save()
+
+    positives = sum(1 for label in rows["label"] if label > 0)
+    weight = torch.tensor((len(rows["label"]) - positives) / max(1, positives))
+    arguments = training_arguments(CrossEncoderTrainingArguments, out, settings, len(rows["label"]),
+                                   use_bf16(device, "auto"), device)
+    trainer = CrossEncoderTrainer(model=model, args=arguments, train_dataset=Dataset.from_dict(rows),
+                                  loss=BinaryCrossEntropyLoss(model, pos_weight=weight))
+    return train_and_save(trainer, model, report, checkpoint,
+                          (lambda trained: evaluate(evaluator, trained, device)) if evaluator is not None else None)

@@ -1,0 +1,125 @@
+"""Synthetic (question, passage) pairs from the user's own ingested chunks, with no labels: the local
+LLM writes a question for each sampled chunk, and a pair is kept only when the current retriever
+finds that very chunk among its candidates for the question (the quality filter)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, InputError
+from ..prompts import BUNDLED_DIR, check_template
+
+TEMPLATE = "make_pairs.txt"
+MIN_WORDS = 20  # chunks shorter than this rarely answer a question on their own
+
+
+@dataclass
+class PairStats:
+    sampled: int = 0
+    written: int = 0
+    no_question: int = 0
+    duplicate: int = 0
+    not_retrieved: int = 0
+    out: str = ""
+    examples: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sampled": self.sampled, "written": self.written, "rejected": {
+            "no_question": self.no_question, "duplicate": self.duplicate, "not_in_top": self.not_retrieved},
+            "out": self.out}
+
+
+def load_template(folder: Path | None) -> str:
+    """`make_pairs.txt` from `chat.prompts_dir` when it has one, else the bundled one; must hold {passage}."""
+    path = Path(folder) / TEMPLATE if folder and (Path(folder) / TEMPLATE).is_file() else BUNDLED_DIR / TEMPLATE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the prompt template: {exc}") from exc
+    check_template(path, text, frozenset({"passage"}), frozenset())
+    return text
+
+
+def clean_question(text: str) -> str | None:
+    """The first line of the model's output if it reads as a question of 3 to 40 words, else None."""
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    line = re.sub(r"^(question\s*:\s*)", "", line, flags=re.IGNORECASE).strip(" \"'")
+    if "?" in line:
+        line = line[: line.index("?") + 1]
+    words = line.split()
+    if not 3 <= len(words) <= 40 or not line.endswith("?"):
+        return None
+    return line
+
+
+def sample_chunks(collection: Any, count: int, seed: int) -> list[tuple[str, str, dict]]:
+    """Up to `count` (id, text, metadata) chunks of at least MIN_WORDS words, spread over the corpus."""
+    from ..store import pages
+
+    ids = [chunk_id for page in pages(collection, []) for chunk_id in page["ids"]]
+    random.Random(seed).shuffle(ids)
+    chosen: list[tuple[str, str, dict]] = []
+    for start in range(0, len(ids), 500):
+        got = collection.get(ids=ids[start:start + 500], include=["documents", "metadatas"])
+        by_id = {i: (d, m or {}) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
+        for chunk_id in ids[start:start + 500]:
+            text, meta = by_id[chunk_id]
+            if len(text.split()) >= MIN_WORDS:
+                chosen.append((chunk_id, text, meta))
+                if len(chosen) >= count:
+                    return chosen
+    return chosen
+
+
+def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: int, template: str,
+               seed: int = 0, max_tokens: int = 48, progress: bool = True) -> PairStats:
+    """Write up to `count` JSONL pairs {query, passage, source} to `out` (replaced when done)."""
+    from tqdm import tqdm
+
+    if count < 1:
+        raise InputError(f"--count: must be 1 or more, not {count}")
+    if top < 1:
+        raise InputError(f"--top: must be 1 or more, not {top}")
+    out = Path(out)
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise InputError(f"--out {out}: pairs are written as JSONL; name the file *.jsonl")
+    collection = retriever.vectorstore._collection
+    chunks = sample_chunks(collection, count, seed)
+    if not chunks:
+        raise InputError(f"store.collection: no chunk of {MIN_WORDS} words or more in "
+                         f"{retriever.config.store.collection!r}; ingest documents first")
+    depth = retriever.config.model_copy(update={"retriever": retriever.config.retriever.model_copy(
+        update={"k": max(top, retriever.config.retriever.k), "fetch_k": max(top, retriever.config.retriever.fetch_k)})})
+    wide = retriever.model_copy(update={"config": depth})
+    stats = PairStats(out=str(out))
+    seen: set[str] = set()
+    partial = out.with_name(out.name + ".partial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "w", encoding="utf-8") as handle:
+        for chunk_id, text, meta in tqdm(chunks, desc="writing questions", unit="chunk", disable=not progress):
+            stats.sampled += 1
+            prompt = template.format(passage=" ".join(text.split()))
+            question = clean_question("".join(llm.stream("", prompt, max_tokens=max_tokens, stop=["\n"])))
+            if question is None:
+                stats.no_question += 1
+                continue
+            if question.lower() in seen:
+                stats.duplicate += 1
+                continue
+            found = [doc.id for doc in wide.candidates(question)[:top]]
+            if chunk_id not in found:
+                stats.not_retrieved += 1
+                continue
+            seen.add(question.lower())
+            row = {"query": question, "passage": text, "source": meta.get("source", "")}
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            stats.written += 1
+            if len(stats.examples) < 3:
+                stats.examples.append(row)
+    partial.replace(out)
+    return stats
