@@ -90,15 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = fine_tune.add_subparsers(dest="model", required=True, metavar="WHAT")
     embedder = models.add_parser("embedder", help="fine-tune the bi-encoder (contrastive, in-batch negatives)")
     reranker = models.add_parser("reranker", help="train a cross-encoder with hard negatives mined by the retriever")
-    for sub, epochs, batch in ((embedder, 1, 32), (reranker, 1, 32)):
+    # the embedder adapts a trained model; the reranker trains a new scoring head, so it takes larger steps
+    for sub, batch, rate in ((embedder, 32, 2e-5), (reranker, 16, 3e-4)):
         pairs = sub.add_mutually_exclusive_group(required=True)
         pairs.add_argument("--pairs", metavar="FILE", help="CSV (header row) or JSONL with query, passage and optional negative")
         pairs.add_argument("--beir", metavar="DIR", help="build the pairs from a BEIR folder's qrels (see --split)")
         sub.add_argument("--split", default="train", help="qrels split for --beir (default: train)")
         sub.add_argument("--out", required=True, metavar="DIR", help="folder for the trained model (resumes an interrupted run)")
-        sub.add_argument("--epochs", type=int, default=epochs, help=f"passes over the pairs (default: {epochs})")
+        sub.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default: 1)")
         sub.add_argument("--batch-size", type=int, default=batch, help=f"pairs per step (default: {batch})")
-        sub.add_argument("--learning-rate", type=float, default=2e-5, help="default: 2e-5")
+        sub.add_argument("--learning-rate", type=float, default=rate, help=f"default: {rate:g}")
         sub.add_argument("--val-fraction", type=float, default=0.1,
                          help="share of the queries held out to measure before and after (default: 0.1)")
         sub.add_argument("--seed", type=int, default=0)
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     embedder.set_defaults(run=_train_embedder)
     reranker.add_argument("--base", default=PACKAGED_EMBEDDER, metavar="MODEL",
                           help=f"encoder to start from: folder, hub name or package: (default: {PACKAGED_EMBEDDER})")
-    reranker.add_argument("--negatives", type=int, default=7, help="hard negatives per query (default: 7)")
+    reranker.add_argument("--negatives", type=int, default=4, help="hard negatives per query (default: 4)")
     reranker.set_defaults(run=_train_reranker)
     synthetic = models.add_parser("make-pairs", help="no labels: the local LLM writes a question for sampled chunks")
     synthetic.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
@@ -156,11 +157,51 @@ def _configure_logging(verbose: bool) -> None:
 def _ingest(args: argparse.Namespace) -> int:
     from ingest.pipeline import run_ingest
 
+    from .models import LocalEmbeddings
+
     config = load_config(args.config)
     progress = False if (args.no_progress or args.json) else None
-    report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress)
-    print(json.dumps(report.to_json()) if args.json else report.summary())
+    embeddings = LocalEmbeddings(config.embedding)
+    report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress,
+                        embeddings=embeddings)
+    scope = None if args.dry_run else _refresh_filter(config, embeddings)
+    if args.json:
+        print(json.dumps({**report.to_json(), **({"filter": scope} if scope else {})}))
+    else:
+        print(report.summary())
+        if scope:
+            print(scope["message"])
     return report.exit_code
+
+
+def _refresh_filter(config: object, embeddings: object) -> dict | None:
+    """After the store was re-embedded with another model, retrain a scope filter trained for the
+    old one from what it was trained on (the corpus, or its examples file), so that switching the
+    embedder is one command: `ingest DIR --rebuild`."""
+    from .filter import ScopeFilter, filter_path
+
+    path = filter_path(config)
+    if not path.exists():
+        return None
+    try:
+        old = ScopeFilter.load(path)
+    except RagBotError:
+        return None  # a damaged file: the retriever names it and says how to retrain
+    if old.embedding_model == config.embedding.model:
+        return None
+    corpus = old.trained_on == "corpus"
+    examples = Path(old.trained_on) if old.trained_on and not corpus else None
+    if not config.filter.enabled or not (corpus or (examples and examples.is_file())):
+        hint = f"--examples {examples}" if examples else "--from-corpus (or --examples FILE)"
+        return {"retrained": False, "path": str(path),
+                "message": f"scope filter: {path} was trained for {old.embedding_model!r}; "
+                           f"retrain it for this model with `rag-bot train-filter {hint}`"}
+    scope = _fit_filter(config, embeddings, examples)
+    return {"retrained": True, "path": str(path), "trained_on": scope.trained_on,
+            "accuracy": round(scope.metrics["accuracy"], 4),
+            "message": f"scope filter: retrained for {config.embedding.model!r} from "
+                       f"{'the corpus' if examples is None else examples} (accuracy {scope.metrics['accuracy']:.3f}); "
+                       f"saved {path}"}
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -218,24 +259,33 @@ def search_json(result: object) -> dict:
 
 
 def _train_filter(args: argparse.Namespace) -> int:
-    from .filter import bundled_negatives, corpus_examples, describe_metrics, filter_path, read_examples, train_filter
+    from .filter import describe_metrics, filter_path
     from .models import LocalEmbeddings
 
     config = load_config(args.config)
-    if args.examples:
-        examples = read_examples(Path(args.examples))
-    else:
-        texts, headings = _corpus_sample(config)
-        examples = corpus_examples(texts, bundled_negatives(), headings)
-    scope = train_filter(examples, LocalEmbeddings(config.embedding), config.filter.max_false_refusal)
+    scope = _fit_filter(config, LocalEmbeddings(config.embedding), Path(args.examples) if args.examples else None)
     path = filter_path(config)
-    scope.save(path)
     if args.json:
         print(json.dumps({**scope.metrics, "path": str(path)}))
     else:
         print(describe_metrics(scope.metrics))
         print(f"saved:             {path}")
     return 0
+
+
+def _fit_filter(config: object, embeddings: object, examples: Path | None) -> object:
+    """Train the scope filter on an examples file, or on the corpus when there is none, and save it."""
+    from .filter import bundled_negatives, corpus_examples, filter_path, read_examples, train_filter
+
+    if examples is not None:
+        rows, trained_on = read_examples(examples), str(examples.resolve())
+    else:
+        texts, headings = _corpus_sample(config)
+        rows, trained_on = corpus_examples(texts, bundled_negatives(), headings), "corpus"
+    scope = train_filter(rows, embeddings, config.filter.max_false_refusal)
+    scope.trained_on = trained_on
+    scope.save(filter_path(config))
+    return scope
 
 
 def _corpus_sample(config: object, limit: int = 3000) -> tuple[list[str], list[str]]:
@@ -324,11 +374,7 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         print(f"{dataset.name}: {count} documents -> {report.chunks_total} chunks in collection "
               f"{config.store.collection!r}; {len(dataset.queries)} {args.split} queries")
     if any(p.filter for p in pipelines) and not filter_path(config).exists():
-        from .filter import bundled_negatives, corpus_examples, train_filter
-
-        texts, headings = _corpus_sample(config)
-        train_filter(corpus_examples(texts, bundled_negatives(), headings), embeddings,
-                     config.filter.max_false_refusal).save(filter_path(config))
+        _fit_filter(config, embeddings, None)
     evaluator = RetrievalEvaluator(load_retriever(config, embeddings=embeddings), dataset, progress=not quiet)
     results = {pipeline.name: evaluator.evaluate(pipeline) for pipeline in pipelines}
     if quiet:
@@ -382,7 +428,7 @@ def _model_tag(model: str) -> str:
     return "-m" + hashlib.sha1(repr((model, weights)).encode()).hexdigest()[:8]
 
 
-def _beir_store(config: object, folder: str, quiet: bool) -> object:
+def _beir_store(config: object, folder: str, quiet: bool, embeddings: object) -> object:
     """The BEIR corpus ingested (incrementally) into its evaluation collection, as `eval retrieval`
     does; returns the config for it (the configured hybrid setting; no reranker, no filter)."""
     from ingest.pipeline import run_ingest
@@ -396,7 +442,7 @@ def _beir_store(config: object, folder: str, quiet: bool) -> object:
     config = _eval_config(config, name, chunking, [Pipeline("hybrid" if config.retriever.hybrid else "mmr")])
     docs = config.data_dir / "eval" / name / "docs"
     write_corpus(Path(folder), docs)
-    report = run_ingest(config, docs, progress=False if quiet else None)
+    report = run_ingest(config, docs, progress=False if quiet else None, embeddings=embeddings)
     if not quiet:
         print(f"{name}: {report.chunks_total} chunks in collection {config.store.collection!r}", file=sys.stderr)
     return config
@@ -406,7 +452,8 @@ def _train_settings(args: argparse.Namespace) -> object:
     from .train.run import TrainSettings
 
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                         val_fraction=args.val_fraction, seed=args.seed, progress=not args.json)
+                         val_fraction=args.val_fraction, seed=args.seed,
+                         progress=not args.json or sys.stderr.isatty())  # bars go to stderr, beside --json
 
 
 def _read_training_pairs(args: argparse.Namespace) -> tuple[list, str]:
@@ -450,9 +497,9 @@ def _train_embedder(args: argparse.Namespace) -> int:
     folder = describe(config)["folder"] or "DIR"
     out = Path(args.out).resolve()
     _print_training(report, args.json, [
-        f"To use it: set `embedding.model: {out}` in your config, then re-embed the store with the new model:",
+        f"To use it: set `embedding.model: {out}` in your config, then re-embed the store with it (one command;",
+        "it also retrains the scope filter for the new model from what the old one was trained on):",
         f"  rag-bot ingest {folder} --rebuild",
-        "and retrain the scope filter: rag-bot train-filter --from-corpus (or --examples FILE).",
         "To measure it on a BEIR folder: rag-bot eval retrieval --dataset DIR with that config "
         "(it gets its own evaluation collection).",
     ])
@@ -460,6 +507,7 @@ def _train_embedder(args: argparse.Namespace) -> int:
 
 
 def _train_reranker(args: argparse.Namespace) -> int:
+    from .models import LocalEmbeddings
     from .retriever import load_retriever
     from .train.reranker import train_reranker
 
@@ -467,9 +515,10 @@ def _train_reranker(args: argparse.Namespace) -> int:
     pairs, source = _read_training_pairs(args)
     mining = config.model_copy(update={"reranker": config.reranker.model_copy(update={"enabled": False}),
                                        "filter": config.filter.model_copy(update={"enabled": False})})
+    embeddings = LocalEmbeddings(config.embedding)  # one model for the ingest of --beir and the mining
     if args.beir:
-        mining = _beir_store(mining, args.beir, args.json)
-    retriever = load_retriever(mining)
+        mining = _beir_store(mining, args.beir, args.json, embeddings)
+    retriever = load_retriever(mining, embeddings=embeddings)
     report = train_reranker(pairs, retriever, args.out, _train_settings(args), base_model=args.base,
                             negatives=args.negatives, device=config.reranker.device, source=source)
     out = Path(args.out).resolve()

@@ -103,6 +103,8 @@ class RerankerConfig(_Section):
     min_score: float | None = Field(None, description="Drop passages scoring below this (0-1 for the default model).")
     batch_size: int = Field(32, ge=1, le=4096, description="Query-passage pairs per forward pass.")
     device: str = Field("cpu", description="torch device for the cross-encoder.")
+    fuse: bool = Field(False, description="Order by reciprocal rank fusion of the reranker's order and the "
+                       "retrieval order, instead of the reranker's alone (for a reranker trained on few pairs).")
 
 
 class FilterConfig(_Section):

@@ -2,7 +2,8 @@
 
 It runs before any passage is read or any LLM is called, so out-of-scope questions (small talk,
 general knowledge, prompt injection) are declined at once. Trained with scikit-learn, saved as
-plain JSON (weights, bias, threshold, the embedding model's name): no pickle, safe to share.
+plain JSON (weights, bias, threshold, the embedding model's name, what it was trained on): no
+pickle, safe to share.
 The threshold is calibrated on held-out in-scope examples so that at most
 `filter.max_false_refusal` of them would be refused.
 """
@@ -38,6 +39,7 @@ class ScopeFilter:
     bias: float
     threshold: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    trained_on: str = ""  # "corpus", or the examples file: what to retrain from when the embedder changes
 
     def score(self, vectors: Any) -> list[float]:
         import numpy as np

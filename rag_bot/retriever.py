@@ -169,6 +169,12 @@ class RagRetriever(BaseRetriever):
         for doc, score in zip(docs, scores):
             doc.metadata["rerank_score"] = float(score)
         ranked = sorted(docs, key=lambda d: -d.metadata["rerank_score"])
+        if settings.fuse:  # reciprocal rank fusion with the order the candidates came in
+            rrf_k = self.config.retriever.rrf_k
+            fused = {id(doc): 1.0 / (rrf_k + rank) for rank, doc in enumerate(docs, 1)}
+            for rank, doc in enumerate(ranked, 1):
+                fused[id(doc)] += 1.0 / (rrf_k + rank)
+            ranked = sorted(docs, key=lambda d: -fused[id(d)])
         if settings.min_score is not None:
             ranked = [d for d in ranked if d.metadata["rerank_score"] >= settings.min_score]
         return ranked[:top_n]

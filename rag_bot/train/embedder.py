@@ -12,8 +12,8 @@ from ..config import EmbeddingConfig
 from ..errors import InputError
 from ..models import precision_context, resolve_model_path, use_bf16, _pick_device, _quiet_transformers
 from .pairs import Pair, split_pairs
-from .run import (TrainReport, TrainSettings, fingerprint, prepare_out, quiet_training_logs, train_and_save,
-                  training_arguments)
+from .run import (TrainReport, TrainSettings, fingerprint, measured_before, prepare_out, quiet_training_logs,
+                  train_and_save, training_arguments)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def train_embedder(pairs: list[Pair], config: EmbeddingConfig, out: str | Path, 
                          resumed_from=checkpoint, extra={"pairs": source})
     evaluator = retrieval_evaluator(validation, corpus, settings.progress) if validation else None
     if evaluator is not None:
-        report.before = evaluate(evaluator, model, config)
+        report.before = measured_before(out, checkpoint) or evaluate(evaluator, model, config)
     report.save()
 
     columns = {"anchor": [p.query for p in train], "positive": [p.passage for p in train]}

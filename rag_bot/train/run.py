@@ -94,6 +94,17 @@ def prepare_out(out: Path, print_: str, job: str) -> tuple[TrainReport | None, s
     return None, str(usable[-1]) if usable else None
 
 
+def measured_before(out: Path, checkpoint: str | None) -> dict[str, float]:
+    """On resume, the "before" figures the interrupted run already measured (same job: same model
+    and validation queries), so they are not computed twice."""
+    if checkpoint is None:
+        return {}
+    try:
+        return json.loads((Path(out) / REPORT).read_text(encoding="utf-8")).get("before") or {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def training_arguments(args_class: Any, out: Path, settings: TrainSettings, train_rows: int, bf16: bool,
                        device: str, **extra: Any) -> Any:
     """Arguments for a sentence-transformers trainer: checkpoints twice an epoch (the last one kept),

@@ -72,3 +72,40 @@ def test_bundled_labelled_set_is_balanced_enough():
     examples = read_examples(ROOT / "examples" / "scope_examples.csv")
     assert sum(label == "answer" for _, label in examples) >= 100
     assert sum(label == "ignore" for _, label in examples) >= 70
+
+
+def test_re_embedding_retrains_the_filter_from_what_it_was_trained_on(tmp_path, config, fake_embeddings):
+    import numpy as np
+
+    from rag_bot.cli import _refresh_filter
+    from rag_bot.filter import filter_path
+
+    class Encoder:  # the fake vectors behind the `encode` that train_filter uses
+        name = "fake"
+
+        def encode(self, texts):
+            return np.asarray(fake_embeddings.embed_documents(texts))
+
+    examples = tmp_path / "examples.csv"
+    rows = [f"how do I configure part {i}?,answer" for i in range(12)] + [f"tell me joke {i},ignore" for i in range(12)]
+    examples.write_text("text,label\n" + "\n".join(rows) + "\n")
+    path = filter_path(config)
+
+    def old_filter(trained_on: str) -> None:
+        ScopeFilter("old-model", [0.0] * 16, 0.0, 0.5, trained_on=trained_on).save(path)
+
+    old_filter(str(examples))
+    got = _refresh_filter(config, Encoder())
+    assert got["retrained"] and got["trained_on"] == str(examples.resolve())
+    assert ScopeFilter.load(path).embedding_model == "fake" and ScopeFilter.load(path).trained_on == str(examples.resolve())
+    assert _refresh_filter(config, Encoder()) is None  # already for this model: nothing to do
+
+    gone = tmp_path / "gone.csv"
+    for trained_on, hint in ((str(gone), f"--examples {gone}"), ("", "--from-corpus")):
+        old_filter(trained_on)  # its examples file is gone / a filter saved before rag-bot recorded its origin
+        got = _refresh_filter(config, Encoder())
+        assert not got["retrained"] and hint in got["message"] and "old-model" in got["message"]
+        assert ScopeFilter.load(path).embedding_model == "old-model"  # left as it was
+    old_filter(str(examples))
+    disabled = config.model_copy(update={"filter": config.filter.model_copy(update={"enabled": False})})
+    assert not _refresh_filter(disabled, Encoder())["retrained"]

@@ -211,3 +211,22 @@ def test_readme_python_example_in_a_fresh_interpreter(examples_config, tmp_path)
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ingesting.md Ingesting documents > Interrupted runs"
+
+
+def test_fused_rerank_weighs_the_reranker_against_the_retrieval_order(config):
+    from langchain_core.documents import Document
+
+    from rag_bot.retriever import RagRetriever
+
+    class Scores:  # a stand-in cross-encoder that likes c best, then the rest in retrieval order
+        def predict(self, pairs, **kwargs):
+            return [{"a": 4.0, "b": 3.0, "c": 10.0, "d": 2.0, "e": 1.0}[passage] for _, passage in pairs]
+
+    docs = lambda: [Document(name, id=name) for name in "abcde"]  # noqa: E731  (retrieval order a..e)
+    plain = RagRetriever(config=config, embeddings=None, vectorstore=None, reranker=Scores())
+    assert [d.id for d in plain._rerank("q", docs(), 3)] == list("cab")
+    fused = RagRetriever(config=with_(config, reranker={"fuse": True}), embeddings=None, vectorstore=None,
+                         reranker=Scores())
+    ranked = fused._rerank("q", docs(), 3)
+    # a: 1/61 + 1/62 > c: 1/63 + 1/61 > b: 1/62 + 1/63; the scores stay the reranker's
+    assert [d.id for d in ranked] == list("acb") and [d.metadata["rerank_score"] for d in ranked] == [4.0, 10.0, 3.0]

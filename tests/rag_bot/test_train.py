@@ -10,7 +10,7 @@ import pytest
 
 from rag_bot.errors import InputError
 from rag_bot.train.pairs import Pair, beir_pairs, read_pairs, split_pairs
-from tests.conftest import RAG_BOT
+from tests.conftest import EXAMPLE_DOCS, RAG_BOT
 from tests.rag_bot.test_eval import MORE, QUERIES, TOPICS, write_beir
 
 # more questions per topic, so the tiny BEIR folder has a train split worth a few steps
@@ -135,6 +135,25 @@ def test_embedder_trains_a_few_steps_and_loads_through_config(tiny_beir):
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["pipelines"]["dense"]["ndcg@10"] > 0.5
 
+    # switching a store to it is one command: the re-ingest also retrains the corpus-trained scope filter
+    store = root / "store.yaml"
+    store.write_text(f"data_dir: {root / 'store'}\nreranker: {{enabled: false}}\n")
+    for command in (["ingest", str(EXAMPLE_DOCS), "--no-progress"], ["train-filter", "--from-corpus"]):
+        assert run_cli(store, *command).returncode == 0
+    switched = root / "switched.yaml"
+    switched.write_text(store.read_text() + f"embedding: {{model: {out}}}\n")
+    refused = run_cli(switched, "search", "How do I ingest a folder of documents?")
+    assert refused.returncode == 2 and "--rebuild" in refused.stderr
+    rebuilt = run_cli(switched, "ingest", str(EXAMPLE_DOCS), "--rebuild", "--json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    scope = json.loads(rebuilt.stdout)["filter"]
+    assert scope["retrained"] and scope["trained_on"] == "corpus"
+    assert json.loads((root / "store" / "filters" / "rag_bot.json").read_text())["embedding_model"] == str(out)
+    searched = run_cli(switched, "search", "How do I ingest a folder of documents?", "--json")
+    assert searched.returncode == 0, searched.stderr
+    assert json.loads(searched.stdout)["results"]
+    assert json.loads(run_cli(switched, "ingest", str(EXAMPLE_DOCS), "--json").stdout).get("filter") is None
+
     # the same command again: the folder holds this job done, nothing is trained
     again = run_cli(config, "train", "embedder", "--beir", str(folder), "--out", str(out),
                     "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25", "--json")
@@ -151,10 +170,10 @@ def test_reranker_trains_with_mined_negatives_and_loads_through_config(tiny_beir
     root, folder, config = tiny_beir
     out = root / "reranker"
     done = run_cli(config, "train", "reranker", "--beir", str(folder), "--out", str(out), "--negatives", "2",
-                   "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.25", "--json")
+                   "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["completed"] and report["steps"] == 5  # 12 queries x (1 positive + 2 negatives) / 8
+    assert report["completed"] and report["train_pairs"] == 12 and report["steps"] == 3  # 12 queries, 4 a step
     assert report["extra"]["train_queries_with_a_positive_among_candidates"] == 12
     assert set(report["before"]) == set(report["after"]) == {"ndcg@10", "mrr@10", "map"}
     from rag_bot.config import RerankerConfig
@@ -175,7 +194,7 @@ def test_reranker_trains_with_mined_negatives_and_loads_through_config(tiny_beir
 def test_mined_negatives_leave_out_every_chunk_of_the_positive_passage():
     from langchain_core.documents import Document
 
-    from rag_bot.train.reranker import labelled_rows, mine
+    from rag_bot.train.reranker import mine, ranking_rows
 
     passage = "Title\n\nFirst part of the text. Second part of the text."
 
@@ -186,9 +205,11 @@ def test_mined_negatives_leave_out_every_chunk_of_the_positive_passage():
 
     mined = mine([Pair("q?", passage, "given negative")], Retriever(), progress=False)
     assert mined[0].positives == ["Second part of   the text."]  # the best-ranked chunk of the passage
-    rows = labelled_rows(mined, negatives=2)
-    assert list(zip(rows["passage"], rows["label"])) == [
-        ("Second part of   the text.", 1.0), ("unrelated one", 0.0), ("unrelated two", 0.0), ("given negative", 0.0)]
+    rows, short = ranking_rows(mined, negatives=2)  # the pair file's negative first, then the mined ones
+    assert short == 0 and rows == {"query": ["q?"], "positive": ["Second part of   the text."],
+                                   "negative_1": ["given negative"], "negative_2": ["unrelated one"]}
+    rows, short = ranking_rows(mined, negatives=5)  # only 4 negatives: the query is left out, and counted
+    assert short == 1 and rows["query"] == []
 
 
 def test_an_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
