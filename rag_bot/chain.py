@@ -1,8 +1,14 @@
 """The answer chain, a LangChain Runnable: condense a follow-up with the chat history -> retrieve ->
-decline (without calling the LLM) or build the prompt within the context budget -> stream tokens.
+decline out-of-scope questions (with why) -> find the evidence sentences -> "the documents don't
+say" when the evidence is too weak -> answer by `chat.answer_mode`:
+- `extract`: the quoted evidence is the answer (no LLM at all);
+- `generate`: the LLM's answer, streamed, then checked against the passages (`grounded`);
+- `auto`: as generate, but an answer that fails the check is replaced by the quoted evidence.
+None of the declines or abstentions calls the LLM.
 
 Citations are numbered references built from document metadata (source, page, heading), not asked
-of the LLM: passage [n] in the prompt is source [n] in the answer.
+of the LLM: passage [n] in the prompt is source [n] in the answer. Every answer carries one to three
+evidence quotes from those passages, each with its number.
 
     from rag_bot import load_chain
     chain = load_chain("config.yaml")
@@ -13,6 +19,7 @@ of the LLM: passage [n] in the prompt is source [n] in the answer.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
@@ -22,11 +29,14 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
+from .evidence import Evidence, EvidenceFinder, Quote
 from .llm import ChatLLM, load_llm
 from .prompts import Prompts, load_prompts, prompts_dir
 
 OUT_OF_SCOPE = "out_of_scope"
 NOTHING_FOUND = "nothing_found"
+NOT_COVERED = "not_covered"
+_CITED = re.compile(r"\[(\d+)\]")
 TEMPLATE_RESERVE = 32  # tokens kept free for chat-template markup and tokenization at the joins
 MIN_PASSAGE_TOKENS = 48  # a trimmed passage shorter than this is left out
 SNIPPET_CHARS = 240
@@ -70,30 +80,38 @@ class RagChain(Runnable):
     """Input: a question, or `{"question": str, "history": [...]}` where history holds earlier turns as
     `{"role": "user"|"assistant", "content": str}` messages or `(question, answer)` pairs.
 
-    `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`,
-    `{"declined": reason}` only when declining, then `{"answer": text}` pieces.
-    `invoke()` gathers them into `{"question", "answer", "declined", "reason", "sources", "timings"}`.
+    `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`, then
+    `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered"}`
+    when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
+    `{"grounded": bool}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
+    `{"evidence": [Quote], "strength": float}`. `invoke()` gathers them into `{"question", "answer",
+    "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings"}`.
     """
 
     def __init__(self, retriever: Any, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
-                 stop: list[str] | None = None, passages: int = 4) -> None:
+                 stop: list[str] | None = None, passages: int = 4, evidence: EvidenceFinder | None = None) -> None:
         self.retriever = retriever
         self.passages = passages
         self.llm = llm
         self.prompts = prompts
         self.chat = chat or ChatConfig()
         self.stop = stop or []
+        self.evidence = evidence or EvidenceFinder(retriever.embeddings, grounding_level=self.chat.grounding_level)
         self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
-        result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None,
-                                  "sources": [], "timings": {}}
+        result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
+                                  "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {}}
         for event in self.stream(input, config, **kwargs):
             if "answer" in event:
                 result["answer"] += event["answer"]
+            if "final" in event:
+                result["answer"] = event["final"]
             if "declined" in event:
                 result["declined"], result["reason"] = True, event["declined"]
-            for key in ("question", "sources", "timings"):
+            if "abstained" in event:
+                result["reason"] = event["abstained"]
+            for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope"):
                 if key in event:
                     result[key] = event[key]
         result["answer"] = result["answer"].strip()
@@ -110,25 +128,72 @@ class RagChain(Runnable):
         retrieval = self.retriever.search(question, k=self.passages)
         timings.update(retrieval.timings)
         if retrieval.declined or not retrieval.documents:
-            reason = OUT_OF_SCOPE if retrieval.declined else NOTHING_FOUND
             yield {"sources": [], "timings": timings}
-            yield {"declined": reason}
-            yield {"answer": self.prompts.format("decline" if retrieval.declined else "nothing_found",
-                                                 question=question)}
+            yield from self._decline(question, retrieval)
             return
-        user, used = self.build_prompt(question, retrieval.documents)
+        mode = self.chat.answer_mode
+        if mode == "extract":
+            user, used = "", retrieval.documents
+        else:
+            user, used = self.build_prompt(question, retrieval.documents)
+        sources = [Source.from_document(n, doc) for n, doc in enumerate(used, 1)]
+        with _timed(timings, "evidence"):
+            evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
+        yield {"sources": sources, "timings": timings}
+        if evidence.strength < self.chat.min_evidence:
+            yield {"abstained": NOT_COVERED}
+            yield {"answer": self.prompts.format("not_covered", question=question)}
+            yield {"evidence": evidence.quotes, "strength": evidence.strength}
+            return
+        if mode == "extract":
+            yield {"answer": self.documents_say(question, evidence.quotes)}
+            yield {"grounded": True}
+            yield {"evidence": evidence.quotes, "strength": evidence.strength}
+            return
+        yield from self._generate(question, user, used, evidence, timings, start, config)
+
+    def _decline(self, question: str, retrieval: Any) -> Iterator[dict]:
+        if not retrieval.declined:
+            yield {"declined": NOTHING_FOUND}
+            yield {"answer": self.prompts.format("nothing_found", question=question)}
+            return
+        check = retrieval.scope
+        yield {"declined": OUT_OF_SCOPE, "scope": check.to_json() if check else None}
+        why = check.why() if check else "scope score below the threshold"
+        topics = "; ".join(check.about) if check and check.about else "the files in this collection"
+        yield {"answer": self.prompts.format("decline", question=question, why=why, topics=topics)}
+
+    def _generate(self, question: str, user: str, used: list[Document], evidence: Evidence, timings: dict,
+                  start: float, config: RunnableConfig | None) -> Iterator[dict]:
+        """Stream the LLM's answer, then check it against the passages and attach the evidence."""
         self.last_prompt = (self.prompts.format("system"), user)
-        yield {"sources": [Source.from_document(n, doc) for n, doc in enumerate(used, 1)], "timings": timings}
-        first, spoke = True, False
+        first, pieces = True, []
         for piece in self.llm.stream(self.last_prompt[0], user, stop=self.stop, config=config):
             if not piece:
                 continue
             if first:
                 timings["first_token"], first = _ms(start), False
-            spoke = spoke or bool(piece.strip())
+            pieces.append(piece)
             yield {"answer": piece}
-        if not spoke:  # a small model may stop at once: say so rather than show nothing
+        answer = "".join(pieces).strip()
+        if not answer:  # a small model may stop at once: say so rather than show nothing
             yield {"answer": self.prompts.format("no_answer", question=question)}
+        with _timed(timings, "grounding"):
+            grounding = self.evidence.grounding(answer, evidence, [doc.page_content for doc in used])
+        yield {"grounded": grounding.grounded}
+        if grounding.grounded:
+            cited = {int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)}
+            quotes = self.evidence.quotes(evidence, answer, only=cited or None) or evidence.quotes
+        else:
+            quotes = evidence.quotes
+            if self.chat.answer_mode == "auto":
+                yield {"final": self.documents_say(question, quotes)}
+        yield {"evidence": quotes, "strength": evidence.strength}
+
+    def documents_say(self, question: str, quotes: list[Quote]) -> str:
+        """The reply made of quotes alone: "The documents say:" and each quote with its reference."""
+        lines = "\n".join(f'"{quote.text}" [{quote.n}]' for quote in quotes)
+        return self.prompts.format("documents_say", question=question, quotes=lines)
 
     def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
         """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing usable."""
@@ -197,7 +262,9 @@ def load_chain(config: str | Config | None = None, *, retriever: Any = None, llm
     prompts = prompts or load_prompts(prompts_dir(config))
     retriever = retriever or load_retriever(config)
     llm = llm or load_llm(config)
-    return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n)
+    evidence = EvidenceFinder(retriever.embeddings, retriever.reranker, config.chat.grounding_level)
+    return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
+                    evidence=evidence)
 
 
 def _passage(n: int, doc: Document, text: str) -> str:
@@ -243,6 +310,19 @@ def message_text(content: Any) -> str:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+class _timed:
+    """`with _timed(timings, "stage"):` records the stage's milliseconds."""
+
+    def __init__(self, timings: dict[str, float], stage: str) -> None:
+        self.timings, self.stage = timings, stage
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.stage] = _ms(self.start)
 
 
 def _ms(start: float) -> float:

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--examples", metavar="FILE", help="labelled rows (text, label: answer|ignore) in CSV, JSONL or YAML")
     source.add_argument("--from-corpus", action="store_true",
-                        help="no labels: sentences of the ingested corpus against the bundled off-topic messages")
+                        help="no labels: questions generated from the ingested corpus against the bundled off-topic messages")
     train.add_argument("--json", action="store_true", help="print the report as one JSON object")
     train.set_defaults(run=_train_filter)
 
@@ -79,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     beir.add_argument("--chunk-overlap", type=int, help="override chunking.overlap")
     beir.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     beir.set_defaults(run=_eval_retrieval)
+
+    scope = evaluations.add_parser("scope", help="false refusals and out-of-scope recall of the scope gate")
+    scope.add_argument("--data", default="../shared/data", metavar="DIR",
+                       help="folder with squad2-dev-subset/, scifact/ and banking77/ (default: ../shared/data)")
+    scope.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    scope.set_defaults(run=_eval_scope)
+
+    answers = evaluations.add_parser("answers", help="answers through the whole chain on SQuAD 2.0 questions")
+    answers.add_argument("--squad", required=True, metavar="FILE", help="a SQuAD 2.0 JSON file")
+    answers.add_argument("--sample", type=int, default=40, metavar="N",
+                         help="answerable and unanswerable questions each (default: 40; 0: all)")
+    answers.add_argument("--seed", type=int, default=0)
+    answers.add_argument("--no-llm", action="store_true", help="measure answer_mode extract only (no LLM)")
+    answers.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    answers.set_defaults(run=_eval_answers)
 
     sts = evaluations.add_parser("embeddings", help="Spearman/Pearson of cosine similarity on the STS Benchmark")
     sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
@@ -164,7 +179,9 @@ def _ingest(args: argparse.Namespace) -> int:
     embeddings = LocalEmbeddings(config.embedding)
     report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress,
                         embeddings=embeddings)
-    scope = None if args.dry_run else _refresh_filter(config, embeddings)
+    from .filter_training import refresh_filter
+
+    scope = None if args.dry_run else refresh_filter(config, embeddings)
     if args.json:
         print(json.dumps({**report.to_json(), **({"filter": scope} if scope else {})}))
     else:
@@ -172,36 +189,6 @@ def _ingest(args: argparse.Namespace) -> int:
         if scope:
             print(scope["message"])
     return report.exit_code
-
-
-def _refresh_filter(config: object, embeddings: object) -> dict | None:
-    """After the store was re-embedded with another model, retrain a scope filter trained for the
-    old one from what it was trained on (the corpus, or its examples file), so that switching the
-    embedder is one command: `ingest DIR --rebuild`."""
-    from .filter import ScopeFilter, filter_path
-
-    path = filter_path(config)
-    if not path.exists():
-        return None
-    try:
-        old = ScopeFilter.load(path)
-    except RagBotError:
-        return None  # a damaged file: the retriever names it and says how to retrain
-    if old.embedding_model == config.embedding.model:
-        return None
-    corpus = old.trained_on == "corpus"
-    examples = Path(old.trained_on) if old.trained_on and not corpus else None
-    if not config.filter.enabled or not (corpus or (examples and examples.is_file())):
-        hint = f"--examples {examples}" if examples else "--from-corpus (or --examples FILE)"
-        return {"retrained": False, "path": str(path),
-                "message": f"scope filter: {path} was trained for {old.embedding_model!r}; "
-                           f"retrain it for this model with `rag-bot train-filter {hint}`"}
-    scope = _fit_filter(config, embeddings, examples)
-    return {"retrained": True, "path": str(path), "trained_on": scope.trained_on,
-            "accuracy": round(scope.metrics["accuracy"], 4),
-            "message": f"scope filter: retrained for {config.embedding.model!r} from "
-                       f"{'the corpus' if examples is None else examples} (accuracy {scope.metrics['accuracy']:.3f}); "
-                       f"saved {path}"}
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -215,8 +202,9 @@ def _search(args: argparse.Namespace) -> int:
         print(json.dumps(search_json(result)))
         return 0
     if result.declined:
-        print(f"Declined: the question looks out of scope for these documents "
-              f"(scope score {result.scope_score:.2f} < threshold {result.threshold:.2f}).")
+        print(f"Declined: the question looks out of scope for these documents ({result.scope.why()}).")
+        if result.scope.about:
+            print("The documents are about: " + "; ".join(result.scope.about))
         return 0
     if not result.documents:
         print("Nothing relevant found.")
@@ -242,6 +230,7 @@ def search_json(result: object) -> dict:
         "declined": result.declined,
         "scope_score": result.scope_score,
         "threshold": result.threshold,
+        "scope": result.scope.to_json() if result.scope else None,
         "results": [
             {
                 "source": d.metadata.get("source"),
@@ -259,11 +248,12 @@ def search_json(result: object) -> dict:
 
 
 def _train_filter(args: argparse.Namespace) -> int:
-    from .filter import describe_metrics, filter_path
+    from .filter import filter_path
+    from .filter_training import describe_metrics, fit_filter
     from .models import LocalEmbeddings
 
     config = load_config(args.config)
-    scope = _fit_filter(config, LocalEmbeddings(config.embedding), Path(args.examples) if args.examples else None)
+    scope = fit_filter(config, LocalEmbeddings(config.embedding), Path(args.examples) if args.examples else None)
     path = filter_path(config)
     if args.json:
         print(json.dumps({**scope.metrics, "path": str(path)}))
@@ -271,38 +261,6 @@ def _train_filter(args: argparse.Namespace) -> int:
         print(describe_metrics(scope.metrics))
         print(f"saved:             {path}")
     return 0
-
-
-def _fit_filter(config: object, embeddings: object, examples: Path | None) -> object:
-    """Train the scope filter on an examples file, or on the corpus when there is none, and save it."""
-    from .filter import bundled_negatives, corpus_examples, filter_path, read_examples, train_filter
-
-    if examples is not None:
-        rows, trained_on = read_examples(examples), str(examples.resolve())
-    else:
-        texts, headings = _corpus_sample(config)
-        rows, trained_on = corpus_examples(texts, bundled_negatives(), headings), "corpus"
-    scope = train_filter(rows, embeddings, config.filter.max_false_refusal)
-    scope.trained_on = trained_on
-    scope.save(filter_path(config))
-    return scope
-
-
-def _corpus_sample(config: object, limit: int = 3000) -> tuple[list[str], list[str]]:
-    from .store import check_model, get_collection, open_client, pages, store_location
-
-    collection = get_collection(open_client(config), config.store.collection)
-    if collection is None or collection.count() == 0:
-        raise RagBotError(f"store.collection: no documents in {config.store.collection!r} at "
-                          f"{store_location(config)}; run `rag-bot ingest DIR` first, or use --examples FILE")
-    check_model(collection, config.embedding.model, what="train the filter")
-    import random
-
-    ids = [i for page in pages(collection, []) for i in page["ids"]]
-    sample = random.Random(0).sample(ids, min(limit, len(ids)))  # spread over the whole corpus
-    got = collection.get(ids=sample, include=["documents", "metadatas"])
-    headings = [part for m in got["metadatas"] if (m or {}).get("heading") for part in m["heading"].split(" > ")]
-    return got["documents"], headings
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -313,16 +271,26 @@ def _ask(args: argparse.Namespace) -> int:
     chain = load_chain(load_config(args.config))
     if args.json:
         result = chain.invoke(args.question)
-        print(json.dumps({"answer": result["answer"], "declined": result["declined"],
-                          "sources": [source.to_json() for source in result["sources"]]}))
+        print(json.dumps({"answer": result["answer"], "declined": result["declined"], "reason": result["reason"],
+                          "grounded": result["grounded"], "evidence": [q.to_json() for q in result["evidence"]],
+                          "scope": result["scope"], "sources": [source.to_json() for source in result["sources"]]}))
         return 0
     sources: list = []
+    quotes: list = []
     for event in chain.stream(args.question):
         sources = event.get("sources", sources)
+        quotes = event.get("evidence", quotes)
         if "answer" in event:
             sys.stdout.write(event["answer"])
             sys.stdout.flush()
+        if "final" in event:
+            print("\n\n(That answer is not supported by the passages, so here is what they say instead.)")
+            sys.stdout.write(event["final"])
     print()
+    if quotes:
+        print("\nEvidence:")
+        for quote in quotes:
+            print(f'[{quote.n}] "{quote.text}"')
     if sources:
         print("\nSources:")
         for source in sources:
@@ -374,7 +342,9 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
         print(f"{dataset.name}: {count} documents -> {report.chunks_total} chunks in collection "
               f"{config.store.collection!r}; {len(dataset.queries)} {args.split} queries")
     if any(p.filter for p in pipelines) and not filter_path(config).exists():
-        _fit_filter(config, embeddings, None)
+        from .filter_training import fit_filter
+
+        fit_filter(config, embeddings)
     evaluator = RetrievalEvaluator(load_retriever(config, embeddings=embeddings), dataset, progress=not quiet)
     results = {pipeline.name: evaluator.evaluate(pipeline) for pipeline in pipelines}
     if quiet:
@@ -385,6 +355,68 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     print(f"{'pipeline':<22}" + "".join(f"{metric:>12}" for metric in METRICS))
     for name, figures in results.items():
         print(f"{name:<22}" + "".join(f"{figures[metric]:>12.4f}" for metric in METRICS))
+    return 0
+
+
+def _eval_scope(args: argparse.Namespace) -> int:
+    from ingest.pipeline import run_ingest
+
+    from .eval.retrieval import Pipeline
+    from .eval.scope import evaluate_gate, format_scope, out_of_scope_sets, scope_collections
+    from .filter_training import fit_filter
+    from .models import LocalEmbeddings
+    from .retriever import load_retriever
+
+    config = load_config(args.config)
+    data = Path(args.data)
+    off_topic = out_of_scope_sets(data)
+    embeddings = LocalEmbeddings(config.embedding)
+    results: dict = {"collections": {}}
+    for collection in scope_collections(data, config.data_dir / "eval"):
+        eval_config = _eval_config(config, collection.name, argparse.Namespace(chunk_size=None, chunk_overlap=None),
+                                   [Pipeline("dense", filter=True)])
+        run_ingest(eval_config, collection.folder, progress=False if args.json else None, embeddings=embeddings)
+        scope = fit_filter(eval_config, embeddings)
+        retriever = load_retriever(eval_config, embeddings=embeddings)
+        results["collections"][collection.name] = {
+            "threshold": scope.threshold, "calibrated_on": scope.calibrated_on, "training": scope.metrics,
+            "sets": {**evaluate_gate(retriever, collection.in_scope, True), **evaluate_gate(retriever, off_topic, False)}}
+    print(json.dumps(results) if args.json else format_scope(results))
+    return 0
+
+
+def _eval_answers(args: argparse.Namespace) -> int:
+    from ingest.pipeline import run_ingest
+
+    from .chain import load_chain
+    from .eval.answers import ask_all, format_answers, summarize
+    from .eval.retrieval import Pipeline
+    from .eval.squad import read_squad, sample_questions, write_articles
+    from .filter_training import fit_filter
+    from .models import LocalEmbeddings
+
+    if args.sample < 0:
+        raise RagBotError("--sample: must be 0 (all) or more")
+    config = load_config(args.config)
+    articles, questions = read_squad(args.squad)
+    name = "squad-" + Path(args.squad).stem
+    base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=config.reranker.enabled, filter=True)
+    eval_config = _eval_config(config, name, argparse.Namespace(chunk_size=None, chunk_overlap=None), [base])
+    mode = "extract" if args.no_llm else "generate"
+    eval_config = eval_config.model_copy(update={"chat": eval_config.chat.model_copy(update={"answer_mode": mode})})
+    embeddings = LocalEmbeddings(config.embedding)
+    folder = write_articles(articles, config.data_dir / "eval" / name / "docs")
+    run_ingest(eval_config, folder, progress=False if args.json else None, embeddings=embeddings)
+    fit_filter(eval_config, embeddings)  # as `make run` does: from the corpus, no labels
+    from .retriever import load_retriever
+
+    chain = load_chain(eval_config, retriever=load_retriever(eval_config, embeddings=embeddings))
+    chosen = sample_questions(questions, args.sample or None, args.seed)
+    records = ask_all(chain, chosen, progress=not args.json)
+    figures = summarize(records, ("extract",) if args.no_llm else ("generate", "auto", "extract"))
+    figures["config"] = {"answer_mode_run": mode, "min_evidence": eval_config.chat.min_evidence,
+                         "reranker": eval_config.reranker.enabled, "hybrid": eval_config.retriever.hybrid}
+    print(json.dumps(figures) if args.json else format_answers(figures))
     return 0
 
 

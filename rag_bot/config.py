@@ -110,8 +110,10 @@ class RerankerConfig(_Section):
 class FilterConfig(_Section):
     enabled: bool = Field(True, description="Decline out-of-scope questions (needs `rag-bot train-filter`).")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Override the calibrated threshold.")
-    passages: bool = Field(False, description="Also drop passages the filter scores as out of scope.")
-    max_false_refusal: float = Field(0.05, gt=0.0, lt=1.0, description="Target share of in-scope questions refused, for calibration.")
+    target_decline: float = Field(0.97, gt=0.0, lt=1.0, description=(
+        "--from-corpus calibration: the share of the bundled off-topic messages the threshold declines."))
+    max_false_refusal: float = Field(0.05, gt=0.0, lt=1.0, description=(
+        "--examples calibration: the most 'answer' rows (held out) the threshold may refuse."))
 
 
 class LLMConfig(_Section):
@@ -145,6 +147,15 @@ class ChatConfig(_Section):
     prompts_dir: Path | None = Field(None, description="Folder of prompt templates; null: the bundled prompts/.")
     history_turns: int = Field(4, ge=0, le=100, description="Previous question-answer turns used to condense a follow-up.")
     condense: bool = Field(True, description="Rewrite a follow-up into a standalone question with the LLM before retrieval.")
+    answer_mode: Literal["generate", "extract", "auto"] = Field("auto", description=(
+        "generate: the LLM's answer, checked against the passages; extract: the quoted evidence only, no LLM; "
+        "auto: generate, but an answer the passages do not support is replaced by the quoted evidence."))
+    min_evidence: float = Field(0.3, ge=-1.0, le=1.0, description=(
+        "Below this cosine similarity between the question and the best passage sentence, the reply is "
+        "'the documents don't say' (no LLM call). Calibrated on SQuAD 2.0 (rag-bot eval answers)."))
+    grounding_level: float = Field(0.55, ge=-1.0, le=1.0, description=(
+        "A generated sentence counts as supported when a passage sentence is at least this similar "
+        "(or holds most of its words)."))
 
 
 class UIConfig(_Section):

@@ -1,11 +1,15 @@
-"""The scope filter: a logistic regression on query embeddings that decides "answer" or "ignore".
+"""The scope gate: decides whether a question is one the collection can answer ("answer") or
+should be declined ("ignore"), before any passage is read or any LLM is called.
 
-It runs before any passage is read or any LLM is called, so out-of-scope questions (small talk,
-general knowledge, prompt injection) are declined at once. Trained with scikit-learn, saved as
-plain JSON (weights, bias, threshold, the embedding model's name, what it was trained on): no
-pickle, safe to share.
-The threshold is calibrated on held-out in-scope examples so that at most
-`filter.max_false_refusal` of them would be refused.
+It judges the question's *topic and evidence*, not its form. Three features, each explainable:
+- `top_similarity`: cosine similarity of the question to its nearest chunk in the collection;
+- `mean_similarity`: the mean over its three nearest chunks;
+- `offtopic_similarity`: similarity to the nearest bundled off-topic / prompt-injection message.
+A logistic regression over the standardised features gives the gate score (0-1). Trained per
+collection by `filter_training` (questions generated from the collection's own chunks against the
+bundled negatives), saved as plain JSON (weights, scaling, threshold, the negatives' texts, the
+embedding model's name, what it was trained and calibrated on): no pickle, safe to share. The
+features and their combination were chosen by measurement (see BENCHMARKS.md, "Scope gate").
 """
 
 from __future__ import annotations
@@ -14,11 +18,9 @@ import csv
 import json
 import logging
 import math
-import random
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import Config
 from .errors import ConfigError, ModelError
@@ -26,25 +28,36 @@ from .errors import ConfigError, ModelError
 log = logging.getLogger(__name__)
 
 LABELS = ("answer", "ignore")
-FORMAT = "rag-bot-scope-filter/1"
+FORMAT = "rag-bot-scope-filter/2"
+FEATURES = ("top_similarity", "mean_similarity", "offtopic_similarity")
+NEAREST = 3  # chunks the similarity features look at
 NEGATIVES_FILE = Path(__file__).resolve().parents[1] / "prompts" / "scope_negatives.txt"
+HELD_OUT_EVERY = 5  # every fifth bundled negative is kept out of training, for `rag-bot eval scope`
 
 
 @dataclass
 class ScopeFilter:
-    """Weights of a trained filter. `score()` is the probability that a query is in scope."""
+    """A trained gate. `score(features)` is the probability that a question is in scope."""
 
     embedding_model: str
-    weights: list[float]
+    weights: list[float]  # one per feature, on standardised values
     bias: float
+    mean: list[float]
+    scale: list[float]
     threshold: float
+    negatives: list[str]  # the off-topic messages `offtopic_similarity` compares with
+    features: list[str] = field(default_factory=lambda: list(FEATURES))
+    about: list[str] = field(default_factory=list)  # the collection's main files and headings, for decline messages
     metrics: dict[str, Any] = field(default_factory=dict)
     trained_on: str = ""  # "corpus", or the examples file: what to retrain from when the embedder changes
+    calibrated_on: str = ""
 
-    def score(self, vectors: Any) -> list[float]:
+    def score(self, features: dict[str, Any]) -> list[float]:
+        """Gate scores for feature columns (`gate_features()`), one per question."""
         import numpy as np
 
-        logits = np.asarray(vectors, dtype="float64") @ np.asarray(self.weights) + self.bias
+        columns = np.column_stack([np.asarray(features[name], dtype="float64") for name in self.features])
+        logits = ((columns - self.mean) / self.scale) @ np.asarray(self.weights) + self.bias
         return (1.0 / (1.0 + np.exp(-logits))).tolist()
 
     def save(self, path: Path) -> None:
@@ -57,11 +70,26 @@ class ScopeFilter:
     def load(cls, path: Path) -> "ScopeFilter":
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
-            if raw.pop("format", None) != FORMAT:
-                raise ValueError(f"not a {FORMAT} file")
+            found = raw.pop("format", None)
+            if found != FORMAT:
+                raise ValueError(f"a {found or 'unknown'} file, this rag-bot reads {FORMAT}")
             return cls(**raw)
         except (OSError, ValueError, TypeError) as exc:
-            raise ModelError(f"{path}: cannot read the scope filter ({exc}); retrain it with `rag-bot train-filter`") from exc
+            raise ModelError(f"{path}: cannot read the scope filter ({exc}); retrain it with "
+                             "`rag-bot train-filter --from-corpus` (or --examples FILE)") from exc
+
+
+def gate_features(vectors: Any, nearest: Any, negative_vectors: Any, leave_out_self: bool = False) -> dict[str, Any]:
+    """The gate's feature columns: `nearest` holds each question's similarities to its nearest chunks
+    (best first); `leave_out_self` when the questions are the negatives themselves (training)."""
+    import numpy as np
+
+    nearest = np.asarray(nearest, dtype="float64").reshape(len(vectors), -1)
+    offtopic = np.asarray(vectors, dtype="float64") @ np.asarray(negative_vectors, dtype="float64").T
+    if leave_out_self:
+        np.fill_diagonal(offtopic, -1.0)
+    return {"top_similarity": nearest[:, 0], "mean_similarity": nearest[:, :NEAREST].mean(axis=1),
+            "offtopic_similarity": offtopic.max(axis=1) if offtopic.size else np.zeros(len(vectors))}
 
 
 def filter_path(config: Config) -> Path:
@@ -107,68 +135,21 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
     return examples
 
 
-def bundled_negatives(path: Path = NEGATIVES_FILE) -> list[str]:
-    """The shipped off-topic, small-talk and prompt-injection messages."""
+def bundled_negatives(part: str = "all", path: Path = NEGATIVES_FILE) -> list[str]:
+    """The shipped off-topic, small-talk and prompt-injection messages: `all`, the `train` part, or
+    the `held_out` fifth that training never sees (`rag-bot eval scope` measures on it)."""
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def corpus_examples(chunks: Sequence[str], negatives: Sequence[str], headings: Sequence[str] = (),
-                    per_class: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
-    """Examples without labels: sentences and headings of the corpus as in-scope, the bundled
-    negatives as out-of-scope. Sentences of 4 to 40 words stand in for questions about them."""
-    rng = random.Random(seed)
-    sentences = {s.strip(" #*-\t") for chunk in chunks for s in _SENTENCE.split(chunk)}
-    candidates = sorted(s for s in sentences if 4 <= len(s.split()) <= 40) + sorted(set(headings))
-    wanted = per_class or max(len(negatives), 200)
-    if len(candidates) < 20:
-        raise ConfigError("the corpus gives too few sentences to train on; ingest more documents, or "
-                          "label examples and use --examples FILE")
-    rng.shuffle(candidates)
-    positives = candidates[:wanted]
-    return [(text, "answer") for text in positives] + [(text, "ignore") for text in negatives]
+    messages = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if part == "all":
+        return messages
+    held_out = part == "held_out"
+    return [m for i, m in enumerate(messages) if (i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out]
 
 
 def _check_balance(examples: list[tuple[str, str]], where: str) -> None:
     counts = {label: sum(1 for _, got in examples if got == label) for label in LABELS}
     if min(counts.values()) < 5:
         raise ConfigError(f"{where}: needs at least 5 examples of each label (has {counts})")
-
-
-def train_filter(examples: list[tuple[str, str]], embeddings: Any, max_false_refusal: float,
-                 folds: int = 5, seed: int = 0) -> ScopeFilter:
-    """Cross-validate, calibrate the threshold on out-of-fold in-scope scores, then fit on all rows."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, precision_score, recall_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
-    _check_balance(examples, "training examples")
-    texts = [text for text, _ in examples]
-    y = np.array([1 if label == "answer" else 0 for _, label in examples])
-    x = embeddings.encode(texts)
-    model = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
-    folds = min(folds, int(min(y.sum(), len(y) - y.sum())))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    held_out = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
-    threshold = calibrate(held_out[y == 1], max_false_refusal)
-    predicted = (held_out >= threshold).astype(int)
-    metrics = {
-        "examples": {"answer": int(y.sum()), "ignore": int(len(y) - y.sum())},
-        "folds": folds,
-        "accuracy": float(accuracy_score(y, predicted)),
-        "ignore_precision": float(precision_score(y, predicted, pos_label=0, zero_division=0)),
-        "ignore_recall": float(recall_score(y, predicted, pos_label=0, zero_division=0)),
-        "false_refusal": float(np.mean(held_out[y == 1] < threshold)),
-        "accuracy_at_0.5": float(accuracy_score(y, (held_out >= 0.5).astype(int))),
-        "threshold": float(threshold),
-        "max_false_refusal": max_false_refusal,
-    }
-    model.fit(x, y)
-    return ScopeFilter(embeddings.name, model.coef_[0].tolist(), float(model.intercept_[0]), float(threshold), metrics)
 
 
 def calibrate(in_scope_scores: Any, max_false_refusal: float) -> float:
@@ -178,14 +159,8 @@ def calibrate(in_scope_scores: Any, max_false_refusal: float) -> float:
     return scores[allowed] if allowed < len(scores) else scores[-1]
 
 
-def describe_metrics(metrics: dict[str, Any]) -> str:
-    """The training report, a few readable lines."""
-    counts = metrics["examples"]
-    return "\n".join([
-        f"examples:          {counts['answer']} answer, {counts['ignore']} ignore ({metrics['folds']}-fold stratified CV)",
-        f"accuracy:          {metrics['accuracy']:.3f} (at the calibrated threshold; {metrics['accuracy_at_0.5']:.3f} at 0.5)",
-        f"ignore precision:  {metrics['ignore_precision']:.3f}",
-        f"ignore recall:     {metrics['ignore_recall']:.3f}",
-        f"threshold:         {metrics['threshold']:.3f} (held-out false refusals {metrics['false_refusal']:.1%}, "
-        f"target at most {metrics['max_false_refusal']:.0%})",
-    ])
+def calibrate_decline(off_topic_scores: Any, target_decline: float) -> float:
+    """The lowest threshold that declines (score below it) at least `target_decline` of the off-topic scores."""
+    scores = sorted(float(s) for s in off_topic_scores)
+    needed = min(len(scores), math.ceil(target_decline * len(scores)))
+    return min(1.0, scores[needed - 1] + 1e-6) if needed else 0.0

@@ -20,7 +20,9 @@ TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "system.txt": (frozenset(), frozenset()),
     "answer.txt": (frozenset({"context", "question"}), frozenset()),
     "condense.txt": (frozenset({"history", "question"}), frozenset()),
-    "decline.txt": (frozenset(), frozenset({"question"})),
+    "decline.txt": (frozenset(), frozenset({"question", "why", "topics"})),
+    "not_covered.txt": (frozenset(), frozenset({"question"})),
+    "documents_say.txt": (frozenset({"quotes"}), frozenset({"question"})),
     "nothing_found.txt": (frozenset(), frozenset({"question"})),
     "no_answer.txt": (frozenset(), frozenset({"question"})),
 }
@@ -34,6 +36,8 @@ class Prompts:
     answer: str
     condense: str
     decline: str
+    not_covered: str
+    documents_say: str
     nothing_found: str
     no_answer: str
 

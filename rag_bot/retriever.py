@@ -1,9 +1,10 @@
-"""The retriever: scope filter -> MMR (or hybrid MMR + BM25) candidates -> cross-encoder rerank.
+"""The retriever: scope gate -> MMR (or hybrid MMR + BM25) candidates -> cross-encoder rerank.
 
 `RagRetriever` is a LangChain `BaseRetriever`: `invoke()` / `ainvoke()` return `Document`s whose
 metadata keeps `source`, `page`, `heading`, `chunk_index` and adds `mmr_rank` (1-based rank in
 the candidate list), `rerank_score` and `scope_score`. `search()` returns the same documents plus
-the decision (`declined`, `scope_score`) and per-stage timings. A declined query returns no
+the gate's decision (`declined`, `scope_score`, `threshold`, and in `scope` the features, the
+nearest chunk and what the collection is about) and per-stage timings. A declined query returns no
 documents, before any passage is read.
 
     from rag_bot import load_retriever
@@ -27,9 +28,9 @@ from pydantic import ConfigDict, PrivateAttr
 
 from .config import Config, load_config
 from .errors import ModelError, StoreError
-from .filter import ScopeFilter, filter_path
+from .filter import NEAREST, ScopeFilter, filter_path, gate_features
 from .models import LocalEmbeddings, load_cross_encoder, precision_context
-from .store import check_model, get_collection, open_client, open_vectorstore, pages, store_location
+from .store import check_model, get_collection, nearest_chunks, open_client, open_vectorstore, pages, store_location
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,36 @@ class Retrieval:
     scope_score: float | None = None
     threshold: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    scope: "ScopeCheck | None" = None
+
+
+@dataclass
+class ScopeCheck:
+    """The gate's verdict on one question, with what it was based on (for "why was this declined?")."""
+
+    score: float
+    threshold: float
+    features: dict[str, float]
+    nearest: dict[str, Any]  # the nearest chunk: source, page, heading, similarity
+    about: list[str]  # the collection's main files and headings
+
+    @property
+    def declined(self) -> bool:
+        return self.score < self.threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": round(self.score, 4), "threshold": round(self.threshold, 4),
+                "features": {name: round(value, 4) for name, value in self.features.items()},
+                "nearest": self.nearest, "about": self.about}
+
+    def why(self) -> str:
+        """One sentence: the score against the threshold and the nearest document."""
+        near = self.nearest
+        where = near.get("source") or "?"
+        if near.get("heading"):
+            where += f' "{near["heading"]}"'
+        return (f"scope score {self.score:.2f} is below the threshold {self.threshold:.2f}; the closest passage "
+                f"({where}) has similarity {near.get('similarity', 0.0):.2f}")
 
 
 class RagRetriever(BaseRetriever):
@@ -63,6 +94,7 @@ class RagRetriever(BaseRetriever):
     scope: ScopeFilter | None = None
     bm25: Any = None
     _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
+    _negative_vectors: Any = PrivateAttr(default=None)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
@@ -75,13 +107,12 @@ class RagRetriever(BaseRetriever):
         clock = _Clock(timings)
         with clock("embed"):
             vector = self.embeddings.embed_query(query)
-        scope_score, threshold = None, None
+        check = None
         if self.scope is not None:
             with clock("filter"):
-                scope_score = self.scope.score([vector])[0]
-                threshold = self.threshold
-            if scope_score < threshold:
-                return Retrieval([], True, scope_score, threshold, timings)
+                check = self.check_scope(vector)
+            if check.declined:
+                return Retrieval([], True, check.score, check.threshold, timings, check)
         where = self._where(filter, sources)
         with clock("mmr"):
             candidates = self._mmr(vector, where)
@@ -93,14 +124,35 @@ class RagRetriever(BaseRetriever):
                 candidates = self._rerank(query, candidates, k or self.config.reranker.top_n)
         elif k is not None:
             candidates = candidates[:k]
-        if self.scope is not None and self.config.filter.passages and candidates:
-            with clock("passages"):
-                candidates = self._filter_passages(candidates, threshold)
+        scope_score = check.score if check else None
         for doc in candidates:
             for key in ("page", "heading", "rerank_score"):  # every document has the same keys
                 doc.metadata.setdefault(key, None)
             doc.metadata["scope_score"] = scope_score
-        return Retrieval(candidates, False, scope_score, threshold, timings)
+        return Retrieval(candidates, False, scope_score, check.threshold if check else None, timings, check)
+
+    def check_scope(self, vector: list[float]) -> ScopeCheck:
+        """The scope gate on a question's vector: its evidence in the collection (nearest chunks) and
+        its nearness to known off-topic messages, combined by the trained gate."""
+        return self.check_scopes([vector])[0]
+
+    def check_scopes(self, vectors: list[list[float]]) -> list[ScopeCheck]:
+        """`check_scope` for many questions at once (batched store queries), for evaluation."""
+        if self.scope is None:
+            raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
+        if self._negative_vectors is None:
+            self._negative_vectors = self.embeddings.embed_documents(self.scope.negatives)
+        similarities, metadatas, _ = nearest_chunks(self.vectorstore._collection, vectors, NEAREST)
+        features = gate_features(vectors, similarities, self._negative_vectors)
+        scores = self.scope.score(features)
+        checks = []
+        for i, score in enumerate(scores):
+            meta = metadatas[i][0] if metadatas[i] else {}
+            nearest = {"source": meta.get("source"), "page": meta.get("page"), "heading": meta.get("heading") or None,
+                       "similarity": round(similarities[i][0], 4)}
+            checks.append(ScopeCheck(score, self.threshold, {name: float(values[i]) for name, values in features.items()},
+                                     nearest, list(self.scope.about)))
+        return checks
 
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:
         """What the reranker would read for `query`: MMR (fused with BM25 when hybrid is on), in
@@ -178,17 +230,6 @@ class RagRetriever(BaseRetriever):
         if settings.min_score is not None:
             ranked = [d for d in ranked if d.metadata["rerank_score"] >= settings.min_score]
         return ranked[:top_n]
-
-    def _filter_passages(self, docs: list[Document], threshold: float) -> list[Document]:
-        got = self.vectorstore._collection.get(ids=[d.id for d in docs], include=["embeddings"])
-        vectors = dict(zip(got["ids"], got["embeddings"]))
-        scores = self.scope.score([vectors[d.id] for d in docs])
-        kept = []
-        for doc, score in zip(docs, scores):
-            doc.metadata["passage_scope_score"] = score
-            if score >= threshold:
-                kept.append(doc)
-        return kept
 
     def _where(self, where: dict | None, sources: str | list[str] | None) -> dict | None:
         if sources is None:

@@ -124,3 +124,22 @@ def pages(collection: Any, include: list[str], size: int = 5000) -> Any:
         if len(got["ids"]) < size:
             return
         offset += size
+
+
+def nearest_chunks(collection: Any, vectors: Any, n: int, batch: int = 64) -> tuple[list[list[float]], list[list[dict]], list[list[str]]]:
+    """For each vector: cosine similarities of its `n` nearest chunks (best first), their metadata
+    and ids, in batched queries. Shorter lists are padded with similarity 0 (a tiny collection)."""
+    similarities: list[list[float]] = []
+    metadatas: list[list[dict]] = []
+    ids: list[list[str]] = []
+    rows = [list(map(float, v)) for v in vectors]
+    n = max(1, min(n, collection.count()))
+    for start in range(0, len(rows), batch):
+        got = collection.query(query_embeddings=rows[start:start + batch], n_results=n,
+                               include=["distances", "metadatas"])
+        for distances, metas, found in zip(got["distances"], got["metadatas"], got["ids"]):
+            sims = [1.0 - float(d) for d in distances]  # the collection uses cosine distance
+            similarities.append(sims + [0.0] * (n - len(sims)))
+            metadatas.append([m or {} for m in metas])
+            ids.append(list(found))
+    return similarities, metadatas, ids

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import threading
 from typing import Any, Callable, Iterator
 
@@ -22,7 +23,9 @@ log = logging.getLogger(__name__)
 
 TITLE = "rag-bot"
 SOURCES_HINT = "Sources of the latest answer appear here."
-SOURCES_MARK = "\n\n**Sources**\n"
+SOURCES_MARK = "\n\n**Sources**  \n"
+EVIDENCE_MARK = "\n\n**Evidence**  \n"
+QUOTED_PREFIX = "The documents"  # replies made of quotes ("The documents say:", "The documents don't say.")
 # System fonts only: the browser fetches nothing from the internet.
 FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -84,31 +87,42 @@ def build_app(get_chain: Callable[[], Any], title: str = TITLE) -> Any:
 
 
 def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> Iterator[tuple[list, str, str]]:
-    """(chat history, textbox value, sources html) after each streamed piece of one answer."""
+    """(chat history, textbox value, sources html) after each streamed piece of one answer.
+
+    Everything that comes from a document or the LLM is escaped before it reaches the page: the chat
+    renders Markdown, and a document's markup must show as text, never as elements or images."""
     message = (message or "").strip()
     history = list(history or [])
     if not message:
         yield history, "", f"<p>{SOURCES_HINT}</p>"
         return
     # earlier turns without the references appended to each answer: the condense prompt needs the words
-    earlier = [{"role": turn["role"], "content": message_text(turn.get("content")).split(SOURCES_MARK)[0]}
+    earlier = [{"role": turn["role"], "content": _plain(re.split(r"\n\n\*\*(?:Evidence|Sources)\*\*",
+                                                                 message_text(turn.get("content")))[0])}
                for turn in history if turn.get("role") in ("user", "assistant")]
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     panel = "<p><em>Searching the documents ...</em></p>"
     yield list(history), "", panel
     found: list = []
+    quotes: list = []
+    text, quoted = "", False
     try:
         for event in get_chain().stream({"question": message, "history": earlier}):
             if "sources" in event:
                 found = event["sources"]
                 panel = sources_html(found)
             if "declined" in event:
-                panel = "<p>No sources: the question was not answered from the documents.</p>"
+                panel = declined_html(event.get("scope"))
             if "answer" in event:
-                history[-1] = {"role": "assistant", "content": history[-1]["content"] + event["answer"]}
+                text += event["answer"]
+            if "final" in event:  # the generated answer was not supported: the quotes replace it
+                text, quoted = event["final"], True
+            quoted = quoted or "abstained" in event
+            quotes = event.get("evidence", quotes)
+            history[-1] = {"role": "assistant", "content": markdown_text(text)}
             yield list(history), "", panel
     except RagBotError as exc:
-        history[-1] = {"role": "assistant", "content": f"Sorry, I cannot answer right now: {exc}"}
+        history[-1] = {"role": "assistant", "content": markdown_text(f"Sorry, I cannot answer right now: {exc}")}
         yield history, "", f"<p>{html.escape(str(exc))}</p>"
         return
     except Exception as exc:  # a bug: say so readably, keep the details in the server log
@@ -118,10 +132,39 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
         yield history, "", "<p>Something went wrong; see the server log.</p>"
         return
     if found:
-        answer = history[-1]["content"].strip()
-        refs = "\n".join(f"[{source.n}] {source.label()}" for source in found)
-        history[-1] = {"role": "assistant", "content": f"{answer}{SOURCES_MARK}{refs}"}
+        content = markdown_text(text.strip())
+        if quotes and not (quoted or text.strip().startswith(QUOTED_PREFIX)):
+            content += EVIDENCE_MARK + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
+        refs = "\n".join(f"\\[{source.n}\\] {markdown_text(source.label())}  " for source in found)
+        history[-1] = {"role": "assistant", "content": f"{content}{SOURCES_MARK}{refs}"}
         yield list(history), "", panel
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def markdown_text(text: str) -> str:
+    """Text that the chat's Markdown renderer shows as written: HTML escaped, Markdown punctuation
+    backslash-escaped, so a document's `![x](http://...)` or `<img>` is text, not an image."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False)).replace("\n", "  \n")
+
+
+def _plain(text: str) -> str:
+    """The words of a chat message as the user saw them (escapes undone), for the condense prompt."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", text)).replace("  \n", "\n").strip()
+
+
+def declined_html(scope: dict | None) -> str:
+    """The sources panel for a declined question: why, and what the collection is about."""
+    if not scope:
+        return "<p>No sources: the question was not answered from the documents.</p>"
+    near = scope.get("nearest") or {}
+    where = html.escape(str(near.get("source") or "?")) + (f" · {html.escape(str(near['heading']))}" if near.get("heading") else "")
+    about = "".join(f"<li>{html.escape(topic)}</li>" for topic in scope.get("about") or [])
+    return (f"<p>Not answered: the question looks out of scope (score {scope['score']:.3f} &lt; threshold "
+            f"{scope['threshold']:.3f}).</p><p>Closest passage: <code class='source-file'>{where}</code> "
+            f"(similarity {near.get('similarity', 0.0):.2f})</p>"
+            + (f"<p>The documents are about:</p><ul class='about'>{about}</ul>" if about else ""))
 
 
 def sources_html(sources: list) -> str:

@@ -47,6 +47,37 @@ class FakeEmbeddings(DeterministicFakeEmbedding):
         return super().embed_documents(texts)
 
 
+class WordEmbeddings(FakeEmbeddings):
+    """Bag-of-words vectors (hashed words, normalised): cosine similarity is word overlap, so evidence
+    and grounding logic can be tested with meaningful similarities and no model."""
+
+    size: int = 512
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls += 1
+        self.embedded += len(texts)
+        return [self._words(text) for text in texts]
+
+    def _words(self, text: str) -> list[float]:
+        import zlib
+
+        import numpy as np
+
+        vector = np.zeros(self.size)
+        for word in re.findall(r"[a-z0-9]+", text.lower()):
+            vector[zlib.crc32(word.encode()) % self.size] += 1.0
+        norm = np.linalg.norm(vector)
+        return (vector / norm if norm else vector).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._words(text)
+
+    def encode(self, texts: list[str]):
+        import numpy as np
+
+        return np.asarray(self.embed_documents(list(texts)), dtype="float32")
+
+
 @pytest.fixture
 def fake_embeddings() -> FakeEmbeddings:
     return FakeEmbeddings(size=16)

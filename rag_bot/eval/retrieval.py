@@ -109,7 +109,7 @@ class RetrievalEvaluator:
         items = tqdm(list(enumerate(self.query_ids)), desc=pipeline.name, unit="query", disable=not self.progress,
                      leave=False)
         for i, query_id in items:
-            if pipeline.filter and self.retriever.scope.score([self.vectors[i]])[0] < self.retriever.threshold:
+            if pipeline.filter and self.retriever.check_scope(self.vectors[i]).declined:
                 continue
             docs = candidates(i)
             if pipeline.rerank:

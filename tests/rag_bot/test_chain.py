@@ -8,11 +8,12 @@ from dataclasses import replace
 import pytest
 from langchain_core.documents import Document
 
-from rag_bot.chain import NOTHING_FOUND, OUT_OF_SCOPE, RagChain, Source
+from rag_bot.chain import NOT_COVERED, NOTHING_FOUND, OUT_OF_SCOPE, RagChain, Source
 from rag_bot.config import ChatConfig
 from rag_bot.errors import ConfigError
 from rag_bot.prompts import load_prompts
-from rag_bot.retriever import Retrieval
+from rag_bot.retriever import Retrieval, ScopeCheck
+from tests.conftest import WordEmbeddings
 
 
 class FakeLLM:
@@ -35,14 +36,20 @@ class FakeLLM:
 
 
 class FakeRetriever:
+    """Fixed documents; word-overlap embeddings for the evidence step; no reranker."""
+
     def __init__(self, documents=(), declined=False):
         self.documents, self.declined = list(documents), declined
         self.queries: list[str] = []
+        self.embeddings = WordEmbeddings()
+        self.reranker = None
 
     def search(self, query, k=None, **kwargs):
         self.queries.append(query)
         if self.declined:
-            return Retrieval([], True, 0.01, 0.4)
+            check = ScopeCheck(0.01, 0.4, {"top_similarity": 0.1}, {"source": "faq.html", "heading": "FAQ > Privacy",
+                                                                   "similarity": 0.1}, ["ingesting.md (Formats)"])
+            return Retrieval([], True, 0.01, 0.4, scope=check)
         return Retrieval(self.documents[:k], False, 0.9, 0.4, {"embed": 1.0})
 
 
@@ -59,6 +66,9 @@ DOCS = [
 
 
 def chain_with(retriever, llm, **chat) -> RagChain:
+    """The chain in generate mode with no abstain level unless the test sets them (the fake
+    embeddings' similarities are word overlap, not calibrated)."""
+    chat = {"answer_mode": "generate", "min_evidence": -1.0, **chat}
     return RagChain(retriever, llm, load_prompts(), ChatConfig(**chat), stop=["\nQuestion:"], passages=4)
 
 
@@ -83,7 +93,8 @@ def test_stream_gives_question_then_sources_then_answer_pieces():
     events = list(chain_with(FakeRetriever(DOCS), FakeLLM(reply="one two three")).stream("How?"))
     assert events[0] == {"question": "How?"}
     assert [s.source for s in events[1]["sources"]] == ["ingesting.md", "manual.pdf", "faq.html"]
-    assert [e["answer"] for e in events[2:]] == ["one ", "two ", "three "]
+    assert [e["answer"] for e in events[2:5]] == ["one ", "two ", "three "]
+    assert events[5] == {"grounded": False} and "evidence" in events[6]  # "one two three" is in no passage
 
 
 def test_the_prompt_never_overflows_the_context_window():
@@ -162,7 +173,7 @@ def test_edited_prompts_are_used(tmp_path):
     prompts = load_prompts()
     custom = replace(prompts, answer="Q={question}\nC={context}\nA:", decline="Not my topic: {question}")
     llm = FakeLLM()
-    RagChain(FakeRetriever(DOCS), llm, custom).invoke("hello?")
+    RagChain(FakeRetriever(DOCS), llm, custom, ChatConfig(min_evidence=-1.0)).invoke("hello?")
     assert llm.calls[0][1].startswith("Q=hello?\nC=[1] ingesting.md")
     declined = RagChain(FakeRetriever(DOCS, declined=True), llm, custom).invoke("pizza?")
     assert declined["answer"] == "Not my topic: pizza?"
@@ -172,3 +183,52 @@ def test_an_answer_without_words_says_so_and_keeps_the_sources():
     result = chain_with(FakeRetriever(DOCS), FakeLLM(reply="\n")).invoke("Which formats?")
     assert result["answer"] == load_prompts().no_answer.strip()
     assert len(result["sources"]) == 3 and result["declined"] is False
+
+
+def test_declining_says_why_and_what_the_documents_are_about():
+    result = chain_with(FakeRetriever(DOCS, declined=True), FakeLLM()).invoke("what is the best pizza topping?")
+    assert "scope score 0.01 is below the threshold 0.40" in result["answer"]
+    assert 'faq.html "FAQ > Privacy"' in result["answer"] and "ingesting.md (Formats)" in result["answer"]
+    assert result["scope"]["nearest"]["source"] == "faq.html" and result["scope"]["threshold"] == 0.4
+
+
+def test_a_grounded_answer_carries_the_evidence_sentence_of_the_passage_it_cites():
+    docs = [doc("ingesting.md", "The ingest is incremental. A file you deleted has its chunks removed. "
+                                "Hidden files are left out."),
+            doc("faq.html", "No telemetry is sent. Your documents stay private.")]
+    result = chain_with(FakeRetriever(docs), FakeLLM(reply="A deleted file has its chunks removed [1].")).invoke(
+        "What happens to the chunks of a deleted file?")
+    assert result["grounded"] is True and result["answer"] == "A deleted file has its chunks removed [1]."
+    assert [(q.n, q.text) for q in result["evidence"]][0] == (1, "A file you deleted has its chunks removed.")
+    assert all(q.n == 1 for q in result["evidence"])  # only from the passage the answer cites
+    assert result["strength"] > 0.3
+
+
+@pytest.mark.parametrize("reply", ["The ingest uploads files to 7 cloud servers [1].", "Paris is lovely [2]."])
+def test_an_ungrounded_answer_becomes_the_quoted_evidence_in_auto_mode(reply):
+    docs = [doc("ingesting.md", "The ingest is incremental. A file you deleted has its chunks removed.")]
+    question = "What happens when the ingest runs again?"
+    checked = chain_with(FakeRetriever(docs), FakeLLM(reply=reply)).invoke(question)
+    assert checked["grounded"] is False and checked["answer"] == reply  # generate: shown, marked ungrounded
+    events = list(chain_with(FakeRetriever(docs), FakeLLM(reply=reply), answer_mode="auto").stream(question))
+    final = [e["final"] for e in events if "final" in e]
+    assert final and final[0].startswith("The documents say:\n") and '[1]' in final[0]
+    assert "The ingest is incremental." in final[0]
+    result = chain_with(FakeRetriever(docs), FakeLLM(reply=reply), answer_mode="auto").invoke(question)
+    assert result["answer"] == final[0] and result["grounded"] is False
+
+
+def test_extract_mode_quotes_the_documents_without_any_llm_call():
+    llm = FakeLLM()
+    result = chain_with(FakeRetriever(DOCS), llm, answer_mode="extract").invoke("How do I ingest a folder?")
+    assert llm.calls == []
+    assert result["answer"] == 'The documents say:\n"rag-bot ingest DIR walks a folder recursively." [1]'
+    assert result["grounded"] is True and result["evidence"][0].n == 1
+
+
+def test_weak_evidence_says_the_documents_do_not_say_without_calling_the_llm():
+    llm = FakeLLM()
+    result = chain_with(FakeRetriever(DOCS), llm, min_evidence=0.3).invoke("Which colour is the logo?")
+    assert llm.calls == [] and result["reason"] == NOT_COVERED and result["declined"] is False
+    assert result["answer"].startswith("The documents don't say.")
+    assert len(result["sources"]) == 3 and result["strength"] < 0.3  # the closest passages stay listed

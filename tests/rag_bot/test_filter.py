@@ -3,7 +3,8 @@ import json
 import pytest
 
 from rag_bot.errors import ConfigError, ModelError
-from rag_bot.filter import (ScopeFilter, bundled_negatives, calibrate, corpus_examples, read_examples)
+from rag_bot.filter import (FEATURES, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, gate_features,
+                            read_examples)
 from tests.conftest import ROOT
 
 
@@ -47,25 +48,45 @@ def test_calibration_refuses_at_most_the_target_share():
     assert calibrate([0.9, 0.8], 0.05) == 0.8  # too few to refuse any
 
 
+def test_decline_calibration_declines_at_least_the_target_share():
+    scores = [i / 100 for i in range(100)]
+    threshold = calibrate_decline(scores, 0.97)
+    assert sum(s < threshold for s in scores) == 97 and threshold <= 0.97
+    assert sum(s < calibrate_decline(scores, 0.5) for s in scores) == 50
+
+
+def test_bundled_negatives_keep_a_held_out_fifth_apart():
+    train, held = bundled_negatives("train"), bundled_negatives("held_out")
+    assert not set(train) & set(held) and len(train) + len(held) == len(bundled_negatives())
+    assert len(held) == len(bundled_negatives()) // 5
+
+
+def test_gate_features_use_nearest_chunks_and_the_nearest_off_topic_message():
+    import numpy as np
+
+    vectors = np.eye(3)
+    negatives = np.array([[1.0, 0, 0], [0, 0.6, 0.8]])
+    features = gate_features(vectors, [[0.9, 0.5, 0.4], [0.2, 0.1, 0.0], [0.5, 0.5, 0.5]], negatives)
+    assert features["top_similarity"].tolist() == [0.9, 0.2, 0.5]
+    assert features["mean_similarity"].round(4).tolist() == [0.6, 0.1, 0.5]
+    assert features["offtopic_similarity"].tolist() == [1.0, 0.6, 0.8]
+    left_out = gate_features(negatives, [[0.1] * 3, [0.1] * 3], negatives, leave_out_self=True)
+    assert left_out["offtopic_similarity"].round(4).tolist() == [0.0, 0.0]  # never its own copy
+
+
 def test_filter_round_trips_as_json_without_pickle(tmp_path):
-    scope = ScopeFilter("m", [0.5, -0.5], 0.1, 0.4, {"accuracy": 1.0})
+    scope = ScopeFilter("m", [2.0, 1.0, -1.0], 0.1, [0.5, 0.4, 0.3], [0.1, 0.1, 0.1], 0.4, ["hi"],
+                        about=["a.md (Intro)"], metrics={"threshold": 0.4})
     scope.save(tmp_path / "f.json")
-    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/1"
+    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/2"
     loaded = ScopeFilter.load(tmp_path / "f.json")
-    assert loaded == scope
-    assert loaded.score([[1.0, 0.0], [0.0, 1.0]]) == pytest.approx([0.645656, 0.401312], rel=1e-5)
-    (tmp_path / "f.json").write_text("{}")
-    with pytest.raises(ModelError, match="retrain it"):
+    assert loaded == scope and loaded.features == list(FEATURES)
+    near, far = loaded.score({"top_similarity": [0.7, 0.3], "mean_similarity": [0.6, 0.2],
+                              "offtopic_similarity": [0.2, 0.6]})
+    assert near > 0.99 and far < 0.01  # close to the documents and far from off-topic: in scope
+    (tmp_path / "f.json").write_text('{"format": "rag-bot-scope-filter/1", "weights": []}')
+    with pytest.raises(ModelError, match=r"rag-bot-scope-filter/1 file.*retrain it with `rag-bot train-filter"):
         ScopeFilter.load(tmp_path / "f.json")
-
-
-def test_corpus_examples_take_sentences_and_headings():
-    chunks = ["# Install\n\nRun make setup to install everything you need. It takes ten minutes on two cores."] * 3
-    chunks += [f"Sentence {i} explains one more detail of the ingest job." for i in range(30)]
-    examples = corpus_examples(chunks, ["hi", "tell me a joke"], headings=["Install"], per_class=10)
-    positives = [t for t, label in examples if label == "answer"]
-    assert len(positives) == 10 and all(t in " ".join(chunks) for t in positives)
-    assert [t for t, label in examples if label == "ignore"] == ["hi", "tell me a joke"]
 
 
 def test_bundled_labelled_set_is_balanced_enough():
@@ -74,11 +95,14 @@ def test_bundled_labelled_set_is_balanced_enough():
     assert sum(label == "ignore" for _, label in examples) >= 70
 
 
-def test_re_embedding_retrains_the_filter_from_what_it_was_trained_on(tmp_path, config, fake_embeddings):
+def test_re_embedding_retrains_the_filter_from_what_it_was_trained_on(tmp_path, config, fake_embeddings, docs_copy):
     import numpy as np
 
-    from rag_bot.cli import _refresh_filter
+    from ingest.pipeline import run_ingest
+
+    run_ingest(config, docs_copy, progress=False, embeddings=fake_embeddings)  # the gate learns from the store
     from rag_bot.filter import filter_path
+    from rag_bot.filter_training import refresh_filter as _refresh_filter
 
     class Encoder:  # the fake vectors behind the `encode` that train_filter uses
         name = "fake"
@@ -92,7 +116,7 @@ def test_re_embedding_retrains_the_filter_from_what_it_was_trained_on(tmp_path, 
     path = filter_path(config)
 
     def old_filter(trained_on: str) -> None:
-        ScopeFilter("old-model", [0.0] * 16, 0.0, 0.5, trained_on=trained_on).save(path)
+        ScopeFilter("old-model", [0.0] * 3, 0.0, [0.0] * 3, [1.0] * 3, 0.5, [], trained_on=trained_on).save(path)
 
     old_filter(str(examples))
     got = _refresh_filter(config, Encoder())

@@ -12,9 +12,9 @@ from rag_bot.chain import RagChain, load_chain
 from rag_bot.config import ChatConfig, UIConfig, load_config
 from rag_bot.errors import StoreError
 from rag_bot.prompts import load_prompts
-from rag_bot.ui import LazyChain, answer_events, build_app, launch
+from rag_bot.ui import LazyChain, answer_events, build_app, launch, markdown_text
 from tests.conftest import free_port
-from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever
+from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever, doc
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -23,14 +23,20 @@ def run(get_chain, message, history=()):
     return list(answer_events(get_chain, message, list(history)))
 
 
+GENERATE = ChatConfig(answer_mode="generate", min_evidence=-1.0)  # the fake embeddings are not calibrated
+
+
 def test_an_answer_streams_into_the_chat_and_cites_its_sources():
-    chain = RagChain(FakeRetriever(DOCS), FakeLLM(reply="Run the ingest command [1]."), load_prompts(), ChatConfig())
-    steps = run(lambda: chain, "How do I ingest?")
+    chain = RagChain(FakeRetriever(DOCS), FakeLLM(reply="Run rag-bot ingest DIR [1]."), load_prompts(), GENERATE)
+    steps = run(lambda: chain, "How do I ingest a folder?")
     partial = [history[-1]["content"] for history, _, _ in steps]
     assert partial[0] == "" and any(0 < len(text) < 20 for text in partial)  # grew piece by piece
     history, textbox, panel = steps[-1]
-    assert history[0] == {"role": "user", "content": "How do I ingest?"}
-    assert history[1]["content"].startswith("Run the ingest command [1].\n\n**Sources**\n[1] ingesting.md")
+    assert history[0] == {"role": "user", "content": "How do I ingest a folder?"}
+    content = history[1]["content"]
+    assert content.startswith("Run rag\\-bot ingest DIR \\[1\\].\n\n**Evidence**  \n"
+                              "> \\[1\\] “rag\\-bot ingest DIR walks a folder recursively.”")
+    assert "**Sources**  \n\\[1\\] ingesting.md, \"Ingesting documents\"" in content
     assert textbox == ""
     for name in ("ingesting.md", "manual.pdf", "faq.html", "page 3", "Ingesting documents", "rerank score 0.500", "in scope: score 0.900"):
         assert name in panel
@@ -38,7 +44,7 @@ def test_an_answer_streams_into_the_chat_and_cites_its_sources():
 
 def test_history_from_the_chat_reaches_the_chain():
     llm = FakeLLM(condensed="How do I exclude files?")
-    chain = RagChain(FakeRetriever(DOCS), llm, load_prompts(), ChatConfig())
+    chain = RagChain(FakeRetriever(DOCS), llm, load_prompts(), GENERATE)
     earlier = [{"role": "user", "content": "How do I ingest?"},
                {"role": "assistant", "content": "Run it [1].\n\n**Sources**\n[1] ingesting.md"}]
     run(lambda: chain, "and leave files out?", earlier)
@@ -58,8 +64,8 @@ def test_an_empty_store_is_a_readable_message_and_is_retried(tmp_path):
 
     lazy = LazyChain(factory)
     history, _, panel = run(lazy, "hello?")[-1]
-    assert history[-1]["content"] == ("Sorry, I cannot answer right now: store.collection: no documents in "
-                                      "collection 'rag_bot'; run `rag-bot ingest DIR` first")
+    assert history[-1]["content"] == markdown_text("Sorry, I cannot answer right now: store.collection: no documents in "
+                                                   "collection 'rag_bot'; run `rag-bot ingest DIR` first")
     assert "rag-bot ingest DIR" in panel
     run(lazy, "hello again?")
     assert len(attempts) == 2
@@ -74,11 +80,23 @@ def test_an_unexpected_failure_is_not_a_stack_trace():
     assert history[-1]["content"] == "Sorry, something went wrong (RuntimeError); the details are in the server log."
 
 
-def test_a_declined_question_has_no_sources():
+def test_a_declined_question_has_no_sources_and_says_why():
     chain = RagChain(FakeRetriever(DOCS, declined=True), FakeLLM(), load_prompts(), ChatConfig())
     history, _, panel = run(lambda: chain, "what is the best pizza topping?")[-1]
     assert "looks out of scope" in history[-1]["content"] and "**Sources**" not in history[-1]["content"]
-    assert "No sources" in panel
+    assert "score 0.010 &lt; threshold 0.400" in panel and "faq.html · FAQ &gt; Privacy" in panel
+    assert "<li>ingesting.md (Formats)</li>" in panel
+
+
+def test_document_markup_is_text_in_the_chat():
+    hostile = doc("evil.md", "Click ![x](http://127.0.0.1:9/beacon.png) or <img src=x onerror=alert(1)> now, "
+                             "the ingest walks a folder.", heading="<b>Evil</b> [link](javascript:alert(1))")
+    reply = "The ingest walks a folder [1] <script>alert(1)</script>"
+    chain = RagChain(FakeRetriever([hostile]), FakeLLM(reply=reply), load_prompts(), GENERATE)
+    content = run(lambda: chain, "What does the ingest walk?")[-1][0][-1]["content"]
+    assert "<script>" not in content and "<img" not in content and "<b>" not in content
+    assert "](" not in content.replace("\\](", "")  # no Markdown link or image survives unescaped
+    assert "&lt;script&gt;" in content and "\\!\\[x\\]\\(http://127.0.0.1:9/beacon.png\\)" in content
 
 
 def test_auth_keeps_the_chat_behind_a_login():
@@ -178,6 +196,8 @@ def test_the_chat_in_a_real_browser(browser, chat, tmp_path):
                                "troubleshooting.md", "how-retrieval-works.pdf") if name in panel]
     assert cited and all(name in answer for name in cited)
     assert "getting-started.md" in panel or "configuration.md" in panel
+    # the evidence: the sentence of getting-started.md that says where the data lives, quoted
+    assert ".rag_bot next to config.yaml by default" in answer, answer
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
     assert (tmp_path / "chat.png").stat().st_size > 10_000
 
@@ -188,7 +208,8 @@ def test_the_chat_in_a_real_browser(browser, chat, tmp_path):
     ask(page, "what is the best pizza topping?")
     page.wait_for_function("document.querySelector('#chat').innerText.includes('looks out of scope')", timeout=30_000)
     assert len(llm_calls) == calls_before  # declined without calling the LLM
-    assert "No sources" in page.locator("#sources").inner_text()
+    panel = page.locator("#sources").inner_text()
+    assert "out of scope" in panel and "The documents are about" in panel and "getting-started.md" in panel
 
 
 @pytest.mark.slow

@@ -1,0 +1,154 @@
+"""Evidence for an answer, without an LLM: the sentences of the passages that best support it, the
+check that a generated answer is grounded in the passages, and the "the documents don't say" rule.
+
+Sentences are scored against the question (and a grounded answer) by cosine similarity of the
+embedding model, or, when a cross-encoder is loaded, ordered by the cross-encoder. The abstain rule
+always uses the cosine, because its level (`chat.min_evidence`) was calibrated with it on the
+SQuAD 2.0 unanswerable questions (`rag-bot eval answers`).
+
+    finder = EvidenceFinder(embeddings)
+    found = finder.find("Where is the data kept?", [(1, passage_text)])
+    found.strength, found.quotes[0].text          # 0.71, "Everything rag-bot stores goes into ..."
+    finder.grounding("It is kept in .rag_bot [1].", found).grounded
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .questions import STOPWORDS
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`])|\n\s*\n|\n(?=\s*(?:[-*#]|\d+\.)\s)")
+_CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
+_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.'-]*[A-Za-z0-9]|[A-Za-z0-9]")
+MAX_QUOTES = 3
+QUOTE_MARGIN = 0.15  # a second or third quote must score within this of the best
+MIN_SENTENCE_WORDS = 4
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A sentence quoted from passage [n]."""
+
+    n: int
+    text: str
+    score: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "text": self.text}
+
+
+@dataclass
+class Evidence:
+    """The passages' sentences scored for one question: the best quotes and how strong they are."""
+
+    question: str
+    sentences: list[tuple[int, str]]  # (passage number, sentence)
+    vectors: Any  # the sentences' embeddings (normalised), in the same order
+    similarities: list[float]  # cosine of each sentence to the question
+    quotes: list[Quote] = field(default_factory=list)
+
+    @property
+    def strength(self) -> float:
+        """The best sentence's cosine similarity to the question (0 when the passages have no sentence)."""
+        return max(self.similarities, default=0.0)
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """Whether a generated answer is supported by the passages, and what in it is not."""
+
+    grounded: bool
+    support: float  # the weakest claim's best similarity to a passage sentence
+    unsupported: tuple[str, ...] = ()  # claims, numbers or names not found in the passages
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and list items, and paragraphs) of a passage, whitespace folded."""
+    parts = (" ".join(part.split()).strip(" #*-") for part in _SENTENCE_END.split(text))
+    return [part for part in parts if part]
+
+
+class EvidenceFinder:
+    """Sentence-level evidence with the embedding model, ordered by the cross-encoder when one is given."""
+
+    def __init__(self, embeddings: Any, cross_encoder: Any = None, grounding_level: float = 0.55) -> None:
+        self.embeddings = embeddings
+        self.cross_encoder = cross_encoder
+        self.grounding_level = grounding_level
+
+    def find(self, question: str, passages: Sequence[tuple[int, str]], answer: str | None = None) -> Evidence:
+        """Score every sentence of the numbered passages; pick up to three quotes that best support
+        the question (and `answer` when given)."""
+        import numpy as np
+
+        sentences = [(n, s) for n, text in passages for s in split_sentences(text)
+                     if len(s.split()) >= MIN_SENTENCE_WORDS]
+        if not sentences:
+            sentences = [(n, " ".join(text.split())) for n, text in passages if text.strip()]
+        if not sentences:
+            return Evidence(question, [], np.zeros((0, 1)), [])
+        vectors = np.asarray(self.embeddings.embed_documents([s for _, s in sentences]))
+        question_vector = np.asarray(self.embeddings.embed_query(question))
+        similarities = (vectors @ question_vector).tolist()
+        evidence = Evidence(question, sentences, vectors, similarities)
+        evidence.quotes = self.quotes(evidence, answer)
+        return evidence
+
+    def quotes(self, evidence: Evidence, answer: str | None = None, only: set[int] | None = None) -> list[Quote]:
+        """Up to three quotes, best first, from the passages numbered in `only` (all by default)."""
+        import numpy as np
+
+        scores = np.asarray(evidence.similarities, dtype="float64")
+        if answer and _content_words(answer):
+            answer_vector = np.asarray(self.embeddings.embed_query(_CITATION.sub("", answer)))
+            scores = np.maximum(scores, evidence.vectors @ answer_vector)
+        if self.cross_encoder is not None and len(evidence.sentences):
+            pairs = [(evidence.question, sentence) for _, sentence in evidence.sentences]
+            scores = np.asarray(self.cross_encoder.predict(pairs, show_progress_bar=False), dtype="float64")
+        order = [i for i in np.argsort(-scores) if only is None or evidence.sentences[i][0] in only]
+        if not order:
+            return []
+        best = scores[order[0]]
+        margin = QUOTE_MARGIN * (max(abs(best), 1e-9) if self.cross_encoder is not None else 1.0)
+        chosen = [i for i in order[:MAX_QUOTES] if scores[i] >= best - margin]
+        return [Quote(evidence.sentences[i][0], evidence.sentences[i][1], round(float(scores[i]), 4)) for i in chosen]
+
+    def grounding(self, answer: str, evidence: Evidence, passages: Sequence[str]) -> Grounding:
+        """Is every claim of `answer` supported by a passage sentence (by meaning, or by its words), and
+        is every number and name in it present in the passages?"""
+        import numpy as np
+
+        text = _CITATION.sub("", answer).strip()
+        claims = [c for c in split_sentences(text) if _content_words(c)]
+        if not claims or not evidence.sentences:
+            return Grounding(False, 0.0, (text,) if text else ())
+        source = " ".join(passages).lower()
+        source_words = set(_TOKEN.findall(source))
+        claim_vectors = np.asarray(self.embeddings.embed_documents(claims))
+        best = (claim_vectors @ evidence.vectors.T).max(axis=1)
+        unsupported = []
+        for claim, similarity in zip(claims, best):
+            words = _content_words(claim)
+            covered = sum(w in source_words for w in words) / len(words)
+            if similarity < self.grounding_level and covered < 0.8:
+                unsupported.append(claim)
+        unsupported += [token for token in _facts(text) if token.lower() not in source]
+        return Grounding(not unsupported, round(float(best.min()), 4), tuple(unsupported))
+
+
+def _content_words(text: str) -> list[str]:
+    return [w.lower() for w in _TOKEN.findall(text) if w.lower() not in STOPWORDS and len(w) > 2 or w.isdigit()]
+
+
+def _facts(text: str) -> list[str]:
+    """Numbers and names (capitalised words that do not start a sentence) stated in `text`."""
+    facts = _NUMBER.findall(text)
+    for sentence in split_sentences(text):
+        words = sentence.split()
+        facts += [w.strip(".,;:!?\"'()") for w in words[1:] if w[:1].isupper() and w.strip(".,;:!?\"'()").isalpha()
+                  and w.strip(".,;:!?\"'()").lower() not in STOPWORDS]
+    return facts

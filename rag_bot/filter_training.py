@@ -1,0 +1,245 @@
+"""Training the scope gate for one collection (`rag-bot train-filter`).
+
+`--from-corpus` needs no labels and no LLM: questions generated from the collection's own chunks
+(`questions.corpus_questions`, kept only when the chunk they came from is among their nearest
+chunks) are "answer", the bundled off-topic and prompt-injection messages (the training part) are
+"ignore". The threshold is calibrated on out-of-fold scores of those messages, so that
+`filter.target_decline` of them are declined; held-out generated questions, never trained on,
+measure how many in-scope questions it would refuse. Generated questions are less specific than
+the ones people ask (measured: their lowest scores sit far below real questions'), so they check
+the threshold rather than set it.
+
+`--examples FILE` takes labelled rows; the threshold then refuses at most `filter.max_false_refusal`
+of the held-out (out-of-fold) "answer" rows, as those are real questions.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError
+from .filter import (FEATURES, NEAREST, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, filter_path,
+                     gate_features, read_examples)
+from .questions import CorpusChunk, corpus_questions
+from .store import check_model, get_collection, nearest_chunks, open_client, pages, store_location
+
+log = logging.getLogger(__name__)
+
+SAMPLE_CHUNKS = 3000
+QUESTIONS = 800
+HELD_OUT_SHARE = 0.3  # of the generated questions' chunks, kept out of training
+
+
+def fit_filter(config: Config, embeddings: Any, examples: Path | None = None) -> ScopeFilter:
+    """Train the gate on the collection (and an examples file when given) and save it."""
+    collection = _collection(config)
+    if examples is not None:
+        scope = train_from_examples(read_examples(examples), collection, embeddings, config)
+        scope.trained_on = str(examples.resolve())
+    else:
+        scope = train_from_corpus(collection, embeddings, config)
+        scope.trained_on = "corpus"
+    scope.save(filter_path(config))
+    return scope
+
+
+def train_from_corpus(collection: Any, embeddings: Any, config: Config, seed: int = 0) -> ScopeFilter:
+    """Generated questions ("answer") against the bundled negatives' training part ("ignore")."""
+    chunks = sample_chunks(collection, SAMPLE_CHUNKS, seed)
+    questions = corpus_questions(chunks, QUESTIONS, seed)
+    vectors = embeddings.encode([q.text for q in questions])
+    similarities, _, found = nearest_chunks(collection, vectors, NEAREST)
+    kept = [i for i, (q, ids) in enumerate(zip(questions, found)) if q.chunk_id in ids]
+    if len(kept) < 20:
+        raise ConfigError("the collection gives too few usable questions to train the scope gate on; ingest more "
+                          "documents, or label examples and use --examples FILE")
+    held_chunks = _held_out_chunks({questions[i].chunk_id for i in kept}, seed)
+    train = [i for i in kept if questions[i].chunk_id not in held_chunks]
+    held = [i for i in kept if questions[i].chunk_id in held_chunks]
+    negatives = bundled_negatives("train")
+    model = _GateData(collection, embeddings, negatives)
+    model.add("answer", vectors[train], [similarities[i] for i in train])
+    model.add_negatives()
+    scope, oof = model.fit(config)
+    scope.threshold = calibrate_decline(oof[model.labels == 0], config.filter.target_decline)
+    held_scores = scope.score(gate_features(vectors[held], [similarities[i] for i in held],
+                                            model.negative_vectors)) if held else []
+    scope.calibrated_on = (f"out-of-fold scores of {int((model.labels == 0).sum())} bundled off-topic messages "
+                           f"({config.filter.target_decline:.0%} declined)")
+    scope.about = collection_topics(chunks)
+    scope.metrics = model.report(scope, oof, held_scores, {"generated": len(questions), "kept": len(kept),
+                                                           "train": len(train), "held_out": len(held)})
+    return scope
+
+
+def train_from_examples(examples: list[tuple[str, str]], collection: Any, embeddings: Any,
+                        config: Config) -> ScopeFilter:
+    """Labelled rows; the bundled negatives' training part is added to the "ignore" rows."""
+    texts = {label: [text for text, got in examples if got == label] for label in ("answer", "ignore")}
+    labelled = set(texts["ignore"])
+    negatives = texts["ignore"] + [m for m in bundled_negatives("train") if m not in labelled]
+    model = _GateData(collection, embeddings, negatives)
+    vectors = embeddings.encode(texts["answer"])
+    similarities, _, _ = nearest_chunks(collection, vectors, NEAREST)
+    model.add("answer", vectors, similarities)
+    model.add_negatives()
+    scope, oof = model.fit(config)
+    scope.threshold = calibrate(oof[model.labels == 1], config.filter.max_false_refusal)
+    scope.calibrated_on = (f"out-of-fold scores of the {len(texts['answer'])} 'answer' rows "
+                           f"(at most {config.filter.max_false_refusal:.0%} refused)")
+    scope.about = collection_topics(sample_chunks(collection, SAMPLE_CHUNKS, 0))
+    scope.metrics = model.report(scope, oof, [], {"answer_rows": len(texts["answer"]), "ignore_rows": len(texts["ignore"])})
+    return scope
+
+
+class _GateData:
+    """Feature rows and labels for one training run; `fit` cross-validates and fits the gate."""
+
+    def __init__(self, collection: Any, embeddings: Any, negatives: list[str]) -> None:
+        import numpy as np
+
+        self.collection, self.embeddings, self.negatives = collection, embeddings, negatives
+        self.negative_vectors = embeddings.encode(negatives)
+        self.columns: dict[str, Any] = {name: np.zeros(0) for name in FEATURES}
+        self.labels = np.zeros(0, dtype=int)
+
+    def add(self, label: str, vectors: Any, similarities: Any, leave_out_self: bool = False) -> None:
+        import numpy as np
+
+        if len(vectors) == 0:
+            return
+        features = gate_features(vectors, similarities, self.negative_vectors, leave_out_self)
+        self.columns = {name: np.concatenate([self.columns[name], features[name]]) for name in FEATURES}
+        self.labels = np.concatenate([self.labels, np.full(len(vectors), int(label == "answer"))])
+
+    def add_negatives(self) -> None:
+        similarities, _, _ = nearest_chunks(self.collection, self.negative_vectors, NEAREST)
+        self.add("ignore", self.negative_vectors, similarities, leave_out_self=True)
+
+    def fit(self, config: Config) -> tuple[ScopeFilter, Any]:
+        """The fitted gate (threshold still unset) and the out-of-fold score of every row."""
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+        counts = Counter(self.labels.tolist())
+        if min(counts[0], counts[1]) < 5:
+            raise ConfigError(f"needs at least 5 examples of each label to train the scope gate (has "
+                              f"{counts[1]} answer, {counts[0]} ignore)")
+        x = np.column_stack([self.columns[name] for name in FEATURES])
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
+        z = (x - mean) / scale
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+        folds = StratifiedKFold(n_splits=min(5, counts[0], counts[1]), shuffle=True, random_state=0)
+        oof = cross_val_predict(model, z, self.labels, cv=folds, method="predict_proba")[:, 1]
+        model.fit(z, self.labels)
+        scope = ScopeFilter(config.embedding.model, model.coef_[0].tolist(), float(model.intercept_[0]),
+                            mean.tolist(), scale.tolist(), 0.5, list(self.negatives), list(FEATURES))
+        return scope, oof
+
+    def report(self, scope: ScopeFilter, oof: Any, held_scores: list[float], counts: dict[str, int]) -> dict[str, Any]:
+        import numpy as np
+
+        answer, ignore = oof[self.labels == 1], oof[self.labels == 0]
+        metrics = {
+            "examples": {"answer": int(len(answer)), "ignore": int(len(ignore))},
+            "questions": counts,
+            "weights": {name: round(w, 3) for name, w in zip(scope.features, scope.weights)},
+            "threshold": round(scope.threshold, 4),
+            "calibrated_on": scope.calibrated_on,
+            "cv_false_refusal": round(float(np.mean(answer < scope.threshold)), 4),
+            "cv_ignore_recall": round(float(np.mean(ignore < scope.threshold)), 4),
+        }
+        if len(held_scores):
+            metrics["held_out_false_refusal"] = round(float(np.mean(np.asarray(held_scores) < scope.threshold)), 4)
+        return metrics
+
+
+def describe_metrics(metrics: dict[str, Any]) -> str:
+    """The training report, a few readable lines."""
+    counts = metrics["examples"]
+    weights = ", ".join(f"{name} {weight:+.2f}" for name, weight in metrics["weights"].items())
+    lines = [
+        f"examples:          {counts['answer']} answer, {counts['ignore']} ignore ({metrics['questions']})",
+        f"gate weights:      {weights} (standardised features)",
+        f"threshold:         {metrics['threshold']:.3f}, calibrated on {metrics['calibrated_on']}",
+        f"cross-validated:   {metrics['cv_false_refusal']:.1%} of 'answer' rows refused, "
+        f"{metrics['cv_ignore_recall']:.1%} of 'ignore' rows declined",
+    ]
+    if "held_out_false_refusal" in metrics:
+        lines.append(f"held-out:          {metrics['held_out_false_refusal']:.1%} of generated questions never "
+                     "trained on would be refused (they are vaguer than real questions)")
+    return "\n".join(lines)
+
+
+def sample_chunks(collection: Any, limit: int, seed: int = 0) -> list[CorpusChunk]:
+    """Up to `limit` chunks spread over the whole collection."""
+    ids = [chunk_id for page in pages(collection, []) for chunk_id in page["ids"]]
+    chosen = random.Random(seed).sample(ids, min(limit, len(ids)))
+    chunks = []
+    for start in range(0, len(chosen), 500):
+        got = collection.get(ids=chosen[start:start + 500], include=["documents", "metadatas"])
+        chunks += [CorpusChunk(i, text or "", str((m or {}).get("source") or ""), str((m or {}).get("heading") or ""))
+                   for i, text, m in zip(got["ids"], got["documents"], got["metadatas"])]
+    return chunks
+
+
+def collection_topics(chunks: list[CorpusChunk], most: int = 6) -> list[str]:
+    """What the collection is about, for decline messages: its most frequent files (and their headings)."""
+    sources = Counter(chunk.source for chunk in chunks if chunk.source)
+    topics = []
+    for source, _ in sources.most_common(most):
+        headings = Counter(chunk.heading.split(" > ")[-1] for chunk in chunks if chunk.source == source and chunk.heading)
+        top = [heading for heading, _ in headings.most_common(2)]
+        topics.append(f"{source} ({', '.join(top)})" if top else source)
+    return topics
+
+
+def refresh_filter(config: Config, embeddings: Any) -> dict | None:
+    """After the store was re-embedded with another model, retrain a scope filter trained for the
+    old one from what it was trained on (the corpus, or its examples file), so that switching the
+    embedder is one command: `ingest DIR --rebuild`."""
+    from .errors import RagBotError
+
+    path = filter_path(config)
+    if not path.exists():
+        return None
+    try:
+        old = ScopeFilter.load(path)
+    except RagBotError:
+        return None  # a damaged or older file: the retriever names it and says how to retrain
+    if old.embedding_model == config.embedding.model:
+        return None
+    corpus = old.trained_on == "corpus"
+    examples = Path(old.trained_on) if old.trained_on and not corpus else None
+    if not config.filter.enabled or not (corpus or (examples and examples.is_file())):
+        hint = f"--examples {examples}" if examples else "--from-corpus (or --examples FILE)"
+        return {"retrained": False, "path": str(path),
+                "message": f"scope filter: {path} was trained for {old.embedding_model!r}; "
+                           f"retrain it for this model with `rag-bot train-filter {hint}`"}
+    scope = fit_filter(config, embeddings, examples)
+    return {"retrained": True, "path": str(path), "trained_on": scope.trained_on,
+            "threshold": round(scope.threshold, 4),
+            "message": f"scope filter: retrained for {config.embedding.model!r} from "
+                       f"{'the corpus' if examples is None else examples} (threshold {scope.threshold:.3f}); "
+                       f"saved {path}"}
+
+
+def _collection(config: Config) -> Any:
+    collection = get_collection(open_client(config), config.store.collection)
+    if collection is None or collection.count() == 0:
+        raise ConfigError(f"store.collection: no documents in {config.store.collection!r} at {store_location(config)}; "
+                          "the scope gate learns from the collection: run `rag-bot ingest DIR` first")
+    check_model(collection, config.embedding.model, what="train the filter")
+    return collection
+
+
+def _held_out_chunks(chunk_ids: set[str], seed: int) -> set[str]:
+    ordered = sorted(chunk_ids)
+    random.Random(seed).shuffle(ordered)
+    return set(ordered[: max(1, round(HELD_OUT_SHARE * len(ordered)))])

@@ -1,0 +1,200 @@
+"""Questions generated from the collection's own chunks, without an LLM.
+
+The scope gate must learn and be calibrated on what people ask (questions about the documents'
+topics), not on the documents' sentences, or it learns the *form* of a question instead of its
+topic. Templates over headings, document titles, key phrases and simple sentence patterns give
+question-shaped, on-topic examples for any collection, in any number, in a second.
+
+    questions = corpus_questions(chunks, count=600)
+    questions[0].text, questions[0].chunk_id   # "How does incremental ingest work?", the chunk it came from
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+# Common English function words, kept out of key phrases (no library call: this list is the rule).
+STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each either else ever every few for from
+further had has have having he her here hers herself him himself his how i if in into is it its itself
+just may me might more most much must my myself no nor not now of off on once one only or other our
+ours ourselves out over own per same shall she should so some such than that the their theirs them
+themselves then there these they this those through thus to too under until up upon us use used using
+very via was we were what when where whether which while who whom whose why will with within without
+would yet you your yours yourself yourselves e g eg ie etc
+""".split())
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.'+-]*[A-Za-z0-9]|[A-Za-z]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*[-*#])")
+_COPULA = re.compile(r"^(?:The |A |An )?([A-Za-z][\w'-]*(?: [\w'-]+){0,4}?) (is|are|was|were) (?!not\b)(.{8,})$")
+_CAN = re.compile(r"^(?:You|Users?) can ([a-z][\w'-]*(?: [\w'-]+){1,7})")
+_NUMBER = re.compile(r"\b\d[\d,.]*\s+([a-z]{3,}s)\b")
+_GENERIC_HEADINGS = frozenset({"introduction", "overview", "summary", "conclusion", "conclusions", "abstract",
+                               "references", "contents", "notes", "background", "discussion", "results",
+                               "methods", "appendix", "acknowledgements", "acknowledgments", "index"})
+
+PHRASE_TEMPLATES = (
+    "What is {p}?", "How does {p} work?", "What does {p} mean?", "Why does {p} matter?",
+    "Can you explain {p}?", "What do the documents say about {p}?", "How is {p} used?",
+    "Tell me about {p}.", "What should I know about {p}?", "Where does {p} come from?",
+)
+PAIR_TEMPLATES = ("How does {p} relate to {q}?", "What is the link between {p} and {q}?",
+                  "Does {p} affect {q}?")
+HEADING_TEMPLATES = ("What is {p}?", "How does {p} work?", "Tell me about {p}.",
+                     "What do the documents say about {p}?", "Can you explain {p}?")
+
+
+@dataclass(frozen=True)
+class GeneratedQuestion:
+    """A question and the chunk it was made from."""
+
+    text: str
+    chunk_id: str
+    kind: str  # heading, title, phrase, pair, copula, can, number
+
+
+@dataclass(frozen=True)
+class CorpusChunk:
+    """What the generator reads of a chunk: id, text, and its `source` and `heading` metadata."""
+
+    id: str
+    text: str
+    source: str = ""
+    heading: str = ""
+
+
+def corpus_questions(chunks: Sequence[CorpusChunk], count: int = 600, seed: int = 0) -> list[GeneratedQuestion]:
+    """About `count` distinct questions spread over the chunks (at most a few per chunk)."""
+    rng = random.Random(seed)
+    idf = _idf([chunk.text for chunk in chunks])
+    order = list(chunks)
+    rng.shuffle(order)
+    per_chunk = max(1, min(4, math.ceil(count / max(1, len(order)))))
+    seen: set[str] = set()
+    questions: list[GeneratedQuestion] = []
+    titled: set[str] = set()
+    for chunk in order:
+        made = _chunk_questions(chunk, idf, rng)
+        if chunk.source and chunk.source not in titled:
+            titled.add(chunk.source)
+            made.insert(0, GeneratedQuestion(_title_question(chunk.source, rng), chunk.id, "title"))
+        rng.shuffle(made)
+        for question in made[:per_chunk]:
+            key = question.text.lower()
+            if key not in seen and 3 <= len(question.text.split()) <= 30:
+                seen.add(key)
+                questions.append(question)
+        if len(questions) >= count:
+            break
+    return questions[:count]
+
+
+def _chunk_questions(chunk: CorpusChunk, idf: dict[str, float], rng: random.Random) -> list[GeneratedQuestion]:
+    made: list[GeneratedQuestion] = []
+    for part in (chunk.heading.split(" > ") if chunk.heading else [])[-1:]:
+        heading = _clean(part)
+        if part.strip().endswith("?") and 3 <= len(heading.split()) <= 20:
+            made.append(GeneratedQuestion(part.strip(), chunk.id, "heading"))  # already a question (an FAQ)
+        elif heading and heading.lower() not in _GENERIC_HEADINGS and 1 <= len(heading.split()) <= 8:
+            made.append(GeneratedQuestion(rng.choice(HEADING_TEMPLATES).format(p=_lower_first(heading)),
+                                          chunk.id, "heading"))
+    phrases = key_phrases(chunk.text, idf, 3)
+    for phrase in phrases[:2]:
+        made.append(GeneratedQuestion(rng.choice(PHRASE_TEMPLATES).format(p=phrase), chunk.id, "phrase"))
+    if len(phrases) >= 2:
+        made.append(GeneratedQuestion(rng.choice(PAIR_TEMPLATES).format(p=phrases[0], q=phrases[1]), chunk.id, "pair"))
+    made.extend(_sentence_questions(chunk, rng))
+    return made
+
+
+def _sentence_questions(chunk: CorpusChunk, rng: random.Random) -> list[GeneratedQuestion]:
+    """Simple rewrites of declarative sentences: "X is Y" -> "What is X?", "You can Z" -> "How can I Z?"."""
+    made = []
+    sentences = [" ".join(s.split()).strip(" #*-") for s in _SENTENCE.split(chunk.text)]
+    sentences = [s for s in sentences if 5 <= len(s.split()) <= 45]
+    rng.shuffle(sentences)
+    for sentence in sentences[:6]:
+        copula = _COPULA.match(sentence)
+        if copula and copula.group(1).split()[0].lower() not in STOPWORDS:
+            subject = _lower_first(copula.group(1))
+            wh = "Who" if copula.group(1)[0].isupper() and copula.group(2) in ("was", "were") else "What"
+            made.append(GeneratedQuestion(f"{wh} {copula.group(2)} {subject}?", chunk.id, "copula"))
+        can = _CAN.match(sentence)
+        if can:
+            made.append(GeneratedQuestion(f"How can I {can.group(1).rstrip('.,;:')}?", chunk.id, "can"))
+        number = _NUMBER.search(sentence)
+        if number:
+            words = [w for w in _words(sentence) if w.lower() not in STOPWORDS and w != number.group(1)]
+            if words:
+                made.append(GeneratedQuestion(f"How many {number.group(1)} does {' '.join(words[:3])} involve?",
+                                              chunk.id, "number"))
+        if len(made) >= 3:
+            break
+    return made
+
+
+def key_phrases(text: str, idf: dict[str, float], most: int = 3) -> list[str]:
+    """The chunk's most distinctive runs of one to three content words (tf-idf), best first."""
+    words = _words(text)
+    scores: Counter[str] = Counter()
+    shown: dict[str, str] = {}
+    for size in (1, 2, 3):
+        for start in range(len(words) - size + 1):
+            run = words[start:start + size]
+            lowered = [w.lower() for w in run]
+            if lowered[0] in STOPWORDS or lowered[-1] in STOPWORDS or any(len(w) < 3 for w in lowered):
+                continue
+            if any(w in STOPWORDS for w in lowered) or (size == 1 and not _distinctive(run[0])):
+                continue  # a lone common word ("state") makes a question about nothing in particular
+            key = " ".join(lowered)
+            scores[key] += sum(idf.get(w, 0.0) for w in lowered) / (1.0 + 0.3 * (size - 1))
+            shown.setdefault(key, " ".join(run))
+    chosen: list[str] = []
+    for key, _ in scores.most_common():
+        if any(key in other or other in key for other in chosen):
+            continue  # no phrase inside another
+        chosen.append(key)
+        if len(chosen) >= most:
+            break
+    return [_lower_first(shown[key]) for key in chosen]
+
+
+def _distinctive(word: str) -> bool:
+    """A word that can stand alone as a topic: a name, an acronym, or a technical token."""
+    return word[:1].isupper() or any(not c.isalpha() for c in word) or word.upper() == word
+
+
+def _idf(texts: Sequence[str]) -> dict[str, float]:
+    frequency: Counter[str] = Counter()
+    for text in texts:
+        frequency.update({w.lower() for w in _words(text)})
+    total = max(1, len(texts))
+    return {word: math.log((1 + total) / (1 + count)) + 1.0 for word, count in frequency.items()}
+
+
+def _title_question(source: str, rng: random.Random) -> str:
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", source.rsplit("/", 1)[-1])
+    title = _clean(re.sub(r"[_-]+", " ", stem)) or stem
+    return rng.choice(("What is {p} about?", "What does {p} cover?", "Summarise {p}.")).format(p=_lower_first(title))
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text)
+
+
+def _clean(text: str) -> str:
+    return " ".join(re.sub(r"[`*_#\[\]()\"]", " ", text).split()).strip(" ?.:!")
+
+
+def _lower_first(text: str) -> str:
+    """Lower-case a capitalised first word ("Data folder" -> "data folder"); names and acronyms stay."""
+    first = text.split(" ", 1)[0]
+    if len(first) > 1 and first[0].isupper() and first[1:].islower() and " " in text:
+        return first.lower() + text[len(first):]
+    return text
