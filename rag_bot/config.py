@@ -147,10 +147,10 @@ class ChatConfig(_Section):
     prompts_dir: Path | None = Field(None, description="Folder of prompt templates; null: the bundled prompts/.")
     history_turns: int = Field(4, ge=0, le=100, description="Previous question-answer turns used to condense a follow-up.")
     condense: bool = Field(True, description="Rewrite a follow-up into a standalone question with the LLM before retrieval.")
-    answer_mode: Literal["generate", "extract", "auto"] = Field("auto", description=(
+    answer_mode: Literal["generate", "extract", "auto"] = Field("extract", description=(
         "generate: the LLM's answer, checked against the passages; extract: the quoted evidence only, no LLM; "
         "auto: generate, but an answer the passages do not support is replaced by the quoted evidence."))
-    min_evidence: float = Field(0.3, ge=-1.0, le=1.0, description=(
+    min_evidence: float = Field(0.35, ge=-1.0, le=1.0, description=(
         "Below this cosine similarity between the question and the best passage sentence, the reply is "
         "'the documents don't say' (no LLM call). Calibrated on SQuAD 2.0 (rag-bot eval answers)."))
     grounding_level: float = Field(0.55, ge=-1.0, le=1.0, description=(

@@ -33,7 +33,7 @@ would yet you your yours yourself yourselves e g eg ie etc
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_.'+-]*[A-Za-z0-9]|[A-Za-z]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*[-*#])")
 _COPULA = re.compile(r"^(?:The |A |An )?([A-Za-z][\w'-]*(?: [\w'-]+){0,4}?) (is|are|was|were) (?!not\b)(.{8,})$")
-_CAN = re.compile(r"^(?:You|Users?) can ([a-z][\w'-]*(?: [\w'-]+){1,7})")
+_CAN = re.compile(r"^(?:You|Users?) can ([a-z][\w'-]*(?: [\w'.-]+){1,7})")
 _NUMBER = re.compile(r"\b\d[\d,.]*\s+([a-z]{3,}s)\b")
 _GENERIC_HEADINGS = frozenset({"introduction", "overview", "summary", "conclusion", "conclusions", "abstract",
                                "references", "contents", "notes", "background", "discussion", "results",

@@ -210,8 +210,9 @@ def test_http_mode_without_a_server_is_one_line(tmp_path):
 def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file, tmp_path):
     done = rag_bot(chat_config_file, "ask", "--json", "Where does rag-bot keep its data?")
     result = json.loads(done.stdout)
-    assert set(result) == {"answer", "declined", "sources"}
-    assert result["declined"] is False and result["answer"]
+    assert set(result) == {"answer", "declined", "reason", "grounded", "evidence", "scope", "sources"}
+    assert result["declined"] is False and result["answer"] and result["grounded"] in (True, False)
+    assert result["evidence"] and set(result["evidence"][0]) == {"n", "text"}
     assert [source["n"] for source in result["sources"]] == list(range(1, len(result["sources"]) + 1))
     assert set(result["sources"][0]) == {"n", "source", "page", "heading"}
     assert {"getting-started.md", "configuration.md"} & {source["source"] for source in result["sources"]}
@@ -219,7 +220,7 @@ def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file,
     streamed = rag_bot(chat_config_file, "ask", "Which file formats can I ingest?")
     answer, _, listing = streamed.stdout.partition("\nSources:\n")
     assert answer.strip() and listing.startswith("[1] ")
-    assert "ingesting.md" in listing
+    assert "ingesting.md" in listing and "\nEvidence:\n[" in answer
 
     # the same store with the packaged default LLM: declining never assembles or loads it
     config = load_config(chat_config_file)
