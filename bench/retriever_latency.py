@@ -19,10 +19,9 @@ import time
 from scifact import ROOT, local_cross_encoder, machine, scifact_store, test_queries
 
 from rag_bot.config import Config
-from rag_bot.filter import bundled_negatives, corpus_examples, filter_path, train_filter
+from rag_bot.filter_training import fit_filter
 from rag_bot.models import LocalEmbeddings
 from rag_bot.retriever import load_retriever
-from rag_bot.store import get_collection, open_client
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -61,8 +60,7 @@ def main() -> None:
     config = scifact_store(embeddings, reranker={"model": cross_encoder}, retriever={"hybrid": False})
     queries = test_queries()[: args.queries]
 
-    chunks = get_collection(open_client(config), config.store.collection).get(include=["documents"], limit=3000)["documents"]
-    train_filter(corpus_examples(chunks, bundled_negatives()), embeddings, 0.05).save(filter_path(config))
+    fit_filter(config, embeddings)  # the scope gate, trained from the corpus as `make run` does
     ours = load_retriever(config, embeddings=embeddings)
     base, compressor, reference = reference_pipeline(config, cross_encoder)
 
