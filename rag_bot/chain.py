@@ -84,7 +84,7 @@ class RagChain(Runnable):
     `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered"}`
     when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
     `{"grounded": bool}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
-    `{"evidence": [Quote], "strength": float}`. `invoke()` gathers them into `{"question", "answer",
+    `{"evidence": [Quote], "strength": float, "quoted": bool}` (quoted: the reply is made of these quotes). `invoke()` gathers them into `{"question", "answer",
     "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings"}`.
     """
 
@@ -148,7 +148,7 @@ class RagChain(Runnable):
         if mode == "extract":
             yield {"answer": self.documents_say(question, evidence.quotes)}
             yield {"grounded": True}
-            yield {"evidence": evidence.quotes, "strength": evidence.strength}
+            yield {"evidence": evidence.quotes, "strength": evidence.strength, "quoted": True}
             return
         yield from self._generate(question, user, used, evidence, timings, start, config)
 
@@ -188,7 +188,8 @@ class RagChain(Runnable):
             quotes = evidence.quotes
             if self.chat.answer_mode == "auto":
                 yield {"final": self.documents_say(question, quotes)}
-        yield {"evidence": quotes, "strength": evidence.strength}
+        replaced = not grounding.grounded and self.chat.answer_mode == "auto"
+        yield {"evidence": quotes, "strength": evidence.strength, "quoted": replaced}
 
     def documents_say(self, question: str, quotes: list[Quote]) -> str:
         """The reply made of quotes alone: "The documents say:" and each quote with its reference."""

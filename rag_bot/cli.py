@@ -277,9 +277,11 @@ def _ask(args: argparse.Namespace) -> int:
         return 0
     sources: list = []
     quotes: list = []
+    quoted = False
     for event in chain.stream(args.question):
         sources = event.get("sources", sources)
         quotes = event.get("evidence", quotes)
+        quoted = quoted or bool(event.get("quoted"))
         if "answer" in event:
             sys.stdout.write(event["answer"])
             sys.stdout.flush()
@@ -287,7 +289,7 @@ def _ask(args: argparse.Namespace) -> int:
             print("\n\n(That answer is not supported by the passages, so here is what they say instead.)")
             sys.stdout.write(event["final"])
     print()
-    if quotes:
+    if quotes and not quoted:  # a reply made of the quotes already shows them
         print("\nEvidence:")
         for quote in quotes:
             print(f'[{quote.n}] "{quote.text}"')

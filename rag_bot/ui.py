@@ -25,7 +25,6 @@ TITLE = "rag-bot"
 SOURCES_HINT = "Sources of the latest answer appear here."
 SOURCES_MARK = "\n\n**Sources**  \n"
 EVIDENCE_MARK = "\n\n**Evidence**  \n"
-QUOTED_PREFIX = "The documents"  # replies made of quotes ("The documents say:", "The documents don't say.")
 # System fonts only: the browser fetches nothing from the internet.
 FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -116,8 +115,8 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
             if "answer" in event:
                 text += event["answer"]
             if "final" in event:  # the generated answer was not supported: the quotes replace it
-                text, quoted = event["final"], True
-            quoted = quoted or "abstained" in event
+                text = event["final"]
+            quoted = quoted or bool(event.get("quoted"))
             quotes = event.get("evidence", quotes)
             history[-1] = {"role": "assistant", "content": markdown_text(text)}
             yield list(history), "", panel
@@ -133,7 +132,7 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
         return
     if found:
         content = markdown_text(text.strip())
-        if quotes and not (quoted or text.strip().startswith(QUOTED_PREFIX)):
+        if quotes and not quoted:  # a reply made of the quotes already shows them
             content += EVIDENCE_MARK + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
         refs = "\n".join(f"\\[{source.n}\\] {markdown_text(source.label())}  " for source in found)
         history[-1] = {"role": "assistant", "content": f"{content}{SOURCES_MARK}{refs}"}

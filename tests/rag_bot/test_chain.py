@@ -173,7 +173,7 @@ def test_edited_prompts_are_used(tmp_path):
     prompts = load_prompts()
     custom = replace(prompts, answer="Q={question}\nC={context}\nA:", decline="Not my topic: {question}")
     llm = FakeLLM()
-    RagChain(FakeRetriever(DOCS), llm, custom, ChatConfig(min_evidence=-1.0)).invoke("hello?")
+    RagChain(FakeRetriever(DOCS), llm, custom, ChatConfig(answer_mode="generate", min_evidence=-1.0)).invoke("hello?")
     assert llm.calls[0][1].startswith("Q=hello?\nC=[1] ingesting.md")
     declined = RagChain(FakeRetriever(DOCS, declined=True), llm, custom).invoke("pizza?")
     assert declined["answer"] == "Not my topic: pizza?"

@@ -197,7 +197,7 @@ def test_the_chat_in_a_real_browser(browser, chat, tmp_path):
     assert cited and all(name in answer for name in cited)
     assert "getting-started.md" in panel or "configuration.md" in panel
     # the evidence: the sentence of getting-started.md that says where the data lives, quoted
-    assert ".rag_bot next to config.yaml by default" in answer, answer
+    assert "rag_bot` next to `config.yaml` by default" in answer, answer
     page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
     assert (tmp_path / "chat.png").stat().st_size > 10_000
 
