@@ -16,7 +16,7 @@ from tests.conftest import RAG_BOT, WordEmbeddings
 
 
 def test_sentences_split_at_ends_lists_and_paragraphs():
-    text = "Run `make setup`. It takes 10 minutes, e.g. on 2 cores!\n\n- one item\n- two items\nNext line? Yes."
+    text = "# Getting started with rag-bot\n\nRun `make setup`. It takes 10 minutes, e.g. on 2 cores!\n\n- one item\n- two items\nNext line? Yes."
     assert split_sentences(text) == ["Run `make setup`.", "It takes 10 minutes, e.g. on 2 cores!", "one item",
                                      "two items\nNext line?".replace("\n", " "), "Yes."]
 
