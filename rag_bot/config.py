@@ -110,7 +110,7 @@ class RerankerConfig(_Section):
 class FilterConfig(_Section):
     enabled: bool = Field(True, description="Decline out-of-scope questions (needs `rag-bot train-filter`).")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="Override the calibrated threshold.")
-    target_decline: float = Field(0.97, gt=0.0, lt=1.0, description=(
+    target_decline: float = Field(0.96, gt=0.0, lt=1.0, description=(
         "--from-corpus calibration: the share of the bundled off-topic messages the threshold declines."))
     max_false_refusal: float = Field(0.05, gt=0.0, lt=1.0, description=(
         "--examples calibration: the most 'answer' rows (held out) the threshold may refuse."))
