@@ -28,6 +28,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.'-]*[A-Za-z0-9]|[A-Za-z0-9]")
 MAX_QUOTES = 3
 QUOTE_MARGIN = 0.15  # a second or third quote must score within this of the best
 MIN_SENTENCE_WORDS = 4
+RELEVANT_SENTENCES = 5  # a generated claim must be supported by one of the question's best sentences
 
 
 @dataclass(frozen=True)
@@ -119,24 +120,27 @@ class EvidenceFinder:
         return [Quote(evidence.sentences[i][0], evidence.sentences[i][1], round(float(scores[i]), 4)) for i in chosen]
 
     def grounding(self, answer: str, evidence: Evidence, passages: Sequence[str]) -> Grounding:
-        """Is every claim of `answer` supported by a passage sentence (by meaning, or by its words), and
-        is every number and name in it present in the passages?"""
+        """Is every claim of `answer` supported by one of the sentences that answer the *question*
+        best (by meaning, or by holding most of its words), and is every number and name in it present
+        in the passages? Words found somewhere in the passages are not enough: "in the config.yaml
+        file" must be said by a sentence about where the data lives, not by one about the config."""
         import numpy as np
 
         text = _CITATION.sub("", answer).strip()
         claims = [c for c in split_sentences(text) if _content_words(c)]
         if not claims or not evidence.sentences:
             return Grounding(False, 0.0, (text,) if text else ())
-        source = " ".join(passages).lower()
-        source_words = set(_TOKEN.findall(source))
+        relevant = np.argsort(-np.asarray(evidence.similarities))[:RELEVANT_SENTENCES]
+        sentence_words = [set(_content_words(evidence.sentences[i][1])) for i in relevant]
         claim_vectors = np.asarray(self.embeddings.embed_documents(claims))
-        best = (claim_vectors @ evidence.vectors.T).max(axis=1)
+        best = (claim_vectors @ evidence.vectors[relevant].T).max(axis=1)
         unsupported = []
         for claim, similarity in zip(claims, best):
-            words = _content_words(claim)
-            covered = sum(w in source_words for w in words) / len(words)
+            words = set(_content_words(claim))
+            covered = max(len(words & found) / len(words) for found in sentence_words)
             if similarity < self.grounding_level and covered < 0.8:
                 unsupported.append(claim)
+        source = " ".join(passages).lower()
         unsupported += [token for token in _facts(text) if token.lower() not in source]
         return Grounding(not unsupported, round(float(best.min()), 4), tuple(unsupported))
 

@@ -133,3 +133,15 @@ def test_readme_questions_get_the_right_evidence_and_off_topic_ones_say_why(chat
     assert "getting-started.md" in {s["source"] for s in answered["sources"]}
     if answered["grounded"] is False:
         assert answered["answer"].startswith("The documents say:")
+
+
+def test_a_claim_must_be_supported_by_a_sentence_that_answers_the_question():
+    finder = EvidenceFinder(WordEmbeddings(), grounding_level=0.55)
+    passages = ["Everything rag-bot stores goes into the data folder, .rag_bot next to config.yaml by default. "
+                "Delete the data folder to start over. The data folder holds the store. "
+                "The data folder holds the records. The data folder holds the models.",
+                "rag-bot reads one YAML file called config.yaml at start-up."]
+    evidence = finder.find("Where does rag-bot keep its data folder?", list(enumerate(passages, 1)))
+    # every word of this answer is in the passages, but only the config sentence says them together
+    assert not finder.grounding("In the config.yaml file.", evidence, passages).grounded
+    assert finder.grounding("In the data folder, .rag_bot next to config.yaml [1].", evidence, passages).grounded
