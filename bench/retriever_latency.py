@@ -22,6 +22,7 @@ from rag_bot.config import Config
 from rag_bot.filter_training import fit_filter
 from rag_bot.models import LocalEmbeddings
 from rag_bot.retriever import load_retriever
+from rag_bot.store import get_collection, open_client
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
