@@ -334,7 +334,7 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     default = "dense,mmr,bm25,hybrid" + (",dense+rerank,hybrid+rerank" if config.reranker.enabled else "") + \
         (",dense+filter" if config.filter.enabled else "")
     pipelines = parse_pipelines(args.pipelines or default)
-    config = _eval_config(config, dataset.name, args, pipelines)
+    config = _eval_config(config, dataset.name, pipelines, args)
     docs = config.data_dir / "eval" / dataset.name / "docs"
     quiet = args.json
     count = write_corpus(dataset.folder, docs)
@@ -343,7 +343,7 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"{dataset.name}: {count} documents -> {report.chunks_total} chunks in collection "
               f"{config.store.collection!r}; {len(dataset.queries)} {args.split} queries")
-    if any(p.filter for p in pipelines) and not filter_path(config).exists():
+    if any(p.filter for p in pipelines) and not _usable_filter(filter_path(config)):
         from .filter_training import fit_filter
 
         fit_filter(config, embeddings)
@@ -375,8 +375,7 @@ def _eval_scope(args: argparse.Namespace) -> int:
     embeddings = LocalEmbeddings(config.embedding)
     results: dict = {"collections": {}}
     for collection in scope_collections(data, config.data_dir / "eval"):
-        eval_config = _eval_config(config, collection.name, argparse.Namespace(chunk_size=None, chunk_overlap=None),
-                                   [Pipeline("dense", filter=True)])
+        eval_config = _eval_config(config, collection.name, [Pipeline("dense", filter=True)])
         run_ingest(eval_config, collection.folder, progress=False if args.json else None, embeddings=embeddings)
         scope = fit_filter(eval_config, embeddings)
         retriever = load_retriever(eval_config, embeddings=embeddings)
@@ -403,7 +402,7 @@ def _eval_answers(args: argparse.Namespace) -> int:
     articles, questions = read_squad(args.squad)
     name = "squad-" + Path(args.squad).stem
     base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=config.reranker.enabled, filter=True)
-    eval_config = _eval_config(config, name, argparse.Namespace(chunk_size=None, chunk_overlap=None), [base])
+    eval_config = _eval_config(config, name, [base])
     mode = "extract" if args.no_llm else "generate"
     eval_config = eval_config.model_copy(update={"chat": eval_config.chat.model_copy(update={"answer_mode": mode})})
     embeddings = LocalEmbeddings(config.embedding)
@@ -422,8 +421,20 @@ def _eval_answers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_config(config: object, name: str, args: argparse.Namespace, pipelines: list) -> object:
-    """The config for the evaluation collection: its own collection per dataset and chunk size."""
+def _usable_filter(path: Path) -> bool:
+    """Whether the evaluation collection's gate can be loaded (a missing or older one is retrained)."""
+    from .filter import ScopeFilter
+
+    try:
+        ScopeFilter.load(path)
+        return True
+    except RagBotError:
+        return False
+
+
+def _eval_config(config: object, name: str, pipelines: list, args: argparse.Namespace | None = None) -> object:
+    """The config for the evaluation collection: its own collection per dataset and chunk size
+    (`args.chunk_size` / `args.chunk_overlap` override `chunking.*` when given)."""
     import re
 
     from pydantic import ValidationError
@@ -431,7 +442,8 @@ def _eval_config(config: object, name: str, args: argparse.Namespace, pipelines:
     from .errors import ConfigError
 
     chunking = config.chunking.model_copy(update={key: value for key, value in
-                                                  (("size", args.chunk_size), ("overlap", args.chunk_overlap))
+                                                  (("size", getattr(args, "chunk_size", None)),
+                                                   ("overlap", getattr(args, "chunk_overlap", None)))
                                                   if value is not None})
     try:
         chunking = type(chunking).model_validate(chunking.model_dump())
@@ -472,8 +484,7 @@ def _beir_store(config: object, folder: str, quiet: bool, embeddings: object) ->
 
     corpus_file(Path(folder))
     name = Path(folder).resolve().name
-    chunking = argparse.Namespace(chunk_size=None, chunk_overlap=None)
-    config = _eval_config(config, name, chunking, [Pipeline("hybrid" if config.retriever.hybrid else "mmr")])
+    config = _eval_config(config, name, [Pipeline("hybrid" if config.retriever.hybrid else "mmr")])
     docs = config.data_dir / "eval" / name / "docs"
     write_corpus(Path(folder), docs)
     report = run_ingest(config, docs, progress=False if quiet else None, embeddings=embeddings)

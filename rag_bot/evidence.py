@@ -22,6 +22,8 @@ from .questions import STOPWORDS
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`])|\n\s*\n|\n(?=\s*(?:[-*#]|\d+\.)\s)")
 _HEADING_LINE = re.compile(r"(?m)^ {0,3}#{1,6}[ \t].*$")  # a markdown heading is a title, not a sentence to quote
+# a short line with no end punctuation, followed by a capitalised line: a title (as PDF pages have)
+_TITLE_LINE = re.compile(r"(?m)^((?:[^\s.!?:;,]+[ \t]+){0,7}[^\s.!?:;,]+)[ \t]*\n(?=[A-Z])")
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.'-]*[A-Za-z0-9]|[A-Za-z0-9]")
@@ -70,7 +72,8 @@ class Grounding:
 
 def split_sentences(text: str) -> list[str]:
     """Sentences (and list items, and paragraphs) of a passage, whitespace folded; headings left out."""
-    parts = (" ".join(part.split()).strip(" #*-") for part in _SENTENCE_END.split(_HEADING_LINE.sub("", text)))
+    text = _TITLE_LINE.sub(r"\1\n\n", _HEADING_LINE.sub("", text))
+    parts = (" ".join(part.split()).strip(" #*-") for part in _SENTENCE_END.split(text))
     return [part for part in parts if part]
 
 

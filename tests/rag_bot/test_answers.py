@@ -17,8 +17,11 @@ from tests.conftest import RAG_BOT, WordEmbeddings
 
 def test_sentences_split_at_ends_lists_and_paragraphs():
     text = "# Getting started with rag-bot\n\nRun `make setup`. It takes 10 minutes, e.g. on 2 cores!\n\n- one item\n- two items\nNext line? Yes."
+    pdf_page = "Diversity and reranking\nThe first stage uses MMR. Instead of taking the twenty chunks most\nsimilar ones."
+    assert split_sentences(pdf_page) == ["Diversity and reranking", "The first stage uses MMR.",
+                                         "Instead of taking the twenty chunks most similar ones."]
     assert split_sentences(text) == ["Run `make setup`.", "It takes 10 minutes, e.g. on 2 cores!", "one item",
-                                     "two items\nNext line?".replace("\n", " "), "Yes."]
+                                     "two items", "Next line?", "Yes."]
 
 
 def test_grounding_needs_support_and_the_numbers_and_names_of_the_passages():
