@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 from rag_bot.config import Config
 from rag_bot.errors import InputError, RagBotError
 from rag_bot.models import LocalEmbeddings
+from rag_bot.names import shown
 from rag_bot.store import store_location
 
 from . import loaders
@@ -182,12 +183,27 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
         step(1)
         try:
             chunks = splitter.split(loaders.load(candidate.path), candidate.source)
+            _check_storable(chunks)
         except InputError as exc:
             _skip(report, change, exc)
             continue
         docs.extend(chunks)
         rows.append(FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks)))
     return docs, rows
+
+
+def _check_storable(chunks: list) -> None:
+    """The store takes only valid UTF-8 text and plain values: find out per file, before writing, so
+    that one odd file is a skip instead of a failed batch that ends the run."""
+    for chunk in chunks:
+        for value in [chunk.page_content, *chunk.metadata.values()]:
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InputError("text that is not valid UTF-8 cannot be stored; re-save the file as UTF-8") from None
+            elif value is not None and not isinstance(value, (int, float, bool)):
+                raise InputError(f"metadata value of type {type(value).__name__} cannot be stored")
 
 
 def _skip(report: IngestReport, change: Change, exc: InputError) -> None:
@@ -199,4 +215,4 @@ def _skip(report: IngestReport, change: Change, exc: InputError) -> None:
 
 
 def _log_skip(skip: Skip) -> None:
-    log.warning("skipped %s: %s", skip.source, skip.reason)
+    log.warning("skipped %s: %s", shown(skip.source), skip.reason)

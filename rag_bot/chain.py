@@ -31,6 +31,7 @@ from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
 from .evidence import Evidence, EvidenceFinder, Quote
 from .llm import ChatLLM, load_llm
+from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
 
 OUT_OF_SCOPE = "out_of_scope"
@@ -64,7 +65,7 @@ class Source:
 
     def label(self) -> str:
         """`file.md, page 2, "Heading"`: the citation as people read it."""
-        parts = [self.source]
+        parts = [shown(self.source)]
         if self.page is not None:
             parts.append(f"page {self.page}")
         if self.heading:

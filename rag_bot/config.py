@@ -77,6 +77,10 @@ class IngestConfig(_Section):
     include: list[str] = Field(["**/*"], description="Globs (relative to the ingested folder) of files to consider.")
     exclude: list[str] = Field([], description="Globs of files to leave out, applied after include.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped and reported.")
+    follow_links: Literal["inside", "none", "all"] = Field("inside", description=(
+        "File links: inside follows a link only when its target is inside the ingested folder; none "
+        "follows no link; all follows links anywhere (a risk: a link in a shared folder can pull any "
+        "file you can read into the answers). Folder links are never followed."))
     write_batch: int = Field(1024, ge=1, le=100_000, description=(
         "Chunks embedded and written per step: larger steps encode a little faster (better length "
         "sorting), smaller ones lose less work to a crash."))

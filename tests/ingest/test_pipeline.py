@@ -1,5 +1,6 @@
 """The ingest job end to end with fake embeddings and a real Chroma store in a temp folder."""
 
+import os
 import shutil
 
 import pytest
@@ -174,3 +175,27 @@ def test_only_policy_skips_exit_zero(config, docs_copy):
     (docs_copy / "empty.txt").write_bytes(b"")
     report = ingest(config, docs_copy)
     assert [s.source for s in report.skipped] == ["empty.txt"] and report.exit_code == 0
+
+
+def test_odd_file_names_are_stored_and_the_run_goes_on(config, docs_copy, caplog):
+    (docs_copy / os.fsdecode(b"x\xff\xe9.md")).write_bytes(b"# Odd\n\nA file whose name is not UTF-8.")
+    (docs_copy / "two\nlines.md").write_bytes(b"# Two\n\nA file with a newline in its name.")
+    os.symlink(docs_copy / "nowhere.md", docs_copy / "bad\nlink.md")
+    report = ingest(config, docs_copy)
+    assert {"x\\xff\\xe9.md", "two\nlines.md"} <= set(report.added)
+    assert report.exit_code == 1 and [s.source for s in report.skipped] == ["bad\nlink.md"]
+    assert {s for s, _ in collection_state(config)[1]} >= {"x\\xff\\xe9.md", "two\nlines.md"}
+    assert any(r.getMessage().startswith("skipped bad\\nlink.md: broken symbolic link") for r in caplog.records)
+    assert all("\n" not in r.getMessage() for r in caplog.records)
+    assert ingest(config, docs_copy).added == []  # the stored names match the folder on the next run
+
+
+def test_text_the_store_cannot_take_is_a_skip():
+    from langchain_core.documents import Document
+
+    from ingest.pipeline import _check_storable
+    from rag_bot.errors import InputError
+
+    _check_storable([Document(page_content="fine", metadata={"source": "a.md", "page": 1})])
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        _check_storable([Document(page_content="lone \udcff surrogate", metadata={"source": "a.md"})])
