@@ -225,8 +225,13 @@ class IngestIndex:
         return deleted
 
     def write(self, docs: Iterable[Any], rows: list[FileRow], batch_size: int) -> dict[str, int]:
-        """Index chunks (skipping those already stored, deleting the stale chunks of their files),
-        then record the files as done."""
+        """Index chunks (skipping those already stored), delete the stale chunks of their files once
+        every batch is written, then record the files as done.
+
+        `scoped_full` clean-up runs after the last batch, for the files seen in this run only: a
+        changed file's unchanged chunks are never deleted because they sort into a later batch
+        (per-batch `incremental` clean-up did that, and re-embedded them), and a crash leaves the
+        old chunks searchable until the next run replaces them."""
         from langchain_core.indexing import index
 
         result = index(
@@ -234,7 +239,7 @@ class IngestIndex:
             self.record.manager,
             self.vectorstore,
             batch_size=batch_size,
-            cleanup="incremental",
+            cleanup="scoped_full",
             source_id_key="source",
             key_encoder="sha256",
         )

@@ -144,9 +144,10 @@ def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
     """Split every changed file, then embed and store the chunks shortest first, so that each
     batch pads little (as fast as one big `encode` call), and record the files at the end.
 
-    All chunks go through one `index()` call: its clean-up of a file's stale chunks is then safe
-    however the file's chunks are spread over batches. A crash loses only the unfinished batch:
-    the record manager knows every stored chunk, so the next run embeds only what is missing.
+    All chunks go through one `index()` call whose clean-up of stale chunks runs after the last
+    batch (see `IngestIndex.write`), so it does not matter how a file's chunks are spread over
+    batches. A crash loses only the unfinished batch: the record manager knows every stored chunk,
+    so the next run embeds only what is missing.
     """
     if not changes:
         return

@@ -199,3 +199,47 @@ def test_text_the_store_cannot_take_is_a_skip():
     _check_storable([Document(page_content="fine", metadata={"source": "a.md", "page": 1})])
     with pytest.raises(InputError, match="not valid UTF-8"):
         _check_storable([Document(page_content="lone \udcff surrogate", metadata={"source": "a.md"})])
+
+
+def small_batches(config, size=4):
+    return config.model_copy(update={"ingest": config.ingest.model_copy(update={"write_batch": size})})
+
+
+def append_a_line(folder):
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".md", ".txt"):
+            path.write_text(path.read_text() + "\nOne more closing line.\n")
+
+
+def test_small_batches_embed_only_the_chunks_that_changed(tmp_path, config, docs_copy):
+    """Clean-up runs once, after every batch: a changed file's unchanged chunks keep their vectors
+    even when they land in a later batch than its new chunks."""
+    config = small_batches(config)
+    ingest(config, docs_copy)
+    before = set(collection_state(config)[0])
+    append_a_line(docs_copy)
+    embeddings = FakeEmbeddings(size=16)
+    report = ingest(config, docs_copy, embeddings=embeddings)
+    after = set(collection_state(config)[0])
+    assert len(report.updated) == 4
+    assert embeddings.embedded == report.chunks_written == len(after - before) <= 8
+    assert report.chunks_deleted == len(before - after)
+
+
+@pytest.mark.parametrize("fail_after_calls", [1, 2])
+def test_a_crash_costs_only_the_unfinished_batch(tmp_path, config, docs_copy, fail_after_calls):
+    config = small_batches(config, 2)
+    ingest(config, docs_copy)
+    before = set(collection_state(config)[0])
+    append_a_line(docs_copy)
+    crashed = FakeEmbeddings(size=16, fail_after_calls=fail_after_calls)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(config, docs_copy, embeddings=crashed)
+    assert before <= set(collection_state(config)[0])  # nothing searchable went missing during the run
+    again = FakeEmbeddings(size=16)
+    ingest(config, docs_copy, embeddings=again)
+    new = set(collection_state(config)[0]) - before
+    assert crashed.embedded + again.embedded == len(new)
+    fresh = fresh_config(tmp_path, "fresh")
+    ingest(fresh, docs_copy)
+    assert collection_state(config) == collection_state(fresh)
