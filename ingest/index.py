@@ -8,7 +8,8 @@ Two records live in one SQLite file under `data_dir/records/`:
   chunks are in the store. A file whose size and mtime are unchanged is not even read again.
 
 Every step writes the store first and the records last, so a run killed at any moment leaves
-nothing that the next run does not repair.
+nothing that the next run does not repair. The collection itself names the folder it mirrors and the
+record that keeps it, and holds the lease of the running ingest (see `ownership`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import fcntl
 import hashlib
 import logging
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,9 +28,11 @@ from sqlalchemy import text
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
-from rag_bot.store import check_model, get_collection, open_client, open_vectorstore, pages, record_model, store_key
+from rag_bot.store import (META_VERSION, check_model, fresh_metadata, get_collection, open_client, open_vectorstore,
+                           pages, record_model, store_key, update_metadata)
 
 from .discover import Candidate
+from .ownership import StoreLease, check_owner, claim
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,14 @@ class FileRecord:
             conn.execute(text("INSERT OR REPLACE INTO rag_bot_meta (key, value) VALUES (:key, :value)"),
                          {"key": key, "value": value})
 
+    def record_id(self) -> str:
+        """This record's id, made on first use; the collection it keeps names it (see `ownership`)."""
+        value = self.meta("record_id")
+        if value is None:
+            value = uuid.uuid4().hex
+            self.set_meta("record_id", value)
+        return value
+
     def close(self) -> None:
         self.manager.engine.dispose()
 
@@ -154,17 +166,21 @@ def check_root(record: FileRecord, root: Path, collection: str) -> None:
 
 
 def check_without_writing(config: Config, root: Path) -> None:
-    """The refusals a real run would make (another model, another folder), for --dry-run."""
+    """The refusals a real run would make (another model, folder or record), for --dry-run."""
     from rag_bot.store import store_exists
 
     collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
     if collection is not None:
         check_model(collection, config.embedding.model)
-    if record_path(config).exists():
-        record = FileRecord(record_path(config), config.store.collection)
-        try:
+    record = FileRecord(record_path(config), config.store.collection) if record_path(config).exists() else None
+    try:
+        if record is not None:
             check_root(record, root, config.store.collection)
-        finally:
+        if collection is not None:
+            check_owner(fresh_metadata(collection), collection.count(), config.store.collection, root,
+                        record.meta("record_id") or "" if record else "", bool(record and record.files()))
+    finally:
+        if record is not None:
             record.close()
 
 
@@ -177,36 +193,61 @@ class IngestIndex:
         path = record_path(config)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire_lock(path.with_suffix(".lock"), config.store.collection)
+        self.lease: StoreLease | None = None
+        self._changed = False
         self.client = open_client(config)
-        if rebuild:
-            self._wipe(path)
         self.record = FileRecord(path, config.store.collection)
-        self.vectorstore = open_vectorstore(config, embeddings, self.client)
+        try:
+            if rebuild:
+                self._wipe(path)
+            self.vectorstore = open_vectorstore(config, embeddings, self.client)
+        except BaseException:
+            self.__exit__()
+            raise
         self.collection = self.vectorstore._collection
 
     def _wipe(self, path: Path) -> None:
+        old = get_collection(self.client, self.config.store.collection)
+        if old is not None:  # nobody else may be writing to what is about to go
+            self.lease = StoreLease(old, self.record.record_id())
+            self.lease.acquire()
         log.info("rebuild: deleting collection %r and its record", self.config.store.collection)
+        self.record.close()
         path.unlink(missing_ok=True)
         shutil.rmtree(bm25_path(self.config), ignore_errors=True)
-        if get_collection(self.client, self.config.store.collection) is not None:
+        if old is not None:
             self.client.delete_collection(self.config.store.collection)
+        self.lease = None
+        self.record = FileRecord(path, self.config.store.collection)
 
     def __enter__(self) -> "IngestIndex":
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.lease is not None:
+            self.lease.release()
         self.record.close()
         self._lock.close()
 
     def check(self, root: Path) -> None:
-        """Refuse another model, or another folder; repair a record whose store was wiped."""
+        """Refuse another model, folder or record; take the store's ingest lease; repair a record
+        whose store was wiped."""
         check_model(self.collection, self.config.embedding.model)
         check_root(self.record, root, self.config.store.collection)
+        record_id = self.record.record_id()
+        check_owner(fresh_metadata(self.collection), self.collection.count(), self.config.store.collection, root,
+                    record_id, bool(self.record.files()))
+        self.lease = StoreLease(self.collection, record_id)
+        self.lease.acquire()
+        claim(self.collection, root, record_id, self.record.path)
         self.record.set_meta("root", str(root))
         if self.collection.count() == 0 and self.record.files():
             log.warning("the collection is empty but the record lists files: re-indexing everything")
+            self.record.close()
             self.record.path.unlink()
             self.record = FileRecord(self.record.path, self.config.store.collection)
+            self.record.set_meta("record_id", record_id)
+            self.record.set_meta("root", str(root))
 
     def plan(self, files: list[Candidate], keep: set[str]) -> Plan:
         """Compare the folder with the record. `keep` are sources skipped this run: left as they are."""
@@ -217,6 +258,7 @@ class IngestIndex:
         deleted = 0
         for source in sources:
             keys = self.record.manager.list_keys(group_ids=[source])
+            self._renew()
             if keys:
                 self.vectorstore.delete(keys)
                 self.record.manager.delete_keys(keys)
@@ -235,7 +277,7 @@ class IngestIndex:
         from langchain_core.indexing import index
 
         result = index(
-            docs,
+            self._renewing(docs),
             self.record.manager,
             self.vectorstore,
             batch_size=batch_size,
@@ -246,8 +288,19 @@ class IngestIndex:
         self.record.save_files(rows)
         return result
 
+    def _renewing(self, docs: Iterable[Any], every: int = 256) -> Iterable[Any]:
+        for i, doc in enumerate(docs):
+            if i % every == 0:
+                self._renew()
+            yield doc
+
+    def _renew(self) -> None:
+        if self.lease is not None:
+            self.lease.renew()
+
     def mark_changing(self) -> None:
         """Note, before the store changes, that the keyword index must follow (survives a crash)."""
+        self._changed = True
         self.record.set_meta("bm25_stale", "1")
 
     def sync_keyword_index(self) -> None:
@@ -266,6 +319,8 @@ class IngestIndex:
         moment between a store write and its record), and return the chunk count."""
         if self.embeddings.loaded:
             record_model(self.collection, self.config.embedding.model, self.embeddings.dimension)
+        if self._changed:  # long-running retrievers see the stamp change and reopen the collection
+            update_metadata(self.collection, {META_VERSION: uuid.uuid4().hex})
         count = self.collection.count()
         expected = sum(row.chunks for row in self.record.files().values())
         if count != expected:

@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 META_MODEL = "rag_bot.embedding_model"
 META_DIMENSION = "rag_bot.embedding_dimension"
+META_FOLDER = "rag_bot.folder"  # the folder the collection mirrors
+META_OWNER = "rag_bot.record"  # id of the ingest record that decides what the collection holds
+META_OWNER_AT = "rag_bot.record_at"  # where that record lives (host:path), for messages
+META_LEASE = "rag_bot.ingest_lease"  # the running ingest: "token expires-epoch holder", or ""
+META_VERSION = "rag_bot.version"  # changed by every ingest that changed the collection
 
 
 def store_location(config: Config) -> str:
@@ -108,10 +113,25 @@ def check_model(collection: Any, model: str, what: str = "ingest") -> None:
 
 def record_model(collection: Any, model: str, dimension: int) -> None:
     """Write the model and dimension into the collection's metadata (kept with other keys)."""
-    metadata = {k: v for k, v in (collection.metadata or {}).items() if not k.startswith("hnsw:")}
-    if metadata.get(META_MODEL) == model and metadata.get(META_DIMENSION) == dimension:
+    update_metadata(collection, {META_MODEL: model, META_DIMENSION: dimension})
+
+
+def fresh_metadata(collection: Any) -> dict[str, Any]:
+    """The collection's metadata as the store has it now (another process may have changed it)."""
+    try:
+        collection = collection._client.get_collection(collection.name)
+    except Exception:  # gone (a rebuild elsewhere): what this handle last knew
+        pass
+    return dict(collection.metadata or {})
+
+
+def update_metadata(collection: Any, values: dict[str, Any]) -> None:
+    """Set some keys of the collection's metadata, keeping the others as the store has them now."""
+    current = fresh_metadata(collection)
+    if all(current.get(key) == value for key, value in values.items()):
         return
-    metadata.update({META_MODEL: model, META_DIMENSION: dimension})
+    metadata = {k: v for k, v in current.items() if not k.startswith("hnsw:")}
+    metadata.update(values)
     collection.modify(metadata=metadata)
 
 

@@ -200,6 +200,22 @@ def test_http_mode_ingests_into_a_chroma_server(tmp_path, chroma_server):
     assert again["files"]["unchanged"] == 6 and again["chunks"]["written"] == 0
 
 
+def test_two_data_dirs_on_one_chroma_server_do_not_delete_each_other(tmp_path, chroma_server):
+    store = f"store:\n  mode: http\n  port: {chroma_server}\n"
+    first, second = write_config(tmp_path / "a", store), write_config(tmp_path / "b", store)
+    report = json.loads(rag_bot(first, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "note.md").write_text("# Note\n\nSomething else entirely.\n")
+    done = rag_bot(second, "ingest", str(other), check_code=2)
+    assert done.stderr.startswith("error: store.collection: 'rag_bot' mirrors ") and len(done.stderr.splitlines()) == 1
+    done = rag_bot(second, "ingest", str(EXAMPLE_DOCS), check_code=2)
+    assert "is kept by another ingest record" in done.stderr and len(done.stderr.splitlines()) == 1
+    again = json.loads(rag_bot(first, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
+    assert again["files"]["unchanged"] == 6 and again["chunks"] == {"written": 0, "deleted": 0,
+                                                                    "total": report["chunks"]["total"]}
+
+
 def test_http_mode_without_a_server_is_one_line(tmp_path):
     config = write_config(tmp_path, f"store:\n  mode: http\n  port: {free_port()}\n")
     done = rag_bot(config, "ingest", str(EXAMPLE_DOCS), check_code=2)
