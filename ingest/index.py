@@ -194,7 +194,6 @@ class IngestIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = _acquire_lock(path.with_suffix(".lock"), config.store.collection)
         self.lease: StoreLease | None = None
-        self._changed = False
         self.client = open_client(config)
         self.record = FileRecord(path, config.store.collection)
         try:
@@ -300,8 +299,8 @@ class IngestIndex:
 
     def mark_changing(self) -> None:
         """Note, before the store changes, that the keyword index must follow (survives a crash)."""
-        self._changed = True
         self.record.set_meta("bm25_stale", "1")
+        self.record.set_meta("unpublished", "1")
 
     def sync_keyword_index(self) -> None:
         """Rebuild the BM25 index after changes when hybrid retrieval is on; otherwise drop it, so
@@ -314,13 +313,18 @@ class IngestIndex:
             shutil.rmtree(bm25_path(self.config), ignore_errors=True)
         self.record.set_meta("bm25_stale", "0")
 
+    def publish(self) -> None:
+        """Stamp a new version on a collection this run changed, once everything (the keyword index
+        too) is in place: long-running retrievers see the stamp change and reopen the collection."""
+        if self.record.meta("unpublished") == "1":  # also after a run killed before it got here
+            update_metadata(self.collection, {META_VERSION: uuid.uuid4().hex})
+            self.record.set_meta("unpublished", "0")
+
     def finish(self) -> int:
         """Record the model's dimension, remove chunks no record knows (left by a crash at the one
         moment between a store write and its record), and return the chunk count."""
         if self.embeddings.loaded:
             record_model(self.collection, self.config.embedding.model, self.embeddings.dimension)
-        if self._changed:  # long-running retrievers see the stamp change and reopen the collection
-            update_metadata(self.collection, {META_VERSION: uuid.uuid4().hex})
         count = self.collection.count()
         expected = sum(row.chunks for row in self.record.files().values())
         if count != expected:

@@ -128,6 +128,7 @@ def run_ingest(
             _index_changes(index, plan.changed, embeddings, config, report, progress)
             report.chunks_total = index.finish()
             index.sync_keyword_index()
+            index.publish()
     report.seconds = time.perf_counter() - started
     return report
 

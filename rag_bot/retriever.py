@@ -30,9 +30,12 @@ from .config import Config, load_config
 from .errors import ModelError, StoreError
 from .filter import NEAREST, ScopeFilter, filter_path, gate_features
 from .models import LocalEmbeddings, load_cross_encoder, precision_context
-from .store import check_model, get_collection, nearest_chunks, open_client, open_vectorstore, pages, store_location
+from .store import (META_LEASE, META_VERSION, check_model, get_collection, nearest_chunks, open_client,
+                    open_vectorstore, pages, reopen_client, store_location)
 
 log = logging.getLogger(__name__)
+
+FOLLOW_SECONDS = 1.0  # how often a long-lived retriever asks the store whether an ingest changed it
 
 
 @dataclass
@@ -95,6 +98,8 @@ class RagRetriever(BaseRetriever):
     bm25: Any = None
     _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
     _negative_vectors: Any = PrivateAttr(default=None)
+    _seen: tuple | None = PrivateAttr(default=None)  # (collection id, version stamp, filter file mtime)
+    _checked_at: float = PrivateAttr(default=0.0)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
@@ -103,6 +108,11 @@ class RagRetriever(BaseRetriever):
     def search(self, query: str, *, filter: dict | None = None, sources: str | list[str] | None = None,
                k: int | None = None) -> Retrieval:
         """Run the stages for one query; see the class docstring for the arguments."""
+        self.follow_store()
+        with _rebuilding(self):
+            return self._search(query, filter, sources, k)
+
+    def _search(self, query: str, filter: dict | None, sources: str | list[str] | None, k: int | None) -> Retrieval:
         timings: dict[str, float] = {}
         clock = _Clock(timings)
         with clock("embed"):
@@ -138,6 +148,7 @@ class RagRetriever(BaseRetriever):
 
     def check_scopes(self, vectors: list[list[float]]) -> list[ScopeCheck]:
         """`check_scope` for many questions at once (batched store queries), for evaluation."""
+        self.follow_store()
         if self.scope is None:
             raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
         if self._negative_vectors is None:
@@ -157,11 +168,52 @@ class RagRetriever(BaseRetriever):
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:
         """What the reranker would read for `query`: MMR (fused with BM25 when hybrid is on), in
         order; no scope filter, no rerank. Used to mine hard negatives for training a reranker."""
+        self.follow_store()
         vector = self.embeddings.embed_query(query)
         candidates = self._mmr(vector, filter)
         if self.bm25 is not None:
             candidates = self._fuse(candidates, self._keyword(query, filter))
         return candidates
+
+    def follow_store(self) -> None:
+        """Keep a long-lived retriever (the chat server) in step with ingests run elsewhere: when
+        the collection was re-created (`--rebuild`) or an ingest stamped a new version, reopen it and
+        its BM25 index; when the scope filter file changed, reload it. Asks the store at most once
+        per `FOLLOW_SECONDS`. A collection that is missing or being rebuilt is a `StoreError` that
+        says to try again in a moment."""
+        now = time.monotonic()
+        if now - self._checked_at < FOLLOW_SECONDS:
+            return
+        name = self.config.store.collection
+        current = get_collection(self.vectorstore._client, name)
+        if current is None:
+            raise _being_rebuilt(name)
+        metadata = current.metadata or {}
+        seen = (str(current.id), metadata.get(META_VERSION), _mtime(filter_path(self.config)))
+        if self._seen is not None and seen[:2] != self._seen[:2]:
+            if metadata.get(META_VERSION) is None and metadata.get(META_LEASE):
+                raise _being_rebuilt(name)  # a new collection that its first ingest has not finished
+            log.info("collection %r changed: reopening it", name)
+            self._reopen()
+        if self._seen is not None and seen[2] != self._seen[2]:
+            log.info("scope filter changed: reloading it")
+            self.scope = _load_scope(self.config)
+            self._negative_vectors = None
+        self._seen = seen
+        self._checked_at = now
+
+    def _reopen(self) -> None:
+        client = reopen_client(self.config)
+        collection = get_collection(client, self.config.store.collection)
+        if collection is None:
+            raise _being_rebuilt(self.config.store.collection)
+        check_model(collection, self.config.embedding.model, what="query")
+        self.vectorstore = open_vectorstore(self.config, self.embeddings, client)
+        if self.bm25 is not None:
+            from .bm25 import load_bm25
+
+            self.bm25 = load_bm25(self.config, collection)
+        self._source_cache = None
 
     @property
     def threshold(self) -> float:
@@ -249,6 +301,35 @@ class RagRetriever(BaseRetriever):
         return self._source_cache[1]
 
 
+def _mtime(path: Any) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _being_rebuilt(name: str) -> StoreError:
+    return StoreError(f"store.collection: {name!r} is being rebuilt (or was deleted); try again in a moment, "
+                      f"or run `rag-bot ingest DIR` if nothing is running")
+
+
+class _rebuilding:
+    """Turns Chroma's "collection does not exist" during a query (a rebuild started just now) into
+    the same `StoreError`, and makes the next query look at the store again."""
+
+    def __init__(self, retriever: "RagRetriever") -> None:
+        self.retriever = retriever
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if kind is not None and kind.__name__ == "NotFoundError":
+            self.retriever._checked_at = 0.0
+            raise _being_rebuilt(self.retriever.config.store.collection) from exc
+        return False
+
+
 class _Clock:
     """`with clock("stage"):` adds the stage's milliseconds to the timings dict."""
 
@@ -290,9 +371,11 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
         from .bm25 import load_bm25
 
         bm25 = load_bm25(config, collection)
-    return RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
-                        reranker=reranker if config.reranker.enabled else None,
-                        scope=_load_scope(config), bm25=bm25)
+    retriever = RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
+                             reranker=reranker if config.reranker.enabled else None,
+                             scope=_load_scope(config), bm25=bm25)
+    retriever.follow_store()  # what it opened is what it has seen
+    return retriever
 
 
 def _load_scope(config: Config) -> ScopeFilter | None:

@@ -62,6 +62,20 @@ def open_client(config: Config) -> Any:
     return client
 
 
+def reopen_client(config: Config) -> Any:
+    """A client that reads the store afresh. Chroma's local client keeps a collection's vector index
+    in memory as first loaded and never sees chunks another process (an ingest) wrote later; dropping
+    its cached system for this folder makes the next client load the store again (handles already
+    given out then use the new one). A server needs nothing of the kind."""
+    if config.store.mode == "persistent":
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        key = str(config.store.path)
+        SharedSystemClient._identifier_to_system.pop(key, None)
+        SharedSystemClient._identifier_to_refcount.pop(key, None)
+    return open_client(config)
+
+
 def store_exists(config: Config) -> bool:
     """Whether a persistent store folder is there (never creates it); http stores always count."""
     return config.store.mode == "http" or (config.store.path / "chroma.sqlite3").exists()

@@ -227,3 +227,46 @@ def test_several_browser_sessions_at_once_all_get_answers(browser, chat):
         assert "Sorry" not in last_answer(page)
         assert page.locator("#sources .source").count() >= 1
     assert len(llm_calls) == 3  # each question reached the one LLM, one after another
+
+
+@pytest.mark.slow
+def test_a_running_chat_follows_ingests_and_rebuilds(tmp_path, gguf_path, monkeypatch):
+    """UI up, `rag-bot ingest` beside it: a new file is found without a restart, a rebuild is
+    followed, and a question asked while the collection is gone says to try again in a moment."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import EXAMPLE_DOCS, RAG_BOT
+
+    monkeypatch.setattr("rag_bot.retriever.FOLLOW_SECONDS", 0.0, raising=False)
+    docs = tmp_path / "docs"
+    shutil.copytree(EXAMPLE_DOCS, docs)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nfilter: {{enabled: false}}\n"
+                      f"llm: {{model_path: {gguf_path}}}\nchat: {{answer_mode: extract}}\n")
+
+    def ingest(*extra):
+        subprocess.run([RAG_BOT, "--config", str(config), "ingest", str(docs), "--no-progress", *extra],
+                       check=True, capture_output=True, timeout=600)
+
+    def sources_of(question):
+        history, _, panel = run(lazy, question)[-1]
+        return history[-1]["content"], panel
+
+    ingest()
+    lazy = LazyChain(lambda: load_chain(str(config)))
+    content, _ = sources_of("What happens if the power goes out during an ingest?")
+    assert "ingesting.md" in content
+    (docs / "holidays.md").write_text("# Office holidays\n\nThe office is closed on the first Monday of August "
+                                      "for the summer party.\n")
+    ingest()
+    content, panel = sources_of("When is the office closed for the summer party?")
+    assert "first Monday of August" in content and "holidays.md" in panel
+    ingest("--rebuild")
+    content, panel = sources_of("When is the office closed for the summer party?")
+    assert "first Monday of August" in content and "holidays.md" in panel
+    from rag_bot.store import open_client
+
+    open_client(load_config(str(config))).delete_collection("rag_bot")  # as a rebuild does, first
+    content, _ = sources_of("When is the office closed for the summer party?")
+    assert "is being rebuilt" in content and "try again in a moment" in content
