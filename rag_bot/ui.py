@@ -139,13 +139,16 @@ def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> 
         yield list(history), "", panel
 
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>:@-])")
+_BARE_WWW = re.compile(r"(?i)\b(www)\.")
 
 
 def markdown_text(text: str) -> str:
     """Text that the chat's Markdown renderer shows as written: HTML escaped, Markdown punctuation
-    backslash-escaped, so a document's `![x](http://...)` or `<img>` is text, not an image."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False)).replace("\n", "  \n")
+    backslash-escaped, so a document's `![x](http://...)` or `<img>` is text, not an image. `:`, `@`
+    and `www.` are escaped too, so that no bare address becomes a link (GFM autolinks)."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+    return _BARE_WWW.sub(r"\1\\.", escaped).replace("\n", "  \n")
 
 
 def _plain(text: str) -> str:

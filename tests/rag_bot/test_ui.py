@@ -96,7 +96,7 @@ def test_document_markup_is_text_in_the_chat():
     content = run(lambda: chain, "What does the ingest walk?")[-1][0][-1]["content"]
     assert "<script>" not in content and "<img" not in content and "<b>" not in content
     assert "](" not in content.replace("\\](", "")  # no Markdown link or image survives unescaped
-    assert "&lt;script&gt;" in content and "\\!\\[x\\]\\(http://127.0.0.1:9/beacon.png\\)" in content
+    assert "&lt;script&gt;" in content and "\\!\\[x\\]\\(http\\://127.0.0.1\\:9/beacon.png\\)" in content
 
 
 def test_auth_keeps_the_chat_behind_a_login():
@@ -210,6 +210,65 @@ def test_the_chat_in_a_real_browser(browser, chat, tmp_path):
     assert len(llm_calls) == calls_before  # declined without calling the LLM
     panel = page.locator("#sources").inner_text()
     assert "out of scope" in panel and "The documents are about" in panel and "getting-started.md" in panel
+
+
+@pytest.fixture
+def beacon():
+    """A loopback HTTP server that records every request: nothing a document says may reach it."""
+    import http.server
+    import threading
+
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    server.shutdown()
+
+
+@pytest.mark.slow
+def test_a_hostile_document_is_text_in_a_real_browser(browser, beacon):
+    """File name, heading, passage and the LLM's answer all carry markup: images pointing at the
+    beacon, `<img onerror>`, `<script>`, a `javascript:` link. None fetches, none runs, and the
+    citation reads as written."""
+    url, hits = beacon
+    text = (f"The ingest walks a folder. ![md]({url}/md-image.png) <img src={url}/html-image.png> "
+            f"<img src=x onerror=\"window.pwned='onerror'\"> <script>window.pwned='script'</script> "
+            f"[click me](javascript:window.pwned='link') <a href=\"{url}/anchor\">anchor</a>")
+    hostile = doc(f"evil<img src={url}/name.png>.md", text,
+                  heading=f"Guide ![h]({url}/heading.png) <b>bold</b>")
+    reply = f"The ingest walks a folder [1]. ![llm]({url}/llm-image.png) <script>window.pwned='llm'</script>"
+    chain = RagChain(FakeRetriever([hostile]), FakeLLM(reply=reply), load_prompts(), GENERATE)
+    app = build_app(lambda: chain)
+    port = free_port()
+    launch(app, UIConfig(port=port), block=False)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        ask(page, "What does the ingest walk?")
+        page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=60_000)
+        page.wait_for_timeout(1500)  # time for any image the page would load
+        answer = last_answer(page)
+        assert f"[1] evil<img src={url}/name.png>.md, \"Guide ![h]({url}/heading.png) <b>bold</b>\"" in answer
+        assert f"![llm]({url}/llm-image.png)" in answer
+        assert page.evaluate("window.pwned") is None
+        chat_links = page.eval_on_selector_all("#chat a, #sources a", "els => els.map(e => e.href)")
+        assert not [link for link in chat_links if link.startswith("javascript:") or url in link]
+        assert page.locator("#chat img, #sources img").evaluate_all(
+            "els => els.filter(e => e.src.includes('127.0.0.1')).length") == 0
+        assert f"<script>window.pwned='script'</script>" in page.locator("#sources").inner_text()
+        assert hits == []
+    finally:
+        app.close()
 
 
 @pytest.mark.slow
