@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import warnings
+import weakref
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -95,6 +96,9 @@ class LlamaCppLLM(ChatLLM):
         except Exception as exc:
             raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {_first_line(exc)}") from exc
         self._template = _chat_template(model.client)
+        # Free the native model while the interpreter still works: left to `Llama.__del__` at exit,
+        # llama-cpp-python prints a traceback (its module globals are already gone by then).
+        weakref.finalize(self, model.client.close)
         log.info("loaded %s (%s)", path.name, "chat template" if self._template else "plain prompt")
         return model
 

@@ -15,7 +15,7 @@ from rag_bot.chain import load_chain
 from rag_bot.config import Config, LLMConfig, load_config
 from rag_bot.errors import ModelError
 from rag_bot.llm import LlamaCppLLM, OpenAILLM, load_llm
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 QUESTION = "Where does rag-bot keep its data?"
 
@@ -111,3 +111,12 @@ def test_a_server_that_is_down_is_one_clear_line(chat_config_file):
         update={"backend": "openai", "base_url": f"http://127.0.0.1:{free_port()}/v1", "timeout": 5})})
     with pytest.raises(ModelError, match=r"^llm.base_url: the server at http://127.0.0.1:\d+/v1 failed: .*is it running\?$"):
         load_chain(config).invoke(QUESTION)
+
+
+def test_a_script_using_the_python_api_exits_without_a_traceback(chat_config_file):
+    script = ("import sys\nfrom rag_bot import load_chain\nchain = load_chain(sys.argv[1])\n"
+              "print(len(chain.invoke('Where does rag-bot keep its data?')['answer']))\nchain.llm.preload()\n")
+    done = subprocess.run([sys.executable, "-c", script, str(chat_config_file)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0 and int(done.stdout.strip()) > 0, done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
