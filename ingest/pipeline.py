@@ -13,7 +13,7 @@ from rag_bot.config import Config
 from rag_bot.errors import InputError, RagBotError
 from rag_bot.models import LocalEmbeddings
 from rag_bot.names import shown
-from rag_bot.store import store_location
+from rag_bot.store import server_errors, store_location
 
 from . import loaders
 from .discover import Skip, discover
@@ -117,7 +117,7 @@ def run_ingest(
             splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
             report.chunks_written = len(_split_all(plan.changed, splitter, report)[0])
     else:
-        with IngestIndex(config, embeddings, rebuild=rebuild) as index:
+        with server_errors(config, "the ingest"), IngestIndex(config, embeddings, rebuild=rebuild) as index:
             index.check(root)
             plan = index.plan(found.files, keep)
             _fill_plan(report, plan)

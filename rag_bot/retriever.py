@@ -31,7 +31,7 @@ from .errors import ModelError, StoreError
 from .filter import NEAREST, ScopeFilter, filter_path, gate_features
 from .models import LocalEmbeddings, load_cross_encoder, precision_context
 from .store import (META_LEASE, META_VERSION, check_model, get_collection, nearest_chunks, open_client,
-                    open_vectorstore, pages, reopen_client, store_location)
+                    open_vectorstore, pages, reopen_client, server_errors, store_location)
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,10 @@ class RagRetriever(BaseRetriever):
     def search(self, query: str, *, filter: dict | None = None, sources: str | list[str] | None = None,
                k: int | None = None) -> Retrieval:
         """Run the stages for one query; see the class docstring for the arguments."""
-        self.follow_store()
-        with _rebuilding(self):
-            return self._search(query, filter, sources, k)
+        with server_errors(self.config, "the search"):
+            self.follow_store()
+            with _rebuilding(self):
+                return self._search(query, filter, sources, k)
 
     def _search(self, query: str, filter: dict | None, sources: str | list[str] | None, k: int | None) -> Retrieval:
         timings: dict[str, float] = {}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .config import Config
 from .errors import StoreError
@@ -74,6 +75,35 @@ def reopen_client(config: Config) -> Any:
         SharedSystemClient._identifier_to_system.pop(key, None)
         SharedSystemClient._identifier_to_refcount.pop(key, None)
     return open_client(config)
+
+
+@contextmanager
+def server_errors(config: Config, doing: str) -> Iterator[None]:
+    """A Chroma server that stops answering in the middle of some work becomes a one-line
+    `StoreError` naming `store.host:port`, like one that does not answer at start-up."""
+    try:
+        yield
+    except StoreError:
+        raise  # already says what to do (a server that is down at start-up)
+    except Exception as exc:
+        if config.store.mode != "http" or not _is_connection_error(exc):
+            raise
+        raise StoreError(
+            f"store.host/store.port: the Chroma server at {store_location(config)} stopped answering during "
+            f"{doing} ({type(exc).__name__}); start it again and re-run: finished work is kept"
+        ) from exc
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import httpx
+
+    for _ in range(10):  # the cause chain, not forever
+        if exc is None:
+            return False
+        if isinstance(exc, (httpx.TransportError, ConnectionError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def store_exists(config: Config) -> bool:

@@ -163,25 +163,56 @@ def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
 
 
 
+def start_chroma(path: Path) -> tuple[int, subprocess.Popen]:
+    """A real Chroma server on loopback: (port, process)."""
+    port = free_port()
+    chroma = Path(sys.executable).parent / "chroma"
+    server = subprocess.Popen([str(chroma), "run", "--path", str(path), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return port, server
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError("chroma server did not start")
+            time.sleep(0.2)
+
+
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real Chroma server on loopback, stopped at the end of the test."""
-    port = free_port()
-    chroma = Path(sys.executable).parent / "chroma"
-    server = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "server"), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, server = start_chroma(tmp_path / "server")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "chroma server did not start"
-                time.sleep(0.2)
         yield port
     finally:
         server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_server_lost_in_the_middle_of_an_ingest_is_a_store_error(tmp_path):
+    from rag_bot.errors import StoreError
+    from tests.conftest import FakeEmbeddings
+
+    port, server = start_chroma(tmp_path / "server")
+
+    class KillsTheServer(FakeEmbeddings):
+        def embed_documents(self, texts):
+            if self.calls == 1:
+                server.kill()
+                server.wait(timeout=30)
+            return super().embed_documents(texts)
+
+    try:
+        config = load_config(write_config(tmp_path, f"store:\n  mode: http\n  port: {port}\n"
+                                                    "embedding: {model: fake}\ningest: {write_batch: 8}\n"))
+        with pytest.raises(StoreError, match=rf"^store.host/store.port: the Chroma server at http://127.0.0.1:{port} "
+                                             r"stopped answering during the ingest \(\w+\); start it again"):
+            run_ingest(config, EXAMPLE_DOCS, progress=False, embeddings=KillsTheServer(size=16))
+    finally:
+        server.kill()
         server.wait(timeout=30)
 
 
