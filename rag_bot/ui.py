@@ -8,11 +8,13 @@ failure), so an empty store or a model that fails to load shows up as a readable
 
 from __future__ import annotations
 
+import hmac
 import html
 import logging
 import os
 import re
 import threading
+import time
 from typing import Any, Callable, Iterator
 
 from .chain import message_text
@@ -190,12 +192,43 @@ def sources_html(sources: list) -> str:
     return header + "<ol class='sources' style='list-style:none;padding-left:0'>" + "".join(items) + "</ol>"
 
 
+class LoginThrottle:
+    """The login check for `ui.auth`: each failed login for a user name doubles the wait before the
+    next answer for that name (from `base` seconds up to `cap`); a good login clears it. So a
+    password cannot be guessed at network speed, while a user who mistyped waits a moment."""
+
+    def __init__(self, auth: str, base: float = 0.25, cap: float = 8.0, sleep: Callable[[float], Any] = time.sleep) -> None:
+        user, _, password = auth.partition(":")
+        self._user, self._password = user.encode(), password.encode()
+        self.base, self.cap, self._sleep = base, cap, sleep
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def delay(self, username: str) -> float:
+        failures = self._failures.get(username, 0)
+        return min(self.cap, self.base * 2 ** (failures - 1)) if failures else 0.0
+
+    def __call__(self, username: str, password: str) -> bool:
+        with self._lock:
+            wait = self.delay(username)
+        if wait:
+            self._sleep(wait)
+        ok = hmac.compare_digest(username.encode(), self._user) & hmac.compare_digest(password.encode(), self._password)
+        with self._lock:
+            if ok:
+                self._failures.pop(username, None)
+            else:
+                self._failures[username] = self._failures.get(username, 0) + 1
+                log.warning("failed login for user %r (%d in a row)", username, self._failures[username])
+        return bool(ok)
+
+
 def launch(app: Any, ui: UIConfig, *, block: bool = True) -> Any:
     """Serve the app on `ui.host`:`ui.port`, with a login when `ui.auth` is set; never shared unless asked."""
     import gradio as gr
 
     theme = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
-    auth = tuple(ui.auth.split(":", 1)) if ui.auth else None
+    auth = LoginThrottle(ui.auth) if ui.auth else None
     app.queue(default_concurrency_limit=1, max_size=ui.max_queue)
     return app.launch(server_name=ui.host, server_port=ui.port, auth=auth, share=ui.share, inbrowser=False,
                       prevent_thread_lock=not block, quiet=True, theme=theme, footer_links=[])

@@ -12,7 +12,7 @@ from rag_bot.chain import RagChain, load_chain
 from rag_bot.config import ChatConfig, UIConfig, load_config
 from rag_bot.errors import StoreError
 from rag_bot.prompts import load_prompts
-from rag_bot.ui import LazyChain, answer_events, build_app, launch, markdown_text
+from rag_bot.ui import LazyChain, LoginThrottle, answer_events, build_app, launch, markdown_text
 from tests.conftest import free_port
 from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever, doc
 
@@ -113,15 +113,32 @@ def test_auth_keeps_the_chat_behind_a_login():
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}/config", timeout=10)
         assert refused.value.code == 401
-        for password, expected in (("wrong", 400), ("s3cret", 200)):
+        def login(password):
             form = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
+            started = time.monotonic()
             try:
-                status = urllib.request.urlopen(f"{base}/login", data=form, timeout=10).status
+                status = urllib.request.urlopen(f"{base}/login", data=form, timeout=30).status
             except urllib.error.HTTPError as exc:
                 status = exc.code
-            assert status == expected, password
+            return status, time.monotonic() - started
+
+        attempts = [login(f"guess{i}") for i in range(5)]
+        assert [status for status, _ in attempts] == [400] * 5
+        assert attempts[-1][1] >= 2.0 > attempts[0][1]  # 0.25, 0.5, 1, 2 s: failures slow the next try
+        assert login("s3cret")[0] == 200  # the right password still gets in, and clears the wait
+        assert login("s3cret")[1] < 2.0
     finally:
         app.close()
+
+
+def test_failed_logins_double_the_wait_up_to_a_cap():
+    waits = []
+    check = LoginThrottle("alice:s3cret", base=0.25, cap=1.0, sleep=waits.append)
+    assert [check("alice", "nope") for _ in range(5)] == [False] * 5
+    assert waits == [0.25, 0.5, 1.0, 1.0]
+    assert check("mallory", "s3cret") is False and waits[-1] == 1.0  # another name starts at no wait
+    assert check("alice", "s3cret") is True and check("alice", "s3cret") is True
+    assert check.delay("alice") == 0.0 and check.delay("mallory") == 0.25
 
 
 # --- the real app in a real browser ---------------------------------------------------------------
