@@ -32,7 +32,7 @@ from rag_bot.store import (META_VERSION, check_model, fresh_metadata, get_collec
                            pages, record_model, store_key, update_metadata)
 
 from .discover import Candidate
-from .ownership import StoreLease, check_owner, claim
+from .ownership import StoreLease, check_owner, claim, recipe
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ def check_without_writing(config: Config, root: Path) -> None:
             check_root(record, root, config.store.collection)
         if collection is not None:
             check_owner(fresh_metadata(collection), collection.count(), config.store.collection, root,
-                        record.meta("record_id") or "" if record else "", bool(record and record.files()))
+                        record.meta("record_id") or "" if record else "", bool(record and record.files()),
+                        recipe(config))
     finally:
         if record is not None:
             record.close()
@@ -235,10 +236,10 @@ class IngestIndex:
         check_root(self.record, root, self.config.store.collection)
         record_id = self.record.record_id()
         check_owner(fresh_metadata(self.collection), self.collection.count(), self.config.store.collection, root,
-                    record_id, bool(self.record.files()))
+                    record_id, bool(self.record.files()), recipe(self.config))
         self.lease = StoreLease(self.collection, record_id)
         self.lease.acquire()
-        claim(self.collection, root, record_id, self.record.path)
+        claim(self.collection, root, record_id, self.record.path, recipe(self.config))
         self.record.set_meta("root", str(root))
         if self.collection.count() == 0 and self.record.files():
             log.warning("the collection is empty but the record lists files: re-indexing everything")

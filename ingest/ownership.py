@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rag_bot.errors import StoreError
-from rag_bot.store import META_FOLDER, META_LEASE, META_OWNER, META_OWNER_AT, fresh_metadata, update_metadata
+from rag_bot.store import (META_FOLDER, META_LEASE, META_OWNER, META_OWNER_AT, META_RECIPE, fresh_metadata,
+                           update_metadata)
 
 LEASE_SECONDS = 600.0
 SETTLE_SECONDS = 0.3
@@ -48,12 +49,23 @@ class Lease:
             return None
 
 
+def recipe(config: Any) -> str:
+    """How the chunks are cut, as the collection records it."""
+    return f"size {config.chunking.size}, overlap {config.chunking.overlap}"
+
+
 def check_owner(metadata: dict[str, Any], count: int, name: str, root: Path, record_id: str,
-                record_has_files: bool) -> None:
-    """Refuse to change a collection that mirrors another folder or is kept by another record."""
+                record_has_files: bool, chunking: str | None = None) -> None:
+    """Refuse to change a collection that mirrors another folder, was chunked another way (its
+    files would mix two recipes), or is kept by another record."""
     folder, owner = metadata.get(META_FOLDER), metadata.get(META_OWNER)
     if count == 0:
         return
+    recorded = metadata.get(META_RECIPE)
+    if chunking and recorded and recorded != chunking:
+        raise StoreError(f"chunking.size/chunking.overlap: collection {name!r} was chunked with {recorded}, but the "
+                         f"config says {chunking}; re-run ingest with --rebuild (re-chunks and re-embeds "
+                         f"everything), or set store.collection to another name")
     if folder and folder != str(root):
         raise StoreError(f"store.collection: {name!r} mirrors {folder}, not {root}; set store.collection to "
                          f"another name for this folder, or re-run with --rebuild")
@@ -65,9 +77,9 @@ def check_owner(metadata: dict[str, Any], count: int, name: str, root: Path, rec
                      f"--rebuild to take the collection over (re-embeds everything)")
 
 
-def claim(collection: Any, root: Path, record_id: str, record_path: Path) -> None:
-    """Write the folder and the owning record into the collection's metadata."""
-    update_metadata(collection, {META_FOLDER: str(root), META_OWNER: record_id,
+def claim(collection: Any, root: Path, record_id: str, record_path: Path, chunking: str) -> None:
+    """Write the folder, the chunking recipe and the owning record into the collection's metadata."""
+    update_metadata(collection, {META_FOLDER: str(root), META_RECIPE: chunking, META_OWNER: record_id,
                                  META_OWNER_AT: f"{socket.gethostname()}:{record_path}"})
 
 

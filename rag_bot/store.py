@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 META_MODEL = "rag_bot.embedding_model"
 META_DIMENSION = "rag_bot.embedding_dimension"
 META_FOLDER = "rag_bot.folder"  # the folder the collection mirrors
+META_RECIPE = "rag_bot.chunking"  # how its chunks were cut: "size N, overlap M"
 META_OWNER = "rag_bot.record"  # id of the ingest record that decides what the collection holds
 META_OWNER_AT = "rag_bot.record_at"  # where that record lives (host:path), for messages
 META_LEASE = "rag_bot.ingest_lease"  # the running ingest: "token expires-epoch holder", or ""
