@@ -282,7 +282,7 @@ def test_a_hostile_document_is_text_in_a_real_browser(browser, beacon):
         assert not [link for link in chat_links if link.startswith("javascript:") or url in link]
         assert page.locator("#chat img, #sources img").evaluate_all(
             "els => els.filter(e => e.src.includes('127.0.0.1')).length") == 0
-        assert f"<script>window.pwned='script'</script>" in page.locator("#sources").inner_text()
+        assert "<script>window.pwned='script'</script>" in page.locator("#sources").inner_text()
         assert hits == []
     finally:
         app.close()
