@@ -28,8 +28,9 @@ from sqlalchemy import text
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
-from rag_bot.store import (META_VERSION, check_model, fresh_metadata, get_collection, open_client, open_vectorstore,
-                           pages, record_model, store_key, update_metadata)
+from rag_bot.store import (META_FOLDER, META_OWNER_AT, META_RECIPE, META_VERSION, check_model, fresh_metadata,
+                           get_collection, open_client, open_vectorstore, pages, record_model, store_key,
+                           update_metadata)
 
 from .discover import Candidate
 from .ownership import StoreLease, check_owner, claim, recipe
@@ -383,18 +384,24 @@ def describe(config: Config) -> dict[str, Any]:
         "chunks": 0,
         "model": None,
         "dimension": None,
+        "chunking": None,
+        "kept_by": None,
     }
     collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
     if collection is None:
         return info
     info["chunks"] = collection.count()
     info["model"], info["dimension"] = recorded_model(collection)
+    metadata = collection.metadata or {}
+    info["folder"] = metadata.get(META_FOLDER)
+    info["chunking"] = metadata.get(META_RECIPE)
+    info["kept_by"] = metadata.get(META_OWNER_AT)
     path = record_path(config)
     if path.exists():
         record = FileRecord(path, config.store.collection)
         try:
             info["files"] = len(record.files())
-            info["folder"] = record.meta("root")
+            info["folder"] = info["folder"] or record.meta("root")
         finally:
             record.close()
     return info

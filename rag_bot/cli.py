@@ -627,6 +627,8 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"files:      {info['files']}")
         print(f"chunks:     {info['chunks']}")
         print(f"model:      {info['model']} ({info['dimension'] or '?'} dimensions)")
+        print(f"chunking:   {info['chunking'] or 'unknown'}")
+        print(f"kept by:    {info['kept_by'] or 'unknown'} (the ingest record that may change it)")
     return 0
 
 

