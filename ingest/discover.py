@@ -66,8 +66,9 @@ def discover(root: Path, config: IngestConfig, extensions: set[str]) -> Discover
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in dirnames:
             path = Path(folder) / name
-            if path.is_symlink():  # os.walk does not enter it; say so, as it may hold documents
-                found.skipped.append(Skip(_source(path, root), f"folder link not followed (points to "
+            source = _source(path, root)
+            if path.is_symlink() and not matches(source, config.exclude):  # not entered: say so, it may hold documents
+                found.skipped.append(Skip(source, f"folder link not followed (points to "
                                           f"{shown(os.readlink(path))})", error=False))
         for name in sorted(filenames):
             if name.startswith("."):

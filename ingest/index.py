@@ -33,7 +33,7 @@ from rag_bot.store import (META_FOLDER, META_OWNER_AT, META_RECIPE, META_VERSION
                            update_metadata)
 
 from .discover import Candidate
-from .ownership import StoreLease, check_owner, claim, recipe
+from .ownership import Claimant, StoreLease, check_owner, claim, recipe
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,12 @@ def read_files(config: Config) -> dict[str, FileRow]:
         record.close()
 
 
-def check_root(record: FileRecord, root: Path, collection: str) -> None:
-    """One collection mirrors one folder: refuse to fill it from another one."""
-    recorded_root = record.meta("root")
-    if recorded_root and recorded_root != str(root) and record.files():
-        raise StoreError(
-            f"store.collection: {collection!r} mirrors {recorded_root}, not {root}; "
-            f"set store.collection to another name for this folder, or re-run with --rebuild"
-        )
+def claimant(record: FileRecord | None, root: Path, config: Config) -> Claimant:
+    """This run as the collection's ownership check sees it (`record` None: no local record yet)."""
+    if record is None:
+        return Claimant(root, recipe(config), "", record_path(config))
+    return Claimant(root, recipe(config), record.meta("record_id") or "", record.path, record.meta("root"),
+                    bool(record.files()))
 
 
 def check_without_writing(config: Config, root: Path) -> None:
@@ -171,16 +169,13 @@ def check_without_writing(config: Config, root: Path) -> None:
     from rag_bot.store import store_exists
 
     collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
-    if collection is not None:
-        check_model(collection, config.embedding.model)
+    if collection is None:
+        return
+    check_model(collection, config.embedding.model)
     record = FileRecord(record_path(config), config.store.collection) if record_path(config).exists() else None
     try:
-        if record is not None:
-            check_root(record, root, config.store.collection)
-        if collection is not None:
-            check_owner(fresh_metadata(collection), collection.count(), config.store.collection, root,
-                        record.meta("record_id") or "" if record else "", bool(record and record.files()),
-                        recipe(config))
+        check_owner(fresh_metadata(collection), collection.count(), config.store.collection,
+                    claimant(record, root, config))
     finally:
         if record is not None:
             record.close()
@@ -234,13 +229,12 @@ class IngestIndex:
         """Refuse another model, folder or record; take the store's ingest lease; repair a record
         whose store was wiped."""
         check_model(self.collection, self.config.embedding.model)
-        check_root(self.record, root, self.config.store.collection)
-        record_id = self.record.record_id()
-        check_owner(fresh_metadata(self.collection), self.collection.count(), self.config.store.collection, root,
-                    record_id, bool(self.record.files()), recipe(self.config))
+        record_id = self.record.record_id()  # made now if this record is new
+        us = claimant(self.record, root, self.config)
+        check_owner(fresh_metadata(self.collection), self.collection.count(), self.config.store.collection, us)
         self.lease = StoreLease(self.collection, record_id)
         self.lease.acquire()
-        claim(self.collection, root, record_id, self.record.path, recipe(self.config))
+        claim(self.collection, us)
         self.record.set_meta("root", str(root))
         if self.collection.count() == 0 and self.record.files():
             log.warning("the collection is empty but the record lists files: re-indexing everything")

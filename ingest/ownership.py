@@ -13,6 +13,7 @@ compare-and-set, so a lease is written, read back after a moment, and kept only 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,8 @@ from typing import Any
 from rag_bot.errors import StoreError
 from rag_bot.store import (META_FOLDER, META_LEASE, META_OWNER, META_OWNER_AT, META_RECIPE, fresh_metadata,
                            update_metadata)
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 600.0
 SETTLE_SECONDS = 0.3
@@ -54,33 +57,53 @@ def recipe(config: Any) -> str:
     return f"size {config.chunking.size}, overlap {config.chunking.overlap}"
 
 
-def check_owner(metadata: dict[str, Any], count: int, name: str, root: Path, record_id: str,
-                record_has_files: bool, chunking: str | None = None) -> None:
+@dataclass(frozen=True)
+class Claimant:
+    """The run that asks to change a collection: its folder, chunking recipe and local record."""
+
+    root: Path
+    chunking: str
+    record_id: str
+    record_path: Path
+    record_root: str | None = None  # the folder the local record mirrored (for collections from before owners)
+    record_has_files: bool = False
+
+    @property
+    def record_at(self) -> str:
+        return f"{socket.gethostname()}:{self.record_path}"
+
+
+def check_owner(metadata: dict[str, Any], count: int, name: str, claimant: Claimant) -> None:
     """Refuse to change a collection that mirrors another folder, was chunked another way (its
-    files would mix two recipes), or is kept by another record."""
-    folder, owner = metadata.get(META_FOLDER), metadata.get(META_OWNER)
+    files would mix two recipes), or is kept by another record. An empty collection takes anyone."""
     if count == 0:
         return
     recorded = metadata.get(META_RECIPE)
-    if chunking and recorded and recorded != chunking:
+    if recorded and recorded != claimant.chunking:
         raise StoreError(f"chunking.size/chunking.overlap: collection {name!r} was chunked with {recorded}, but the "
-                         f"config says {chunking}; re-run ingest with --rebuild (re-chunks and re-embeds "
+                         f"config says {claimant.chunking}; re-run ingest with --rebuild (re-chunks and re-embeds "
                          f"everything), or set store.collection to another name")
-    if folder and folder != str(root):
-        raise StoreError(f"store.collection: {name!r} mirrors {folder}, not {root}; set store.collection to "
-                         f"another name for this folder, or re-run with --rebuild")
-    if owner == record_id or (not owner and record_has_files):  # ours (or ours from before owners were kept)
+    folder = metadata.get(META_FOLDER) or (claimant.record_root if claimant.record_has_files else None)
+    if folder and folder != str(claimant.root):
+        raise StoreError(f"store.collection: {name!r} mirrors {folder}, not {claimant.root}; set store.collection "
+                         f"to another name for this folder, or re-run with --rebuild")
+    owner, where = metadata.get(META_OWNER), metadata.get(META_OWNER_AT)
+    if owner == claimant.record_id or (not owner and claimant.record_has_files):
+        return  # ours (or ours from before owners were kept)
+    if where == claimant.record_at:
+        # Our own record file was deleted and made again: its predecessor cannot be writing any more.
+        log.warning("the ingest record of collection %r at %s was replaced: re-indexing the folder", name, where)
         return
-    where = metadata.get(META_OWNER_AT) or "an ingest record this machine does not have"
-    raise StoreError(f"store.collection: {name!r} is kept by another ingest record ({where}); ingest with the "
-                     f"config that uses that record, set store.collection to another name, or re-run with "
-                     f"--rebuild to take the collection over (re-embeds everything)")
+    raise StoreError(f"store.collection: {name!r} is kept by another ingest record "
+                     f"({where or 'one this machine does not have'}); ingest with the config that uses that "
+                     f"record, set store.collection to another name, or re-run with --rebuild to take the "
+                     f"collection over (re-embeds everything)")
 
 
-def claim(collection: Any, root: Path, record_id: str, record_path: Path, chunking: str) -> None:
+def claim(collection: Any, claimant: Claimant) -> None:
     """Write the folder, the chunking recipe and the owning record into the collection's metadata."""
-    update_metadata(collection, {META_FOLDER: str(root), META_RECIPE: chunking, META_OWNER: record_id,
-                                 META_OWNER_AT: f"{socket.gethostname()}:{record_path}"})
+    update_metadata(collection, {META_FOLDER: str(claimant.root), META_RECIPE: claimant.chunking,
+                                 META_OWNER: claimant.record_id, META_OWNER_AT: claimant.record_at})
 
 
 class StoreLease:
@@ -136,5 +159,5 @@ class StoreLease:
 
     def _busy(self, lease: Lease | None) -> StoreError:
         who = f" ({lease.holder}, lease until {time.strftime('%H:%M:%S', time.localtime(lease.expires))})" if lease else ""
-        return StoreError(f"another ingest into collection {self.collection.name!r} is running{who}; "
-                          f"wait for it to finish")
+        return StoreError(f"another ingest into collection {self.collection.name!r} is running{who}; wait for "
+                          f"it to finish (if that run was stopped, its lease runs out at the time shown)")

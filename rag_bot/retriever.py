@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Iterator
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -314,21 +315,17 @@ def _being_rebuilt(name: str) -> StoreError:
                       f"or run `rag-bot ingest DIR` if nothing is running")
 
 
-class _rebuilding:
-    """Turns Chroma's "collection does not exist" during a query (a rebuild started just now) into
-    the same `StoreError`, and makes the next query look at the store again."""
-
-    def __init__(self, retriever: "RagRetriever") -> None:
-        self.retriever = retriever
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if kind is not None and kind.__name__ == "NotFoundError":
-            self.retriever._checked_at = 0.0
-            raise _being_rebuilt(self.retriever.config.store.collection) from exc
-        return False
+@contextmanager
+def _rebuilding(retriever: "RagRetriever") -> Iterator[None]:
+    """Chroma's "collection does not exist" during a query (a rebuild started just now) becomes the
+    same `StoreError`, and the next query looks at the store again."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__name__ != "NotFoundError":
+            raise
+        retriever._checked_at = 0.0
+        raise _being_rebuilt(retriever.config.store.collection) from exc
 
 
 class _Clock:

@@ -193,9 +193,10 @@ def sources_html(sources: list) -> str:
 
 
 class LoginThrottle:
-    """The login check for `ui.auth`: each failed login for a user name doubles the wait before the
-    next answer for that name (from `base` seconds up to `cap`); a good login clears it. So a
-    password cannot be guessed at network speed, while a user who mistyped waits a moment."""
+    """The login check for `ui.auth`: each failed login for the configured user name (or for any
+    other name, counted together) doubles the wait before the next answer for it (from `base`
+    seconds up to `cap`); a good login clears it. So a password cannot be guessed at network speed,
+    while a user who mistyped waits a moment."""
 
     def __init__(self, auth: str, base: float = 0.25, cap: float = 8.0, sleep: Callable[[float], Any] = time.sleep) -> None:
         user, _, password = auth.partition(":")
@@ -204,11 +205,16 @@ class LoginThrottle:
         self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    def _key(self, username: str) -> str:
+        # Every wrong user name shares one count: guessing names is slowed too, and the table stays small.
+        return username if username.encode() == self._user else "\0other"
+
     def delay(self, username: str) -> float:
-        failures = self._failures.get(username, 0)
+        failures = self._failures.get(self._key(username), 0)
         return min(self.cap, self.base * 2 ** (failures - 1)) if failures else 0.0
 
     def __call__(self, username: str, password: str) -> bool:
+        key = self._key(username)
         with self._lock:
             wait = self.delay(username)
         if wait:
@@ -216,10 +222,10 @@ class LoginThrottle:
         ok = hmac.compare_digest(username.encode(), self._user) & hmac.compare_digest(password.encode(), self._password)
         with self._lock:
             if ok:
-                self._failures.pop(username, None)
+                self._failures.pop(key, None)
             else:
-                self._failures[username] = self._failures.get(username, 0) + 1
-                log.warning("failed login for user %r (%d in a row)", username, self._failures[username])
+                self._failures[key] = self._failures.get(key, 0) + 1
+                log.warning("failed login for user %r (%d in a row)", username, self._failures[key])
         return bool(ok)
 
 

@@ -110,3 +110,15 @@ def test_another_chunking_recipe_is_refused_until_rebuild(config, docs_copy):
     with pytest.raises(StoreError, match="was chunked with"):
         ingest(other, docs_copy, dry_run=True)
     assert len(ingest(other, docs_copy, rebuild=True).added) == 6
+
+
+def test_a_deleted_record_is_replaced_in_place_without_a_refusal(config, docs_copy):
+    """The record at the same host:path was deleted (say `rm -r data_dir/records`): nobody else can be
+    keeping the collection, so the next run re-indexes the folder instead of refusing."""
+    from ingest.index import record_path
+
+    ingest(config, docs_copy)
+    stored = chunks_of(config)
+    record_path(config).unlink()
+    report = ingest(config, docs_copy)
+    assert len(report.added) == 6 and report.chunks_deleted == 0 and chunks_of(config) == stored
