@@ -1,15 +1,16 @@
 """Stage 4: keep the Chroma collection in sync with the folder.
 
-Two records live in one SQLite file under `data_dir/records/`:
-- LangChain's `SQLRecordManager`, used through `langchain_core.indexing.index()`: it knows every
-  chunk id (a hash of text and metadata) and which file it came from, so unchanged chunks are never
-  re-embedded and a changed file's stale chunks are deleted;
-- our `files` table (size, mtime, sha256, chunk count per file), written only after the file's
-  chunks are in the store. A file whose size and mtime are unchanged is not even read again.
+The ingest record lives in the store (see `record`): the collection's own chunks are the record of
+chunk keys that LangChain's `index()` consults (so unchanged chunks are never re-embedded and a
+changed file's stale chunks are deleted), and a companion collection holds the files table (size,
+mtime, sha256, chunk count per file), written only after the file's chunks are in the store. A file
+whose size and mtime are unchanged is not even read again.
 
-Every step writes the store first and the records last, so a run killed at any moment leaves
-nothing that the next run does not repair. The collection itself names the folder it mirrors and the
-record that keeps it, and holds the lease of the running ingest (see `ownership`).
+Every step writes the chunks first and the files table last, so a run killed at any moment leaves
+nothing that the next run does not repair; a files table that disagrees with the chunks (counts
+differ) is checked file by file and repaired. The collection names the folder it mirrors and holds
+the lease of the running ingest (see `ownership`); `data_dir` keeps only a lock file and the BM25
+index.
 """
 
 from __future__ import annotations
@@ -18,39 +19,24 @@ import fcntl
 import hashlib
 import logging
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import text
-
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
-from rag_bot.store import (META_FOLDER, META_OWNER_AT, META_RECIPE, META_VERSION, check_model, fresh_metadata,
-                           get_collection, open_client, open_vectorstore, pages, record_model, store_key,
-                           update_metadata)
+from rag_bot.store import (LEGACY_OWNER, META_FOLDER, META_LEASE, META_RECIPE, META_UNPUBLISHED, META_VERSION,
+                           check_model, fresh_metadata, get_collection, open_client, open_vectorstore,
+                           record_model, store_key, update_metadata)
 
 from .discover import Candidate
-from .ownership import Claimant, StoreLease, check_owner, claim, recipe
+from .ownership import Lease, StoreLease, check_owner, claim, recipe
+from .record import FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, read_legacy, stored_rows
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rag_bot_files (source TEXT PRIMARY KEY, size INTEGER NOT NULL, "
-    "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, chunks INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS rag_bot_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
-
-
-@dataclass(frozen=True)
-class FileRow:
-    source: str
-    size: int
-    mtime_ns: int
-    sha256: str
-    chunks: int
 
 
 @dataclass(frozen=True)
@@ -83,138 +69,92 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def record_path(config: Config) -> Path:
+def lock_path(config: Config) -> Path:
+    """The local lock of ingests from this data_dir into this collection."""
+    return config.data_dir / "records" / f"{store_key(config)}.lock"
+
+
+def legacy_record_path(config: Config) -> Path:
+    """Where the ingest record lived before it moved into the store (read once, then renamed)."""
     return config.data_dir / "records" / f"{store_key(config)}.sqlite"
 
 
-class FileRecord:
-    """The per-store SQLite record: LangChain's record manager plus our files and meta tables."""
-
-    def __init__(self, path: Path, namespace: str) -> None:
-        from langchain_classic.indexes import SQLRecordManager
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.manager = SQLRecordManager(namespace, db_url=f"sqlite:///{path}")
-        self.manager.create_schema()
-        with self.manager.engine.begin() as conn:
-            for statement in _SCHEMA:
-                conn.execute(text(statement))
-
-    def files(self) -> dict[str, FileRow]:
-        with self.manager.engine.connect() as conn:
-            rows = conn.execute(text("SELECT source, size, mtime_ns, sha256, chunks FROM rag_bot_files"))
-            return {row[0]: FileRow(*row) for row in rows}
-
-    def save_files(self, rows: list[FileRow]) -> None:
-        if not rows:
-            return
-        with self.manager.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT OR REPLACE INTO rag_bot_files (source, size, mtime_ns, sha256, chunks) "
-                    "VALUES (:source, :size, :mtime_ns, :sha256, :chunks)"
-                ),
-                [row.__dict__ for row in rows],
-            )
-
-    def forget_file(self, source: str) -> None:
-        with self.manager.engine.begin() as conn:
-            conn.execute(text("DELETE FROM rag_bot_files WHERE source = :source"), {"source": source})
-
-    def meta(self, key: str) -> str | None:
-        with self.manager.engine.connect() as conn:
-            row = conn.execute(text("SELECT value FROM rag_bot_meta WHERE key = :key"), {"key": key}).first()
-            return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self.manager.engine.begin() as conn:
-            conn.execute(text("INSERT OR REPLACE INTO rag_bot_meta (key, value) VALUES (:key, :value)"),
-                         {"key": key, "value": value})
-
-    def record_id(self) -> str:
-        """This record's id, made on first use; the collection it keeps names it (see `ownership`)."""
-        value = self.meta("record_id")
-        if value is None:
-            value = uuid.uuid4().hex
-            self.set_meta("record_id", value)
-        return value
-
-    def close(self) -> None:
-        self.manager.engine.dispose()
+def _legacy_for(config: Config, client: Any, collection: Any, metadata: dict[str, Any]) -> LegacyRecord | None:
+    """The old local record that kept this collection, if the collection has no files table yet."""
+    if stored_rows(client, collection) is not None:
+        return None
+    legacy = read_legacy(legacy_record_path(config))
+    if legacy is None or metadata.get(LEGACY_OWNER) not in (None, legacy.record_id):
+        return None
+    return legacy
 
 
 def read_files(config: Config) -> dict[str, FileRow]:
-    """The files table without creating anything (empty when there is no record yet)."""
-    path = record_path(config)
-    if not path.exists():
+    """The files table of the configured collection without creating anything (empty when none)."""
+    from rag_bot.store import store_exists
+
+    client = open_client(config) if store_exists(config) else None
+    collection = get_collection(client, config.store.collection) if client is not None else None
+    if collection is None:
         return {}
-    record = FileRecord(path, config.store.collection)
-    try:
-        return record.files()
-    finally:
-        record.close()
-
-
-def claimant(record: FileRecord | None, root: Path, config: Config) -> Claimant:
-    """This run as the collection's ownership check sees it (`record` None: no local record yet)."""
-    if record is None:
-        return Claimant(root, recipe(config), "", record_path(config))
-    return Claimant(root, recipe(config), record.meta("record_id") or "", record.path, record.meta("root"),
-                    bool(record.files()))
+    rows = stored_rows(client, collection)
+    if rows is None:
+        legacy = _legacy_for(config, client, collection, fresh_metadata(collection))
+        rows = legacy.rows if legacy else {}
+    return rows
 
 
 def check_without_writing(config: Config, root: Path) -> None:
-    """The refusals a real run would make (another model, folder or record), for --dry-run."""
+    """The refusals a real run would make (another model, folder or recipe), for --dry-run."""
     from rag_bot.store import store_exists
 
-    collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
+    client = open_client(config) if store_exists(config) else None
+    collection = get_collection(client, config.store.collection) if client is not None else None
     if collection is None:
         return
     check_model(collection, config.embedding.model)
-    record = FileRecord(record_path(config), config.store.collection) if record_path(config).exists() else None
-    try:
-        check_owner(fresh_metadata(collection), collection.count(), config.store.collection,
-                    claimant(record, root, config))
-    finally:
-        if record is not None:
-            record.close()
+    metadata = fresh_metadata(collection)
+    legacy = _legacy_for(config, client, collection, metadata)
+    check_owner(metadata, collection.count(), config.store.collection, root, recipe(config),
+                legacy.root if legacy else None)
 
 
 class IngestIndex:
-    """The store and its record, opened for one ingest run (holding a lock against a second run)."""
+    """The store and its record, opened for one ingest run (holding a local lock against a second
+    run from this data_dir; `check()` takes the store's lease against runs from anywhere)."""
 
     def __init__(self, config: Config, embeddings: Any, rebuild: bool = False) -> None:
         self.config = config
         self.embeddings = embeddings
-        path = record_path(config)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _acquire_lock(path.with_suffix(".lock"), config.store.collection)
+        self.lock = lock_path(config)
+        self.lock.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _acquire_lock(self.lock, config.store.collection)
         self.lease: StoreLease | None = None
         self.client = open_client(config)
-        self.record = FileRecord(path, config.store.collection)
         try:
             if rebuild:
-                self._wipe(path)
+                self._wipe()
             self.vectorstore = open_vectorstore(config, embeddings, self.client)
         except BaseException:
             self.__exit__()
             raise
         self.collection = self.vectorstore._collection
+        self.manager = StoreRecordManager(self.collection)
+        self._files: StoreFiles | None = None
 
-    def _wipe(self, path: Path) -> None:
-        old = get_collection(self.client, self.config.store.collection)
+    def _wipe(self) -> None:
+        name = self.config.store.collection
+        old = get_collection(self.client, name)
         if old is not None:  # nobody else may be writing to what is about to go
-            self.lease = StoreLease(old, self.record.record_id())
+            self.lease = StoreLease(old, str(self.lock))
             self.lease.acquire()
-        log.info("rebuild: deleting collection %r and its record", self.config.store.collection)
-        self.record.close()
-        path.unlink(missing_ok=True)
+        log.info("rebuild: deleting collection %r and its record", name)
         shutil.rmtree(bm25_path(self.config), ignore_errors=True)
+        if get_collection(self.client, files_name(name)) is not None:
+            self.client.delete_collection(files_name(name))
         if old is not None:
-            self.client.delete_collection(self.config.store.collection)
+            self.client.delete_collection(name)
         self.lease = None
-        self.record = FileRecord(path, self.config.store.collection)
 
     def __enter__(self) -> "IngestIndex":
         return self
@@ -222,42 +162,65 @@ class IngestIndex:
     def __exit__(self, *exc: object) -> None:
         if self.lease is not None:
             self.lease.release()
-        self.record.close()
         self._lock.close()
 
+    @property
+    def files(self) -> StoreFiles:
+        if self._files is None:
+            raise RuntimeError("IngestIndex.check() opens the files table")
+        return self._files
+
     def check(self, root: Path) -> None:
-        """Refuse another model, folder or record; take the store's ingest lease; repair a record
-        whose store was wiped."""
+        """Refuse another model, folder or recipe; take the store's ingest lease; open the files
+        table (bringing in an old local record the first time)."""
         check_model(self.collection, self.config.embedding.model)
-        record_id = self.record.record_id()  # made now if this record is new
-        us = claimant(self.record, root, self.config)
-        check_owner(fresh_metadata(self.collection), self.collection.count(), self.config.store.collection, us)
-        self.lease = StoreLease(self.collection, record_id)
+        metadata = fresh_metadata(self.collection)
+        legacy = _legacy_for(self.config, self.client, self.collection, metadata)
+        check_owner(metadata, self.collection.count(), self.config.store.collection, root, recipe(self.config),
+                    legacy.root if legacy else None)
+        self.lease = StoreLease(self.collection, str(self.lock))
         self.lease.acquire()
-        claim(self.collection, us)
-        self.record.set_meta("root", str(root))
-        if self.collection.count() == 0 and self.record.files():
-            log.warning("the collection is empty but the record lists files: re-indexing everything")
-            self.record.close()
-            self.record.path.unlink()
-            self.record = FileRecord(self.record.path, self.config.store.collection)
-            self.record.set_meta("record_id", record_id)
-            self.record.set_meta("root", str(root))
+        claim(self.collection, root, recipe(self.config))
+        self._files = StoreFiles(self.client, self.collection)
+        if self._files.created and legacy is not None:
+            log.info("moving the ingest record of %d file(s) from %s into the store", len(legacy.rows), legacy.path)
+            self._files.save(list(legacy.rows.values()))
+            legacy.path.rename(legacy.path.with_name(legacy.path.name + ".moved-to-store"))
 
     def plan(self, files: list[Candidate], keep: set[str]) -> Plan:
-        """Compare the folder with the record. `keep` are sources skipped this run: left as they are."""
-        return make_plan(self.record.files(), files, keep)
+        """Compare the folder with the record. `keep` are sources skipped this run: left as they are.
+
+        When the chunks in the store do not add up to the files table (a run killed between a
+        file's chunks and its row, chunks deleted by hand), each file is checked: one whose chunk
+        count differs is indexed again (only missing chunks are embedded), and chunks of files that
+        neither the table nor the folder has any more are deleted."""
+        rows = self.files.rows()
+        stale: set[str] = set()
+        strays: list[str] = []
+        if self.collection.count() != sum(row.chunks for row in rows.values()):
+            counts = self.manager.chunk_counts()
+            stale = {source for source, row in rows.items() if counts.get(source, 0) != row.chunks}
+            present = {candidate.source for candidate in files} | keep
+            strays = sorted(source for source in counts if source and source not in rows and source not in present)
+            if stale or strays:
+                log.warning("the store and its files table disagree on %d file(s): repairing them",
+                            len(stale) + len(strays))
+        plan = make_plan(rows, files, keep, stale)
+        plan.deleted = sorted(set(plan.deleted) | set(strays))
+        return plan
+
+    def save_files(self, rows: list[FileRow]) -> None:
+        self.files.save(rows)
 
     def delete_sources(self, sources: list[str]) -> int:
-        """Remove every chunk of these files: store first, then the record."""
+        """Remove every chunk of these files: store first, then the files table."""
         deleted = 0
         for source in sources:
-            keys = self.record.manager.list_keys(group_ids=[source])
             self._renew()
+            keys = self.manager.ids_of(source)
             if keys:
-                self.vectorstore.delete(keys)
-                self.record.manager.delete_keys(keys)
-            self.record.forget_file(source)
+                self.manager.delete_keys(keys)
+            self.files.forget([source])
             deleted += len(keys)
         return deleted
 
@@ -273,14 +236,14 @@ class IngestIndex:
 
         result = index(
             self._renewing(docs),
-            self.record.manager,
+            self.manager,
             self.vectorstore,
             batch_size=batch_size,
             cleanup="scoped_full",
             source_id_key="source",
             key_encoder="sha256",
         )
-        self.record.save_files(rows)
+        self.files.save(rows)
         return result
 
     def _renewing(self, docs: Iterable[Any], every: int = 256) -> Iterable[Any]:
@@ -294,56 +257,44 @@ class IngestIndex:
             self.lease.renew()
 
     def mark_changing(self) -> None:
-        """Note, before the store changes, that the keyword index must follow (survives a crash)."""
-        self.record.set_meta("bm25_stale", "1")
-        self.record.set_meta("unpublished", "1")
-
-    def sync_keyword_index(self) -> None:
-        """Rebuild the BM25 index after changes when hybrid retrieval is on; otherwise drop it, so
-        that a retriever turning hybrid on later rebuilds it instead of using a stale one."""
-        if self.record.meta("bm25_stale") != "1":
-            return
-        if self.config.retriever.hybrid:
-            rebuild_bm25(self.config, self.collection)
-        else:
-            shutil.rmtree(bm25_path(self.config), ignore_errors=True)
-        self.record.set_meta("bm25_stale", "0")
+        """Note in the store, before it changes, that a new version must be published (survives a
+        crash: the next run from any data_dir publishes it)."""
+        update_metadata(self.collection, {META_UNPUBLISHED: "1"})
 
     def publish(self) -> None:
-        """Stamp a new version on a collection this run changed, once everything (the keyword index
-        too) is in place: long-running retrievers see the stamp change and reopen the collection."""
-        if self.record.meta("unpublished") == "1":  # also after a run killed before it got here
-            update_metadata(self.collection, {META_VERSION: uuid.uuid4().hex})
-            self.record.set_meta("unpublished", "0")
+        """Stamp a new version on a collection that changed, once everything is in place, with the
+        local keyword index (hybrid on) built for that version: long-running retrievers see the stamp
+        change and reopen the collection; other data_dirs rebuild their keyword index for it."""
+        if fresh_metadata(self.collection).get(META_UNPUBLISHED) != "1":
+            return
+        version = uuid.uuid4().hex
+        if self.config.retriever.hybrid:
+            rebuild_bm25(self.config, self.collection, version)
+        else:
+            shutil.rmtree(bm25_path(self.config), ignore_errors=True)
+        update_metadata(self.collection, {META_VERSION: version, META_UNPUBLISHED: ""})
 
     def finish(self) -> int:
-        """Record the model's dimension, remove chunks no record knows (left by a crash at the one
-        moment between a store write and its record), and return the chunk count."""
+        """Record the model's dimension and return the chunk count."""
         if self.embeddings.loaded:
             record_model(self.collection, self.config.embedding.model, self.embeddings.dimension)
-        count = self.collection.count()
-        expected = sum(row.chunks for row in self.record.files().values())
-        if count != expected:
-            known = set(self.record.manager.list_keys())
-            orphans = [i for page in pages(self.collection, []) for i in page["ids"] if i not in known]
-            if orphans:
-                log.info("removing %d chunk(s) left by an interrupted run", len(orphans))
-                self.collection.delete(ids=orphans)
-            count = self.collection.count()
-        return count
+        return self.collection.count()
 
 
-def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str]) -> Plan:
+def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str],
+              stale: set[str] = frozenset()) -> Plan:  # type: ignore[assignment]
+    """Added, updated, unchanged and deleted files. `stale`: files whose stored chunks do not match
+    their row, indexed again whatever their size, mtime and hash say."""
     plan = Plan()
     for candidate in files:
         row = known.get(candidate.source)
+        if row and candidate.source in stale:
+            plan.updated.append(Change(candidate, _sha256_or_empty(candidate.path), is_new=False))
+            continue
         if row and row.size == candidate.size and row.mtime_ns == candidate.mtime_ns:
             plan.unchanged.append(candidate.source)
             continue
-        try:
-            digest = file_sha256(candidate.path)
-        except OSError:
-            digest = ""  # the loader will report why it cannot be read
+        digest = _sha256_or_empty(candidate.path)
         if row and row.sha256 == digest:
             plan.unchanged.append(candidate.source)
             plan.touched.append(FileRow(row.source, candidate.size, candidate.mtime_ns, digest, row.chunks))
@@ -354,6 +305,13 @@ def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str])
     present = {c.source for c in files} | keep
     plan.deleted = sorted(source for source in known if source not in present)
     return plan
+
+
+def _sha256_or_empty(path: Path) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return ""  # the loader will report why it cannot be read
 
 
 def _acquire_lock(path: Path, collection: str) -> Any:
@@ -367,7 +325,8 @@ def _acquire_lock(path: Path, collection: str) -> Any:
 
 
 def describe(config: Config) -> dict[str, Any]:
-    """Files, chunks, model, dimension and location of the configured store; creates nothing."""
+    """Files, chunks, model, dimension, folder, recipe, running ingest and location of the
+    configured store, all read from the store; creates nothing."""
     from rag_bot.store import recorded_model, store_exists, store_location
 
     info: dict[str, Any] = {
@@ -379,23 +338,18 @@ def describe(config: Config) -> dict[str, Any]:
         "model": None,
         "dimension": None,
         "chunking": None,
-        "kept_by": None,
+        "ingest_running": None,
     }
     collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
     if collection is None:
         return info
     info["chunks"] = collection.count()
     info["model"], info["dimension"] = recorded_model(collection)
-    metadata = collection.metadata or {}
+    metadata = fresh_metadata(collection)
     info["folder"] = metadata.get(META_FOLDER)
     info["chunking"] = metadata.get(META_RECIPE)
-    info["kept_by"] = metadata.get(META_OWNER_AT)
-    path = record_path(config)
-    if path.exists():
-        record = FileRecord(path, config.store.collection)
-        try:
-            info["files"] = len(record.files())
-            info["folder"] = info["folder"] or record.meta("root")
-        finally:
-            record.close()
+    lease = Lease.parse(metadata.get(META_LEASE))
+    if lease is not None and lease.expires > time.time():
+        info["ingest_running"] = lease.holder
+    info["files"] = len(read_files(config))
     return info

@@ -1,14 +1,15 @@
 """Who may change a collection: its identity and the ingest lease, kept in the store itself.
 
-The local record under `data_dir` decides what ingest deletes, so a collection must have exactly one
-record. The collection's metadata says which folder it mirrors and which record keeps it; every
-machine and config that opens the store sees that, so a second folder or a second record (another
-`data_dir`, another machine) is refused instead of deleting the first one's chunks as "orphans".
+The collection's metadata says which folder it mirrors and how its chunks were cut; every machine
+and config that opens the store sees that, so a second folder (or another chunking recipe) is
+refused instead of mixing with, or deleting, the first one's chunks. The ingest record that decides
+what to delete lives in the store too (see `record`), so every data_dir shares the one record.
 
 Concurrent ingests are refused through a lease in the same metadata: a token with an expiry, renewed
-while the run goes on, so a killed run blocks nobody for long (and its own record, re-run on the same
-machine, takes over at once: the local file lock proves the old run is gone). Chroma has no
-compare-and-set, so a lease is written, read back after a moment, and kept only if it is still ours.
+while the run goes on, so a killed run blocks nobody for long (and a run from the same data_dir on
+the same machine takes over at once: the local file lock it holds proves the old run is gone).
+Chroma has no compare-and-set, so a lease is written, read back after a moment, and kept only if
+it is still ours.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_bot.errors import StoreError
-from rag_bot.store import (META_FOLDER, META_LEASE, META_OWNER, META_OWNER_AT, META_RECIPE, fresh_metadata,
+from rag_bot.store import (LEGACY_OWNER, LEGACY_OWNER_AT, META_FOLDER, META_LEASE, META_RECIPE, fresh_metadata,
                            update_metadata)
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ SETTLE_SECONDS = 0.3
 class Lease:
     token: str
     expires: float
-    holder: str  # "host pid N record R", for messages and for taking over our own dead run
+    holder: str  # "host pid N lock PATH", for messages and for taking over our own dead run
 
     def to_value(self) -> str:
         return f"{self.token} {self.expires:.0f} {self.holder}"
@@ -57,66 +58,42 @@ def recipe(config: Any) -> str:
     return f"size {config.chunking.size}, overlap {config.chunking.overlap}"
 
 
-@dataclass(frozen=True)
-class Claimant:
-    """The run that asks to change a collection: its folder, chunking recipe and local record."""
-
-    root: Path
-    chunking: str
-    record_id: str
-    record_path: Path
-    record_root: str | None = None  # the folder the local record mirrored (for collections from before owners)
-    record_has_files: bool = False
-
-    @property
-    def record_at(self) -> str:
-        return f"{socket.gethostname()}:{self.record_path}"
-
-
-def check_owner(metadata: dict[str, Any], count: int, name: str, claimant: Claimant) -> None:
-    """Refuse to change a collection that mirrors another folder, was chunked another way (its
-    files would mix two recipes), or is kept by another record. An empty collection takes anyone."""
+def check_owner(metadata: dict[str, Any], count: int, name: str, root: Path, chunking: str,
+                legacy_root: str | None = None) -> None:
+    """Refuse to change a collection that mirrors another folder, or was chunked another way (its
+    files would mix two recipes). An empty collection takes anyone. `legacy_root`: the folder an
+    old local record kept the collection for, before collections named their folder."""
     if count == 0:
         return
     recorded = metadata.get(META_RECIPE)
-    if recorded and recorded != claimant.chunking:
+    if recorded and recorded != chunking:
         raise StoreError(f"chunking.size/chunking.overlap: collection {name!r} was chunked with {recorded}, but the "
-                         f"config says {claimant.chunking}; re-run ingest with --rebuild (re-chunks and re-embeds "
+                         f"config says {chunking}; re-run ingest with --rebuild (re-chunks and re-embeds "
                          f"everything), or set store.collection to another name")
-    folder = metadata.get(META_FOLDER) or (claimant.record_root if claimant.record_has_files else None)
-    if folder and folder != str(claimant.root):
-        raise StoreError(f"store.collection: {name!r} mirrors {folder}, not {claimant.root}; set store.collection "
+    folder = metadata.get(META_FOLDER) or legacy_root
+    if folder and folder != str(root):
+        raise StoreError(f"store.collection: {name!r} mirrors {folder}, not {root}; set store.collection "
                          f"to another name for this folder, or re-run with --rebuild")
-    owner, where = metadata.get(META_OWNER), metadata.get(META_OWNER_AT)
-    if owner == claimant.record_id or (not owner and claimant.record_has_files):
-        return  # ours (or ours from before owners were kept)
-    if where == claimant.record_at:
-        # Our own record file was deleted and made again: its predecessor cannot be writing any more.
-        log.warning("the ingest record of collection %r at %s was replaced: re-indexing the folder", name, where)
-        return
-    raise StoreError(f"store.collection: {name!r} is kept by another ingest record "
-                     f"({where or 'one this machine does not have'}); ingest with the config that uses that "
-                     f"record, set store.collection to another name, or re-run with --rebuild to take the "
-                     f"collection over (re-embeds everything)")
 
 
-def claim(collection: Any, claimant: Claimant) -> None:
-    """Write the folder, the chunking recipe and the owning record into the collection's metadata."""
-    update_metadata(collection, {META_FOLDER: str(claimant.root), META_RECIPE: claimant.chunking,
-                                 META_OWNER: claimant.record_id, META_OWNER_AT: claimant.record_at})
+def claim(collection: Any, root: Path, chunking: str) -> None:
+    """Write the folder and the chunking recipe into the collection's metadata."""
+    update_metadata(collection, {META_FOLDER: str(root), META_RECIPE: chunking},
+                    drop=(LEGACY_OWNER, LEGACY_OWNER_AT))
 
 
 class StoreLease:
     """The lease of one ingest run on one collection: `acquire()`, `renew()` as it goes, `release()`."""
 
-    def __init__(self, collection: Any, record_id: str, seconds: float = LEASE_SECONDS,
+    def __init__(self, collection: Any, lock: str, seconds: float = LEASE_SECONDS,
                  settle: float = SETTLE_SECONDS) -> None:
+        """`lock`: the local lock file this run holds (one per data_dir and collection)."""
         self.collection = collection
-        self.record_id = record_id
+        self.lock = lock
         self.seconds = seconds
         self.settle = settle
         self.token = uuid.uuid4().hex
-        self.holder = f"{socket.gethostname()} pid {os.getpid()} record {record_id}"
+        self.holder = f"{socket.gethostname()} pid {os.getpid()} lock {lock}"
         self.expires = 0.0
 
     def acquire(self) -> None:
@@ -150,8 +127,9 @@ class StoreLease:
             pass
 
     def _alive(self, lease: Lease) -> bool:
-        # Our own record's earlier run is dead: this process holds the record's local file lock.
-        return lease.expires > time.time() and not lease.holder.endswith(f" record {self.record_id}")
+        # An earlier run from our data_dir on this machine is dead: this process holds its file lock.
+        ours = lease.holder.startswith(f"{socket.gethostname()} pid ") and lease.holder.endswith(f" lock {self.lock}")
+        return lease.expires > time.time() and not ours
 
     def _write(self) -> None:
         self.expires = time.time() + self.seconds

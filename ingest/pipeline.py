@@ -17,7 +17,8 @@ from rag_bot.store import server_errors, store_location
 
 from . import loaders
 from .discover import Skip, discover
-from .index import Change, FileRow, IngestIndex, check_without_writing, make_plan, read_files
+from .index import Change, IngestIndex, check_without_writing, make_plan, read_files
+from .record import FileRow
 from .split import Splitter
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,12 @@ def run_ingest(
             index.check(root)
             plan = index.plan(found.files, keep)
             _fill_plan(report, plan)
-            index.record.save_files(plan.touched)
+            index.save_files(plan.touched)
             if plan.changed or plan.deleted:
                 index.mark_changing()
             report.chunks_deleted = index.delete_sources(plan.deleted)
             _index_changes(index, plan.changed, embeddings, config, report, progress)
             report.chunks_total = index.finish()
-            index.sync_keyword_index()
             index.publish()
     report.seconds = time.perf_counter() - started
     return report
@@ -147,7 +147,7 @@ def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
 
     All chunks go through one `index()` call whose clean-up of stale chunks runs after the last
     batch (see `IngestIndex.write`), so it does not matter how a file's chunks are spread over
-    batches. A crash loses only the unfinished batch: the record manager knows every stored chunk,
+    batches. A crash loses only the unfinished batch: the stored chunks are their own record,
     so the next run embeds only what is missing.
     """
     if not changes:

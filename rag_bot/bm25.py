@@ -1,8 +1,9 @@
 """The keyword index beside the vector store: BM25 (the `bm25s` library, Snowball English stemming).
 
 Built from the collection's own chunk ids and texts and saved under `data_dir/bm25/`, without
-pickle. Ingest rebuilds it after every change; the retriever rebuilds it when it finds it missing
-or out of step with the collection (for example after a crash, or when hybrid was just turned on).
+pickle, with the version stamp of the collection it was built from. Ingest rebuilds it after every
+change; the retriever rebuilds it when it finds it missing or built from another version (an ingest
+from another data_dir or machine, a crash, hybrid just turned on).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .store import pages, store_key
+from .store import META_VERSION, fresh_metadata, pages, store_key
 
 log = logging.getLogger(__name__)
 
 IDS_FILE = "chunk_ids.json"
+VERSION_FILE = "version.json"
 
 
 def bm25_path(config: Config) -> Path:
@@ -36,18 +38,19 @@ def _tokenize(texts: list[str], return_ids: bool) -> Any:
 class Bm25Index:
     """A BM25 index over chunk ids; `search()` returns (chunk id, score) pairs, best first."""
 
-    def __init__(self, model: Any, ids: list[str]) -> None:
+    def __init__(self, model: Any, ids: list[str], version: str | None = None) -> None:
         self._model = model
         self.ids = ids
+        self.version = version  # the collection's version stamp when the index was built
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str]) -> "Bm25Index":
+    def build(cls, ids: list[str], texts: list[str], version: str | None = None) -> "Bm25Index":
         import bm25s
 
         model = bm25s.BM25()
         if texts:
             model.index(_tokenize(texts, return_ids=True), show_progress=False)
-        return cls(model, list(ids))
+        return cls(model, list(ids), version)
 
     def save(self, path: Path) -> None:
         """Write to a sibling folder, then swap it in: readers never see half an index."""
@@ -57,6 +60,7 @@ class Bm25Index:
         if self.ids:
             self._model.save(str(tmp))
         (tmp / IDS_FILE).write_text(json.dumps(self.ids), encoding="utf-8")
+        (tmp / VERSION_FILE).write_text(json.dumps({"version": self.version}), encoding="utf-8")
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
@@ -73,8 +77,10 @@ class Bm25Index:
         import bm25s
 
         ids = json.loads(ids_file.read_text(encoding="utf-8"))
+        version_file = path / VERSION_FILE
+        version = json.loads(version_file.read_text(encoding="utf-8"))["version"] if version_file.exists() else None
         model = bm25s.BM25.load(str(path)) if ids else bm25s.BM25()
-        return cls(model, ids)
+        return cls(model, ids, version)
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         if not self.ids:
@@ -87,14 +93,17 @@ class Bm25Index:
         return [(self.ids[int(i)], float(s)) for i, s in zip(documents[0], scores[0]) if s > 0]
 
 
-def rebuild_bm25(config: Config, collection: Any) -> Bm25Index:
-    """Build the BM25 index from everything in the collection and save it."""
+def rebuild_bm25(config: Config, collection: Any, version: str | None = None) -> Bm25Index:
+    """Build the BM25 index from everything in the collection and save it, stamped with `version`
+    (default: the collection's version stamp now)."""
     ids: list[str] = []
     texts: list[str] = []
     for page in pages(collection, ["documents"]):
         ids.extend(page["ids"])
         texts.extend(page["documents"])
-    index = Bm25Index.build(ids, texts)
+    if version is None:
+        version = fresh_metadata(collection).get(META_VERSION)
+    index = Bm25Index.build(ids, texts, version)
     index.save(bm25_path(config))
     log.info("BM25 index rebuilt over %d chunks", len(ids))
     return index
@@ -103,7 +112,8 @@ def rebuild_bm25(config: Config, collection: Any) -> Bm25Index:
 def load_bm25(config: Config, collection: Any) -> Bm25Index:
     """The BM25 index in step with the collection, rebuilt first if missing or stale."""
     index = Bm25Index.load(bm25_path(config))
-    if index is None or len(index.ids) != collection.count():
+    if (index is None or len(index.ids) != collection.count()
+            or index.version != fresh_metadata(collection).get(META_VERSION)):
         log.info("BM25 index missing or out of date: rebuilding")
         index = rebuild_bm25(config, collection)
     return index

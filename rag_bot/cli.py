@@ -628,7 +628,7 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"chunks:     {info['chunks']}")
         print(f"model:      {info['model']} ({info['dimension'] or '?'} dimensions)")
         print(f"chunking:   {info['chunking'] or 'unknown'}")
-        print(f"kept by:    {info['kept_by'] or 'unknown'} (the ingest record that may change it)")
+        print(f"ingest:     {'running: ' + info['ingest_running'] if info['ingest_running'] else 'none running'}")
     return 0
 
 

@@ -53,7 +53,8 @@ class ChunkingConfig(_Section):
         return self
 
 
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+# Chroma's rule (3-512 characters), short enough for the companion `<name>.rag_bot_files` too.
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,496}[A-Za-z0-9]$")
 
 
 class StoreConfig(_Section):
@@ -69,7 +70,9 @@ class StoreConfig(_Section):
     @classmethod
     def _valid_collection(cls, value: str) -> str:
         if not _COLLECTION_NAME.match(value):
-            raise ValueError("3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit")
+            raise ValueError("3-498 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit")
+        if value.endswith(".rag_bot_files"):
+            raise ValueError("names ending in .rag_bot_files are kept for the ingest record's files table")
         return value
 
 

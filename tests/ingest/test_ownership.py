@@ -1,6 +1,9 @@
-"""One collection, one folder, one record, one ingest at a time: kept in the store, so that two
-data_dirs (two configs, two machines) on one store cannot delete each other's chunks."""
+"""One collection, one folder, one record, one ingest at a time: all kept in the store, so that two
+data_dirs (two configs, two machines) on one store share the record and never delete each other's
+chunks."""
 
+import socket
+import sqlite3
 import time
 
 import pytest
@@ -43,17 +46,24 @@ def test_a_second_data_dir_with_another_folder_is_refused_and_nothing_is_lost(tm
     assert len(again.unchanged) == 6 and again.chunks_total == len(stored) and again.chunks_deleted == 0
 
 
-def test_a_second_record_for_the_same_folder_is_refused_until_it_takes_over(tmp_path, docs_copy):
+def test_a_second_data_dir_for_the_same_folder_shares_the_record(tmp_path, docs_copy):
     first, second = shared_store(tmp_path, "a"), shared_store(tmp_path, "b")
     ingest(first, docs_copy)
     stored = chunks_of(first)
-    with pytest.raises(StoreError, match=r"is kept by another ingest record \(.*a/data/records/.*--rebuild"):
-        ingest(second, docs_copy)
-    assert chunks_of(first) == stored
-    ingest(second, docs_copy, rebuild=True)  # taking over is explicit, and re-embeds everything
-    assert chunks_of(second) == stored
-    with pytest.raises(StoreError, match=r"kept by another ingest record \(.*b/data/records/"):
-        ingest(first, docs_copy)
+    embeddings = FakeEmbeddings(size=16)
+    report = run_ingest(second, docs_copy, progress=False, embeddings=embeddings)
+    assert len(report.unchanged) == 6 and report.chunks_written == report.chunks_deleted == 0
+    assert embeddings.embedded == 0 and chunks_of(second) == stored
+    (docs_copy / "ingesting.md").write_text("# Ingesting\n\nRewritten from the second machine.\n")
+    (docs_copy / "faq.html").unlink()
+    changed = ingest(second, docs_copy)
+    assert changed.updated == ["ingesting.md"] and changed.deleted == ["faq.html"]
+    again = ingest(first, docs_copy)  # the first data_dir sees the record the second one changed
+    assert len(again.unchanged) == 5 and again.chunks_written == again.chunks_deleted == 0
+    fresh = shared_store(tmp_path, "fresh").model_copy(
+        update={"store": first.store.model_copy(update={"path": tmp_path / "fresh-store"})})
+    ingest(fresh, docs_copy)
+    assert chunks_of(first) == chunks_of(fresh)
 
 
 def test_a_running_ingest_elsewhere_is_refused_and_an_expired_lease_is_taken_over(tmp_path, config, docs_copy):
@@ -71,8 +81,9 @@ def test_a_running_ingest_elsewhere_is_refused_and_an_expired_lease_is_taken_ove
 def test_our_own_killed_run_does_not_block_the_next_one(tmp_path, config, docs_copy):
     ingest(config, docs_copy)
     collection = get_collection(open_client(config), "rag_bot")
-    record_id = fresh_metadata(collection)["rag_bot.record"]
-    dead = Lease("d34d", time.time() + 500, f"thishost pid 1 record {record_id}")
+    from ingest.index import lock_path
+
+    dead = Lease("d34d", time.time() + 500, f"{socket.gethostname()} pid 1 lock {lock_path(config)}")
     update_metadata(collection, {META_LEASE: dead.to_value()})
     assert len(ingest(config, docs_copy).unchanged) == 6
 
@@ -112,13 +123,69 @@ def test_another_chunking_recipe_is_refused_until_rebuild(config, docs_copy):
     assert len(ingest(other, docs_copy, rebuild=True).added) == 6
 
 
-def test_a_deleted_record_is_replaced_in_place_without_a_refusal(config, docs_copy):
-    """The record at the same host:path was deleted (say `rm -r data_dir/records`): nobody else can be
-    keeping the collection, so the next run re-indexes the folder instead of refusing."""
-    from ingest.index import record_path
+def test_a_lost_files_table_is_rebuilt_without_re_embedding(config, docs_copy):
+    from ingest.record import files_name
 
     ingest(config, docs_copy)
     stored = chunks_of(config)
-    record_path(config).unlink()
-    report = ingest(config, docs_copy)
-    assert len(report.added) == 6 and report.chunks_deleted == 0 and chunks_of(config) == stored
+    open_client(config).delete_collection(files_name(config.store.collection))
+    embeddings = FakeEmbeddings(size=16)
+    report = run_ingest(config, docs_copy, progress=False, embeddings=embeddings)
+    assert len(report.added) == 6 and embeddings.embedded == 0 and report.chunks_deleted == 0
+    assert chunks_of(config) == stored
+    assert len(ingest(config, docs_copy).unchanged) == 6
+
+
+def test_chunks_missing_or_left_over_in_the_store_are_repaired(config, docs_copy):
+    """The files table and the chunks disagree (chunks deleted by hand; a file's chunks written
+    but never recorded, then the file removed): the next run repairs both, embedding only what is
+    missing."""
+    ingest(config, docs_copy)
+    stored = chunks_of(config)
+    collection = get_collection(open_client(config), "rag_bot")
+    lost = collection.get(where={"source": "faq.html"}, include=[])["ids"][:2]
+    collection.delete(ids=lost)
+    collection.add(ids=["stray"], documents=["left over"], embeddings=[[0.1] * 16], metadatas=[{"source": "gone.md"}])
+    embeddings = FakeEmbeddings(size=16)
+    report = run_ingest(config, docs_copy, progress=False, embeddings=embeddings)
+    assert report.updated == ["faq.html"] and report.deleted == ["gone.md"]
+    assert embeddings.embedded == report.chunks_written == 2 and report.chunks_deleted == 1
+    assert chunks_of(config) == stored
+    assert len(ingest(config, docs_copy).unchanged) == 6
+
+
+def _legacy_record(config, collection, record_id):
+    """The files table as an old version kept it, in a local SQLite file beside the lock."""
+    from ingest.index import legacy_record_path, read_files
+
+    rows = read_files(config)
+    path = legacy_record_path(config)
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE rag_bot_files (source TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                     "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, chunks INTEGER NOT NULL)")
+        conn.execute("CREATE TABLE rag_bot_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.executemany("INSERT INTO rag_bot_files VALUES (?, ?, ?, ?, ?)",
+                         [(r.source, r.size, r.mtime_ns, r.sha256, r.chunks) for r in rows.values()])
+        conn.executemany("INSERT INTO rag_bot_meta VALUES (?, ?)", [("record_id", "r1"), ("root", "/x")])
+    conn.close()
+    open_client(config).delete_collection(collection.name + ".rag_bot_files")
+    update_metadata(collection, {"rag_bot.record": record_id})
+    return path
+
+
+def test_an_old_local_record_moves_into_the_store_once(config, docs_copy):
+    from ingest.index import read_files
+
+    ingest(config, docs_copy)
+    collection = get_collection(open_client(config), "rag_bot")
+    path = _legacy_record(config, collection, "r1")
+    assert len(read_files(config)) == 6  # dry runs and stats read it too
+    embeddings = FakeEmbeddings(size=16)
+    report = run_ingest(config, docs_copy, progress=False, embeddings=embeddings)
+    assert len(report.unchanged) == 6 and embeddings.embedded == 0
+    assert not path.exists() and path.with_name(path.name + ".moved-to-store").exists()
+    assert "rag_bot.record" not in fresh_metadata(collection)
+    # A local record of some other collection's keeper is never taken for this one's.
+    other = _legacy_record(config, collection, "someone-else")
+    assert read_files(config) == {}
+    assert len(ingest(config, docs_copy).added) == 6 and other.exists()

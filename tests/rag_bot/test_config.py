@@ -53,6 +53,7 @@ def test_unknown_key_names_the_key_path_and_valid_keys(tmp_path):
         ("chunking:\n  size: 50\n  overlap: 60\n", "chunking: overlap (60) must be smaller than size (50)"),
         ("store:\n  mode: cloud\n", "store.mode: "),
         ("store:\n  collection: 'a b'\n", "store.collection: "),
+        ("store:\n  collection: docs.rag_bot_files\n", "store.collection: names ending in .rag_bot_files are kept"),
         ("ingest:\n  max_file_mb: 0\n", "ingest.max_file_mb: "),
         ("- just\n- a list\n", "the top level must be a mapping"),
         ("embedding: [unclosed\n", "invalid YAML"),
