@@ -189,3 +189,23 @@ def test_an_old_local_record_moves_into_the_store_once(config, docs_copy):
     other = _legacy_record(config, collection, "someone-else")
     assert read_files(config) == {}
     assert len(ingest(config, docs_copy).added) == 6 and other.exists()
+
+
+def test_a_keyword_index_built_from_another_version_is_rebuilt(tmp_path, docs_copy):
+    """Another data_dir changed the shared collection without changing its size: the first data_dir's
+    BM25 index is out of date by version stamp alone, and is rebuilt."""
+    from rag_bot.bm25 import Bm25Index, bm25_path, load_bm25
+
+    first, second = shared_store(tmp_path, "a"), shared_store(tmp_path, "b")
+    ingest(first, docs_copy)
+    built = Bm25Index.load(bm25_path(first))
+    collection = get_collection(open_client(first), "rag_bot")
+    assert built.version == fresh_metadata(collection)[META_VERSION]
+    text = (docs_copy / "ingesting.md").read_text()
+    (docs_copy / "ingesting.md").write_text(text.replace("the", "zyxwords", 1))
+    report = ingest(second, docs_copy)
+    assert report.updated == ["ingesting.md"] and report.chunks_total == len(built.ids)
+    assert Bm25Index.load(bm25_path(first)).version == built.version  # untouched until read
+    fresh = load_bm25(first, collection)
+    assert fresh.version == fresh_metadata(collection)[META_VERSION] != built.version
+    assert fresh.search("zyxwords", 3)
