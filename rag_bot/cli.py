@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         pairs = sub.add_mutually_exclusive_group(required=True)
         pairs.add_argument("--pairs", metavar="FILE", help="CSV (header row) or JSONL with query, passage and optional negative")
         pairs.add_argument("--beir", metavar="DIR", help="build the pairs from a BEIR folder's qrels (see --split)")
+        if sub is reranker:
+            pairs.add_argument("--from-corpus", action="store_true",
+                               help="no labels: questions generated from the ingested collection, each paired "
+                                    "with the chunk it came from")
         sub.add_argument("--split", default="train", help="qrels split for --beir (default: train)")
         sub.add_argument("--out", required=True, metavar="DIR", help="folder for the trained model (resumes an interrupted run)")
         sub.add_argument("--epochs", type=int, default=1, help="passes over the pairs (default: 1)")
@@ -123,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     reranker.add_argument("--base", default=PACKAGED_EMBEDDER, metavar="MODEL",
                           help=f"encoder to start from: folder, hub name or package: (default: {PACKAGED_EMBEDDER})")
     reranker.add_argument("--negatives", type=int, default=4, help="hard negatives per query (default: 4)")
+    reranker.add_argument("--questions", type=int, default=2000,
+                          help="with --from-corpus: questions to generate from the collection (default: 2000)")
     reranker.set_defaults(run=_train_reranker)
     synthetic = models.add_parser("make-pairs", help="no labels: the local LLM writes a question for sampled chunks")
     synthetic.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
@@ -132,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     synthetic.set_defaults(run=_make_pairs)
+
+    hub = commands.add_parser("models", help="list the models the config names, or fetch them from the hub")
+    hub_commands = hub.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = hub_commands.add_parser("list", help="each model: where it comes from, its size, whether it loads")
+    listing.add_argument("--no-load", action="store_true", help="do not try loading them (faster)")
+    listing.add_argument("--json", action="store_true", help="print the rows as one JSON object")
+    listing.set_defaults(run=_models_list)
+    fetch = hub_commands.add_parser("fetch", help="download the hub models the config names into the cache")
+    fetch.set_defaults(run=_models_fetch)
 
     stats = commands.add_parser("stats", help="files, chunks, model and location of the store")
     stats.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -199,7 +214,7 @@ def _search(args: argparse.Namespace) -> int:
     retriever = load_retriever(load_config(args.config))
     result = retriever.search(args.query, k=args.k, sources=args.source)
     if args.json:
-        print(json.dumps(search_json(result)))
+        print(json.dumps({**search_json(result), "reranker": retriever.reranker_status}))
         return 0
     if result.declined:
         print(f"Declined: the question looks out of scope for these documents ({result.scope.why()}).")
@@ -302,6 +317,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from .chain import load_chain
+    from .models import reranker_status
     from .prompts import load_prompts, prompts_dir
     from .ui import LazyChain, build_app, launch
 
@@ -313,7 +329,7 @@ def _chat(args: argparse.Namespace) -> int:
     chain.warm_up()
     print(f"rag-bot chat: open http://{ui.host}:{ui.port} in your browser (Ctrl+C to stop)", flush=True)
     try:
-        launch(build_app(chain), ui)
+        launch(build_app(chain, note=f"Reranking {reranker_status(config.reranker)}"), ui)
     except OSError as exc:
         raise RagBotError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
                           "choose another port with --port or ui.port") from exc
@@ -326,12 +342,12 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
     from .eval.beir import load_beir, write_corpus
     from .eval.retrieval import METRICS, RetrievalEvaluator, parse_pipelines
     from .filter import filter_path
-    from .models import LocalEmbeddings
+    from .models import LocalEmbeddings, reranker_wanted
     from .retriever import load_retriever
 
     config = load_config(args.config)
     dataset = load_beir(args.dataset, args.split)
-    default = "dense,mmr,bm25,hybrid" + (",dense+rerank,hybrid+rerank" if config.reranker.enabled else "") + \
+    default = "dense,mmr,bm25,hybrid" + (",dense+rerank,hybrid+rerank" if reranker_wanted(config.reranker) else "") + \
         (",dense+filter" if config.filter.enabled else "")
     pipelines = parse_pipelines(args.pipelines or default)
     config = _eval_config(config, dataset.name, pipelines, args)
@@ -394,14 +410,15 @@ def _eval_answers(args: argparse.Namespace) -> int:
     from .eval.retrieval import Pipeline
     from .eval.squad import read_squad, sample_questions, write_articles
     from .filter_training import fit_filter
-    from .models import LocalEmbeddings
+    from .models import LocalEmbeddings, reranker_wanted
 
     if args.sample < 0:
         raise RagBotError("--sample: must be 0 (all) or more")
     config = load_config(args.config)
     articles, questions = read_squad(args.squad)
     name = "squad-" + Path(args.squad).stem
-    base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=config.reranker.enabled, filter=True)
+    base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=reranker_wanted(config.reranker),
+                    filter=True)
     eval_config = _eval_config(config, name, [base])
     mode = "extract" if args.no_llm else "generate"
     eval_config = eval_config.model_copy(update={"chat": eval_config.chat.model_copy(update={"answer_mode": mode})})
@@ -506,6 +523,19 @@ def _read_training_pairs(args: argparse.Namespace) -> tuple[list, str]:
 
     if args.beir:
         return beir_pairs(args.beir, args.split), f"{args.beir} ({args.split} qrels)"
+    if getattr(args, "from_corpus", False):
+        from .filter_training import sample_chunks
+        from .store import get_collection, open_client
+        from .train.pairs import corpus_pairs
+
+        config = load_config(args.config)
+        if args.questions < 10:
+            raise RagBotError("--questions: must be 10 or more")
+        collection = get_collection(open_client(config), config.store.collection)
+        if collection is None:
+            raise RagBotError(f"--from-corpus: no collection {config.store.collection!r}; run `rag-bot ingest DIR` first")
+        pairs = corpus_pairs(sample_chunks(collection, args.questions, args.seed), args.questions, args.seed)
+        return pairs, f"{len(pairs)} questions generated from collection {config.store.collection!r}"
     return read_pairs(args.pairs), str(args.pairs)
 
 
@@ -613,10 +643,42 @@ def _eval_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_list(args: argparse.Namespace) -> int:
+    from .hub import list_models
+
+    rows = list_models(load_config(args.config), check=not args.no_load)
+    if args.json:
+        print(json.dumps({"models": [row.to_json() for row in rows]}))
+        return 0
+    for row in rows:
+        size = f"{row.size_bytes / 1e6:,.0f} MB" if row.size_bytes is not None else "-"
+        print(f"{row.role}: {row.source.ref}  [{row.key}]")
+        print(f"  from:  {row.source.where()}")
+        print(f"  path:  {row.source.path or '-'}   size: {size}")
+        print(f"  loads: {row.loads}")
+    return 0
+
+
+def _models_fetch(args: argparse.Namespace) -> int:
+    from .hub import fetch_models
+
+    failed = 0
+    for key, ref, what, why in fetch_models(load_config(args.config)):
+        if why is None:
+            print(f"{key}: {ref}: {what}", flush=True)
+        else:
+            failed += 1
+            print(f"error: {key}: {ref}: {why}", file=sys.stderr, flush=True)
+    return 2 if failed else 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     from ingest.index import describe
 
-    info = describe(load_config(args.config))
+    from .models import reranker_status
+
+    config = load_config(args.config)
+    info = {**describe(config), "reranker": reranker_status(config.reranker)}
     if args.json:
         print(json.dumps(info))
     elif info["model"] is None and info["chunks"] == 0:
@@ -629,6 +691,7 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"model:      {info['model']} ({info['dimension'] or '?'} dimensions)")
         print(f"chunking:   {info['chunking'] or 'unknown'}")
         print(f"ingest:     {'running: ' + info['ingest_running'] if info['ingest_running'] else 'none running'}")
+        print(f"reranker:   {info['reranker']}")
     return 0
 
 

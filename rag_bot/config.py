@@ -104,7 +104,9 @@ class RetrieverConfig(_Section):
 
 
 class RerankerConfig(_Section):
-    enabled: bool = Field(True, description="Rerank the candidates with a cross-encoder.")
+    enabled: Literal["auto"] | bool = Field("auto", description=(
+        "Rerank the candidates with a cross-encoder: auto (when the model can be had: a folder, the Hugging Face "
+        "cache, or the hub; otherwise one line and off), true (must load), false (off)."))
     model: str = Field(DEFAULT_RERANKER, description="Cross-encoder: a hub name or a local folder.")
     top_n: int = Field(4, ge=1, le=1000, description="Passages kept after reranking.")
     min_score: float | None = Field(None, description="Drop passages scoring below this (0-1 for the default model).")
@@ -128,8 +130,9 @@ class LLMConfig(_Section):
         "llamacpp", description="llamacpp: a GGUF file run in this process; openai: any OpenAI-compatible server.")
     model_path: str = Field(
         PACKAGED_LLM,
-        description="GGUF file for the llamacpp backend, or package:<module> for a packaged model "
-        "(the default, Gemma 3 270M, is assembled into <data_dir>/models on first use).",
+        description="GGUF file for the llamacpp backend, package:<module> for a packaged model "
+        "(the default, Gemma 3 270M, is assembled into <data_dir>/models on first use), or hf:OWNER/REPO/FILE.gguf "
+        "(a file from the Hugging Face hub: fetched into its cache by `rag-bot models fetch` or on first use).",
     )
     n_ctx: int = Field(2048, ge=256, le=1_048_576, description="Context window in tokens: prompt plus answer.")
     max_tokens: int = Field(256, ge=1, description="Most tokens in one answer.")
@@ -207,7 +210,7 @@ class Config(_Section):
         if _looks_like_path(reranker, base_dir):
             reranker = str(_absolute(Path(reranker), base_dir))
         llm_path = self.llm.model_path
-        if not llm_path.startswith("package:"):
+        if not llm_path.startswith(("package:", "hf:")):
             llm_path = str(_absolute(Path(llm_path), base_dir))
         prompts_dir = _absolute(self.chat.prompts_dir, base_dir) if self.chat.prompts_dir else None
         return self.model_copy(

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from .config import Config, LLMConfig
 from .errors import ModelError
+from .hub import HF_PREFIX, hub_file_path
 from .models import _first_line, model_package
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,12 @@ class LlamaCppLLM(ChatLLM):
     def model_file(self) -> Path:
         """The GGUF file, assembling the packaged model into `<data_dir>/models` the first time."""
         ref = self.config.model_path
-        path = packaged_gguf(ref, self.data_dir / "models") if ref.startswith("package:") else Path(ref)
+        if ref.startswith("package:"):
+            path = packaged_gguf(ref, self.data_dir / "models")
+        elif ref.startswith(HF_PREFIX):
+            path = hub_file_path(ref)
+        else:
+            path = Path(ref)
         check_gguf(path)
         return path
 

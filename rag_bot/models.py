@@ -15,6 +15,7 @@ from langchain_core.embeddings import Embeddings
 
 from .config import PACKAGED_EMBEDDER, EmbeddingConfig
 from .errors import ModelError
+from .hub import ModelSource, find_model
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +91,60 @@ def precision_context(device: str, precision: str) -> Iterator[None]:
         yield
 
 
-def load_cross_encoder(config: Any) -> Any:
+def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
     """The reranker's sentence-transformers `CrossEncoder` (hub name, local folder or package:)."""
-    path = resolve_model_path(config.model, "reranker.model")
+    source = source or find_model(config.model, "reranker.model")
+    if not source.available:
+        raise ModelError(f"reranker.model: {config.model!r}: {source.why}; {RERANKER_WAYS_OUT}")
     try:
         from sentence_transformers import CrossEncoder
 
         with _quiet_transformers():
-            return CrossEncoder(path, device=_pick_device(config.device))
+            return CrossEncoder(source.path, device=_pick_device(config.device))
     except Exception as exc:
         raise ModelError(
             f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {_first_line(exc)}); "
-            f"point reranker.model at a local cross-encoder folder, or set reranker.enabled: false"
+            f"{RERANKER_WAYS_OUT}"
         ) from exc
+
+
+RERANKER_WAYS_OUT = ("run `rag-bot models fetch` where the hub is reachable, point reranker.model at a local "
+                     "cross-encoder folder (or train one: rag-bot train reranker), or set reranker.enabled: false")
+
+
+def open_reranker(config: Any) -> tuple[Any | None, str]:
+    """The cross-encoder as `reranker.enabled` asks, and a line saying whether reranking is on.
+
+    `true`: it must load (else `ModelError`); `false`: off; `auto`: on when the model can be had
+    (a folder, a package, the Hugging Face cache, or the hub when it answers), otherwise one warning
+    and off, so that search still works offline."""
+    if config.enabled is False:
+        return None, "off (reranker.enabled: false)"
+    source = find_model(config.model, "reranker.model")
+    if config.enabled is True:
+        return load_cross_encoder(config, source), f"on: {source.describe()}"
+    try:
+        return load_cross_encoder(config, source), f"on: {source.describe()}"
+    except ModelError as exc:
+        why = source.why or (_first_line(exc.__cause__) if exc.__cause__ else str(exc))
+        log.warning("reranker.model: %r: %s; searching without reranking. To rerank: %s",
+                    config.model, why, RERANKER_WAYS_OUT)
+        return None, f"off: {config.model}: {why}"
+
+
+def reranker_wanted(config: Any) -> bool:
+    """Whether the reranker stage runs with this config: `true`, or `auto` with the model at hand."""
+    return config.enabled is True or (config.enabled == "auto" and find_model(config.model, "reranker.model").available)
+
+
+def reranker_status(config: Any) -> str:
+    """Whether the reranker is on and which model it is, as `rag-bot stats` says it (loads nothing)."""
+    if config.enabled is False:
+        return "off (reranker.enabled: false)"
+    source = find_model(config.model, "reranker.model")
+    if source.available:
+        return f"on: {source.describe()}"
+    return f"off: {source.describe()}" if config.enabled == "auto" else f"unavailable (reranker.enabled: true): {source.describe()}"
 
 
 class LocalEmbeddings(Embeddings):

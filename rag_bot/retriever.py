@@ -30,7 +30,7 @@ from pydantic import ConfigDict, PrivateAttr
 from .config import Config, load_config
 from .errors import ModelError, StoreError
 from .filter import NEAREST, ScopeFilter, filter_path, gate_features
-from .models import LocalEmbeddings, load_cross_encoder, precision_context
+from .models import LocalEmbeddings, open_reranker, precision_context
 from .store import (META_LEASE, META_VERSION, check_model, get_collection, nearest_chunks, open_client,
                     open_vectorstore, pages, reopen_client, server_errors, store_location)
 
@@ -95,6 +95,7 @@ class RagRetriever(BaseRetriever):
     embeddings: Any
     vectorstore: Any
     reranker: Any = None
+    reranker_status: str = ""  # "on: MODEL (where from)" or "off: why", for stats, search --json and the UI
     scope: ScopeFilter | None = None
     bm25: Any = None
     _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
@@ -362,16 +363,19 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
                          f"{store_location(config)}; run `rag-bot ingest DIR` first")
     check_model(collection, config.embedding.model, what="query")
     embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
-    if reranker is None and config.reranker.enabled:
-        reranker = load_cross_encoder(config.reranker)
+    if reranker is not None:
+        status = "on: the cross-encoder passed in"
+    else:
+        reranker, status = open_reranker(config.reranker)
     bm25 = None
     if config.retriever.hybrid:
         from .bm25 import load_bm25
 
         bm25 = load_bm25(config, collection)
     retriever = RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
-                             reranker=reranker if config.reranker.enabled else None,
-                             scope=_load_scope(config), bm25=bm25)
+                             reranker=reranker if config.reranker.enabled is not False else None,
+                             reranker_status=status if config.reranker.enabled is not False else
+                             "off (reranker.enabled: false)", scope=_load_scope(config), bm25=bm25)
     retriever.follow_store()  # what it opened is what it has seen
     return retriever
 

@@ -58,13 +58,15 @@ class LazyChain:
         threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
 
 
-def build_app(get_chain: Callable[[], Any], title: str = TITLE) -> Any:
-    """The Gradio Blocks app; `get_chain()` returns the chain (see `LazyChain`)."""
+def build_app(get_chain: Callable[[], Any], title: str = TITLE, note: str = "") -> Any:
+    """The Gradio Blocks app; `get_chain()` returns the chain (see `LazyChain`); `note` is shown
+    under the title as text (which stages run)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     with gr.Blocks(title=title) as app:
-        gr.Markdown(f"## {title}\nAnswers come from your ingested documents only; each one cites its sources.")
+        gr.Markdown(f"## {title}\nAnswers come from your ingested documents only; each one cites its sources."
+                    + (f"\n\n<small>{markdown_text(note)}</small>" if note else ""), elem_id="header")
         with gr.Row():
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chat", feedback_options=None)

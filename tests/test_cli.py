@@ -69,6 +69,23 @@ def test_first_command_ingests_the_examples_and_prints_the_summary(tmp_path):
     assert stats["folder"] == str(EXAMPLE_DOCS.resolve())
 
 
+def test_a_config_with_only_data_dir_searches_offline_and_says_the_reranker_is_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    config = write_config(tmp_path)  # nothing but data_dir: the built-in defaults, reranker.enabled: auto
+    rag_bot(config, "ingest", str(EXAMPLE_DOCS))
+    done = rag_bot(config, "search", "Which file formats can I ingest?")
+    assert "ingesting.md" in done.stdout
+    lines = [line for line in done.stderr.splitlines() if "reranker" in line]
+    assert len(lines) == 1 and "searching without reranking" in lines[0] and "HF_HUB_OFFLINE" in lines[0]
+    found = json.loads(rag_bot(config, "search", "--json", "Which file formats can I ingest?").stdout)
+    assert found["reranker"].startswith("off: cross-encoder/ms-marco-MiniLM-L-6-v2: not in the Hugging Face cache")
+    assert found["results"][0]["rerank_score"] is None
+    stats = rag_bot(config, "stats").stdout
+    assert "reranker:   off: cross-encoder/ms-marco-MiniLM-L-6-v2: not in the Hugging Face cache, and " \
+           "HF_HUB_OFFLINE is set" in stats
+
+
 def test_stored_vectors_are_the_models_own(tmp_path, minilm):
     config = write_config(tmp_path)
     rag_bot(config, "ingest", str(EXAMPLE_DOCS))

@@ -8,6 +8,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 
@@ -97,3 +98,15 @@ def split_pairs(pairs: list[Pair], fraction: float, seed: int = 0) -> tuple[list
         raise InputError(f"too few distinct queries ({len(queries)}) to hold some out for validation; "
                          "add pairs or pass --val-fraction 0")
     return [p for p in pairs if p.query not in held], [p for p in pairs if p.query in held]
+
+
+def corpus_pairs(chunks: list[Any], count: int = 2000, seed: int = 0) -> list[Pair]:
+    """No labels: questions generated from a collection's chunks (`questions.CorpusChunk`s, by the
+    scope gate's generator: headings, titles, key phrases, sentences turned into questions), each
+    paired with the chunk it came from."""
+    from ..questions import corpus_questions
+
+    if not chunks:
+        raise InputError("--from-corpus: the collection is empty; run `rag-bot ingest DIR` first")
+    texts = {chunk.id: chunk.text for chunk in chunks}
+    return [Pair(question.text, texts[question.chunk_id]) for question in corpus_questions(chunks, count, seed)]

@@ -15,7 +15,7 @@ def write(path: Path, text: str) -> Path:
 def test_shipped_config_equals_defaults_but_for_the_offline_reranker(tmp_path):
     shipped = load_config(Path(__file__).resolve().parents[2] / "config.yaml")
     defaults = Config().resolved(Path(__file__).resolve().parents[2])
-    assert shipped.reranker.enabled is False and defaults.reranker.enabled is True
+    assert shipped.reranker.enabled == defaults.reranker.enabled == "auto"
     assert shipped.model_copy(update={"reranker": defaults.reranker}) == defaults
 
 

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 from langchain_core.retrievers import BaseRetriever
@@ -137,8 +138,75 @@ def test_unloadable_reranker_fails_with_one_line(examples_config, minilm, tmp_pa
     with pytest.raises(ModelError) as caught:
         load_retriever(config, embeddings=minilm)
     message = str(caught.value)
-    assert message.startswith("reranker.model: cannot load") and "reranker.enabled: false" in message
-    assert "local cross-encoder folder" in message and "\n" not in message
+    assert message.startswith("reranker.model: '/") and "no such folder" in message
+    assert "local cross-encoder folder" in message and "reranker.enabled: false" in message and "\n" not in message
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match=r"^reranker.model: cannot load '.*broken' \("):
+        load_retriever(with_(config, reranker={"model": str(broken)}), embeddings=minilm)
+
+
+def test_auto_reranks_when_the_model_can_be_had_and_says_why_not_otherwise(examples_config, minilm, tmp_path,
+                                                                          cross_encoder_dir, monkeypatch, caplog):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    missing = with_(examples_config, reranker={"enabled": "auto", "model": "cross-encoder/not-cached"})
+    with caplog.at_level("WARNING", logger="rag_bot.models"):
+        retriever = load_retriever(missing, embeddings=minilm)
+    assert retriever.reranker is None and retriever.search(QUESTIONS[0][0]).documents
+    assert retriever.reranker_status == ("off: cross-encoder/not-cached: not in the Hugging Face cache, and "
+                                         "HF_HUB_OFFLINE is set")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "rag_bot.models"]
+    assert line.startswith("reranker.model: 'cross-encoder/not-cached': not in the Hugging Face cache")
+    assert "searching without reranking" in line and "reranker.enabled: false" in line and "\n" not in line
+
+    # The same name, once in the Hugging Face cache (as `hf download` or a first online run leaves it).
+    snapshot = tmp_path / "hub-cache" / "models--cross-encoder--not-cached" / "snapshots" / ("0" * 40)
+    shutil.copytree(cross_encoder_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    cached = load_retriever(missing, embeddings=minilm)
+    assert cached.reranker is not None and cached.reranker_status.endswith("(the Hugging Face cache)")
+    assert "rerank_score" in cached.invoke(QUESTIONS[0][0])[0].metadata
+
+    local = load_retriever(with_(missing, reranker={"model": str(cross_encoder_dir)}), embeddings=minilm)
+    assert local.reranker is not None and local.reranker_status == f"on: {cross_encoder_dir} (a local path)"
+    off = load_retriever(with_(missing, reranker={"enabled": False}), embeddings=minilm)
+    assert off.reranker is None and off.reranker_status == "off (reranker.enabled: false)"
+
+
+def test_a_hub_that_does_not_answer_turns_auto_off_within_seconds(monkeypatch, tmp_path):
+    """No cache, not offline, and nothing listening where the hub should be: `auto` gives up at once
+    instead of retrying for a minute; a hub that answers 404 is named."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from rag_bot.config import RerankerConfig
+    from rag_bot.models import find_model, reranker_status
+    from tests.conftest import free_port
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    source = find_model("cross-encoder/ms-marco-MiniLM-L-6-v2", "reranker.model")
+    assert not source.available and "cannot be reached" in source.why and time.monotonic() - started < 5
+    assert reranker_status(RerankerConfig()).startswith("off: cross-encoder/ms-marco-MiniLM-L-6-v2: not in the")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        assert "answers HTTP 501" in find_model("owner/model", "reranker.model").why  # BaseHTTPRequestHandler: no HEAD
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_empty_store_is_a_clear_error(tmp_path):

@@ -313,3 +313,20 @@ def test_bad_pair_file_through_the_cli_is_one_line(tmp_path):
     pairs.write_text('{"query": "a?", "passage": "b"}\n')
     done = run_cli(config, "train", "embedder", "--pairs", str(pairs), "--out", str(tmp_path / "e"), "--epochs", "0")
     assert done.returncode == 2 and done.stderr.strip().splitlines() == ["error: --epochs: must be 1 or more, not 0"]
+
+
+def test_reranker_trains_from_the_corpus_without_labels(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("data_dir: data\nreranker: {enabled: false}\nfilter: {enabled: false}\n")
+    assert run_cli(config, "ingest", str(EXAMPLE_DOCS), "--no-progress").returncode == 0
+    out = tmp_path / "corpus-reranker"
+    done = run_cli(config, "train", "reranker", "--from-corpus", "--questions", "40", "--out", str(out),
+                   "--negatives", "2", "--batch-size", "8", "--val-fraction", "0.2", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["completed"] and report["extra"]["pairs"] == "40 questions generated from collection 'rag_bot'"
+    assert 20 <= report["train_pairs"] <= 32 and report["validation_queries"] == 8
+    assert set(report["before"]) == set(report["after"]) == {"ndcg@10", "mrr@10", "map"}
+    assert (out / "config.json").exists()
+    few = run_cli(config, "train", "reranker", "--from-corpus", "--questions", "5", "--out", str(out))
+    assert few.returncode == 2 and few.stderr == "error: --questions: must be 10 or more\n"

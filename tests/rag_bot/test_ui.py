@@ -267,7 +267,8 @@ def test_a_hostile_document_is_text_in_a_real_browser(browser, beacon):
                   heading=f"Guide ![h]({url}/heading.png) <b>bold</b>")
     reply = f"The ingest walks a folder [1]. ![llm]({url}/llm-image.png) <script>window.pwned='llm'</script>"
     chain = RagChain(FakeRetriever([hostile]), FakeLLM(reply=reply), load_prompts(), GENERATE)
-    app = build_app(lambda: chain)
+    note = f"Reranking off: owner/model: the hub at {url} answers HTTP 404 for it <b>x</b>"
+    app = build_app(lambda: chain, note=note)
     port = free_port()
     launch(app, UIConfig(port=port), block=False)
     try:
@@ -285,6 +286,7 @@ def test_a_hostile_document_is_text_in_a_real_browser(browser, beacon):
         assert page.locator("#chat img, #sources img").evaluate_all(
             "els => els.filter(e => e.src.includes('127.0.0.1')).length") == 0
         assert "<script>window.pwned='script'</script>" in page.locator("#sources").inner_text()
+        assert note in page.locator("#header").inner_text()  # which stages run, as plain text
         assert hits == []
     finally:
         app.close()
