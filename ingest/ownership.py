@@ -54,8 +54,9 @@ class Lease:
 
 
 def recipe(config: Any) -> str:
-    """How the chunks are cut, as the collection records it."""
-    return f"size {config.chunking.size}, overlap {config.chunking.overlap}"
+    """How the chunks are cut (and embedded), as the collection records it."""
+    header = ", context header" if config.chunking.context_header else ""
+    return f"size {config.chunking.size}, overlap {config.chunking.overlap}{header}"
 
 
 def check_owner(metadata: dict[str, Any], count: int, name: str, root: Path, chunking: str,
@@ -67,7 +68,7 @@ def check_owner(metadata: dict[str, Any], count: int, name: str, root: Path, chu
         return
     recorded = metadata.get(META_RECIPE)
     if recorded and recorded != chunking:
-        raise StoreError(f"chunking.size/chunking.overlap: collection {name!r} was chunked with {recorded}, but the "
+        raise StoreError(f"chunking: collection {name!r} was chunked with {recorded}, but the "
                          f"config says {chunking}; re-run ingest with --rebuild (re-chunks and re-embeds "
                          f"everything), or set store.collection to another name")
     folder = metadata.get(META_FOLDER) or legacy_root

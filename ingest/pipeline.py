@@ -19,7 +19,7 @@ from . import loaders
 from .discover import Skip, discover
 from .index import Change, IngestIndex, check_without_writing, make_plan, read_files
 from .record import FileRow
-from .split import Splitter
+from .split import Splitter, document_title
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def run_ingest(
         report.chunks_deleted = sum(known[source].chunks for source in plan.deleted)
         report.chunks_total = sum(row.chunks for row in known.values())
         if plan.changed:  # split without embedding: how many chunks at most would be written
-            splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
+            splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
+                                config.chunking.context_header)
             report.chunks_written = len(_split_all(plan.changed, splitter, report)[0])
     else:
         with server_errors(config, "the ingest"), IngestIndex(config, embeddings, rebuild=rebuild) as index:
@@ -158,7 +159,8 @@ def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-model") as pool:
         if hasattr(type(embeddings), "model") and not embeddings.loaded:
             pool.submit(lambda: embeddings.model)  # load the model while the files are read
-        splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap)
+        splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
+                            config.chunking.context_header)
         with tqdm(total=len(changes), unit="file", desc="reading", disable=disable) as bar:
             docs, rows = _split_all(changes, splitter, report, bar.update)
     docs.sort(key=lambda doc: len(doc.page_content))
@@ -184,7 +186,9 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
         candidate = change.candidate
         step(1)
         try:
-            chunks = splitter.split(loaders.load(candidate.path), candidate.source)
+            sections = loaders.load(candidate.path)
+            title = document_title(sections, candidate.source) if splitter.context_header else None
+            chunks = splitter.split(sections, candidate.source, title)
             _check_storable(chunks)
         except InputError as exc:
             _skip(report, change, exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from langchain_core.documents import Document
@@ -110,10 +111,12 @@ class Splitter:
     model's tokenizer, special tokens excluded (see `LocalEmbeddings.token_offsets`).
     """
 
-    def __init__(self, token_offsets: Callable[[str], Offsets], size: int, overlap: int) -> None:
+    def __init__(self, token_offsets: Callable[[str], Offsets], size: int, overlap: int,
+                 context_header: bool = False) -> None:
         self._offsets = token_offsets
         self.size = size
         self.overlap = overlap
+        self.context_header = context_header  # chunks carry their document's title (see `document_title`)
 
     def split_text(self, text: str) -> list[str]:
         offsets = self._offsets(text)
@@ -122,14 +125,17 @@ class Splitter:
         windows = token_windows(boundaries(text, offsets), self.size, self.overlap)
         return [text[offsets[start][0]:offsets[end - 1][1]] for start, end in windows]
 
-    def split(self, sections: list[Section], source: str) -> list[Document]:
-        """Chunks with metadata: source, page (when known), heading (when known), chunk_index, content_hash."""
+    def split(self, sections: list[Section], source: str, title: str | None = None) -> list[Document]:
+        """Chunks with metadata: source, title (when given: `chunking.context_header`), page (when
+        known), heading (when known), chunk_index, content_hash."""
         chunks: list[Document] = []
         for section in sections:
             parts = markdown_sections(section.text) if section.markdown else [("", section.text)]
             for heading, text in parts:
                 for piece in self.split_text(text):
                     metadata: dict[str, Any] = {"source": source}
+                    if title:
+                        metadata["title"] = title
                     if section.page is not None:
                         metadata["page"] = section.page
                     if heading:
@@ -138,3 +144,21 @@ class Splitter:
                     metadata["content_hash"] = content_hash(piece)
                     chunks.append(Document(page_content=piece, metadata=metadata))
         return chunks
+
+
+_FIRST_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+def document_title(sections: list[Section], source: str) -> str:
+    """A document's title for contextual chunk headers: its first markdown heading, else a short
+    first line standing alone (a title line above the text), else the file name without extension."""
+    if sections:
+        first = sections[0]
+        if first.markdown:
+            match = _FIRST_HEADING.search(first.text)
+            if match:
+                return match.group(1).strip()
+        line, _, rest = first.text.strip().partition("\n")
+        if line.strip() and len(line) <= 150 and rest.startswith("\n"):
+            return " ".join(line.split())
+    return Path(source).stem

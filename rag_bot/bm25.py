@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .store import META_VERSION, fresh_metadata, pages, store_key
+from .store import META_VERSION, contextual_text, fresh_metadata, pages, store_key
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,13 @@ def rebuild_bm25(config: Config, collection: Any, version: str | None = None) ->
     (default: the collection's version stamp now)."""
     ids: list[str] = []
     texts: list[str] = []
-    for page in pages(collection, ["documents"]):
+    header = config.chunking.context_header
+    for page in pages(collection, ["documents", "metadatas"] if header else ["documents"]):
         ids.extend(page["ids"])
-        texts.extend(page["documents"])
+        if header:
+            texts.extend(contextual_text(text, meta or {}) for text, meta in zip(page["documents"], page["metadatas"]))
+        else:
+            texts.extend(page["documents"])
     if version is None:
         version = fresh_metadata(collection).get(META_VERSION)
     index = Bm25Index.build(ids, texts, version)

@@ -468,7 +468,7 @@ def _eval_config(config: object, name: str, pipelines: list, args: argparse.Name
         problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise ConfigError(f"--chunk-size/--chunk-overlap: {problem}") from exc
     collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}"
-                        f"{_model_tag(config.embedding.model)}")
+                        f"{'-ctx' if chunking.context_header else ''}{_model_tag(config.embedding.model)}")
     return config.model_copy(update={
         "chunking": chunking,
         "store": config.store.model_copy(update={"collection": collection}),

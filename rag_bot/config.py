@@ -45,6 +45,9 @@ class EmbeddingConfig(_Section):
 class ChunkingConfig(_Section):
     size: int = Field(200, ge=16, le=8192, description="Chunk size in tokens of the embedding model's tokenizer.")
     overlap: int = Field(30, ge=0, description="Tokens shared by neighbouring chunks.")
+    context_header: bool = Field(False, description=(
+        "Embed (and BM25-index) each chunk with its document's title and heading path in front; the stored "
+        "and shown text stays the chunk. Changing it needs `rag-bot ingest DIR --rebuild`."))
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "ChunkingConfig":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -121,14 +122,53 @@ def get_collection(client: Any, name: str) -> Any | None:
         return None
 
 
+def context_header(metadata: dict[str, Any]) -> str:
+    """"Title > heading path" of a chunk (its `title` and `heading` metadata), or '' without a title."""
+    title = str(metadata.get("title") or "").strip()
+    heading = str(metadata.get("heading") or "").strip()
+    if not title:
+        return heading
+    if not heading or heading == title or heading.startswith(title + " > "):
+        return heading or title
+    return f"{title} > {heading}"
+
+
+def contextual_text(text: str, metadata: dict[str, Any]) -> str:
+    """What is embedded and keyword-indexed for a chunk with `chunking.context_header` on."""
+    header = context_header(metadata)
+    return f"{header}\n\n{text}" if header else text
+
+
+def _contextual_chroma() -> type:
+    from langchain_chroma import Chroma
+
+    class ContextualChroma(Chroma):
+        """`Chroma` that embeds each chunk with its document's title and heading path in front; the
+        stored (and shown) text stays the chunk itself."""
+
+        def add_texts(self, texts: Any, metadatas: list[dict] | None = None, ids: list[str] | None = None,
+                      **kwargs: Any) -> list[str]:
+            texts = list(texts)
+            metadatas = metadatas or [{} for _ in texts]
+            ids = ids or [str(uuid.uuid4()) for _ in texts]
+            vectors = self._embedding_function.embed_documents(
+                [contextual_text(text, metadata) for text, metadata in zip(texts, metadatas)])
+            self._collection.upsert(ids=ids, embeddings=vectors, metadatas=metadatas, documents=texts)
+            return ids
+
+    return ContextualChroma
+
+
 def open_vectorstore(config: Config, embeddings: "Embeddings", client: Any | None = None) -> "Chroma":
     """The LangChain `Chroma` vector store over the configured collection, created if missing.
 
     Our embedding function is always passed, so Chroma never downloads its own default model.
+    With `chunking.context_header` on, chunks are embedded with their title and heading path.
     """
     from langchain_chroma import Chroma
 
-    return Chroma(
+    kind = _contextual_chroma() if config.chunking.context_header else Chroma
+    return kind(
         client=client if client is not None else open_client(config),
         collection_name=config.store.collection,
         embedding_function=embeddings,

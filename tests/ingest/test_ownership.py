@@ -115,7 +115,7 @@ def test_a_change_stamps_a_new_version(config, docs_copy):
 def test_another_chunking_recipe_is_refused_until_rebuild(config, docs_copy):
     ingest(config, docs_copy)
     other = config.model_copy(update={"chunking": config.chunking.model_copy(update={"size": 60})})
-    with pytest.raises(StoreError, match=r"^chunking.size/chunking.overlap: collection 'rag_bot' was chunked with "
+    with pytest.raises(StoreError, match=r"^chunking: collection 'rag_bot' was chunked with "
                                          r"size 40, overlap 8, but the config says size 60, overlap 8; .*--rebuild"):
         ingest(other, docs_copy)
     with pytest.raises(StoreError, match="was chunked with"):

@@ -243,3 +243,35 @@ def test_a_crash_costs_only_the_unfinished_batch(tmp_path, config, docs_copy, fa
     fresh = fresh_config(tmp_path, "fresh")
     ingest(fresh, docs_copy)
     assert collection_state(config) == collection_state(fresh)
+
+
+def test_context_headers_are_embedded_and_keyword_indexed_but_not_stored(tmp_path):
+    """`chunking.context_header`: each chunk's vector (and BM25 text) starts with 'title > heading';
+    the stored text is the chunk alone; a store built the other way is refused with --rebuild."""
+    from rag_bot.bm25 import load_bm25
+    from rag_bot.store import contextual_text
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    body = " ".join(f"Sentence {i} talks about tides and the moon." for i in range(30))
+    (docs / "paper.txt").write_text(f"Zygomorphic flowers of Crete\n\n{body}\n")
+    (docs / "guide.md").write_text(f"# Guide\n\n## Install\n\n{body}\n")
+    config = make_config(tmp_path, embedding={"model": "fake"},
+                         chunking={"size": 40, "overlap": 8, "context_header": True})
+    embeddings = FakeEmbeddings(size=16)
+    ingest(config, docs, embeddings=embeddings)
+    collection = get_collection(open_client(config), config.store.collection)
+    got = collection.get(include=["documents", "metadatas", "embeddings"])
+    assert len(got["ids"]) > 4
+    for text, meta, vector in zip(got["documents"], got["metadatas"], got["embeddings"]):
+        header = "Zygomorphic flowers of Crete" if meta["source"] == "paper.txt" else "Guide > Install"
+        if meta["chunk_index"] > 0:
+            assert "Zygomorphic" not in text and "Guide" not in text  # stored as the chunk alone
+        assert contextual_text(text, meta) == f"{header}\n\n{text}"
+        assert list(vector) == pytest.approx(embeddings.embed_documents([f"{header}\n\n{text}"])[0], abs=1e-5)
+    hits = {chunk_id for chunk_id, _ in load_bm25(config, collection).search("zygomorphic crete", 50)}
+    assert hits == {i for i, meta in zip(got["ids"], got["metadatas"]) if meta["source"] == "paper.txt"}
+    plain = config.model_copy(update={"chunking": config.chunking.model_copy(update={"context_header": False})})
+    with pytest.raises(StoreError, match=r"was chunked with size 40, overlap 8, context header, but the config "
+                                         r"says size 40, overlap 8; .*--rebuild"):
+        ingest(plain, docs)

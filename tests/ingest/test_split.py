@@ -89,3 +89,24 @@ def test_example_docs_with_the_real_tokenizer(minilm):
                 chunks = splitter.split_text(text)
                 assert all(minilm.count_tokens(c) <= 200 for c in chunks), path
                 assert_covers(text, chunks)
+
+
+@pytest.mark.parametrize(("sections", "title"), [
+    ([Section("Intro line.\n\n# Getting started\n\nText.\n\n## Install\n\nMore.", markdown=True)], "Getting started"),
+    ([Section("Aspirin and the heart\n\nA trial of 40 people found ...")], "Aspirin and the heart"),
+    ([Section("A long first line that runs straight on\ninto the next line without a break.")], "notes"),
+    ([], "notes"),
+])
+def test_a_document_title_is_its_first_heading_its_title_line_or_its_name(sections, title):
+    from ingest.split import document_title
+
+    assert document_title(sections, "deep/notes.txt") == title
+
+
+def test_chunks_carry_their_documents_title_only_when_asked():
+    splitter = Splitter(lambda text: [(m.start(), m.end()) for m in re.finditer(r"\S+", text)], 8, 2)
+    sections = [Section("# Guide\n\n## Install\n\nOne two three four five six seven eight nine ten.", markdown=True)]
+    assert all("title" not in chunk.metadata for chunk in splitter.split(sections, "g.md"))
+    titled = splitter.split(sections, "g.md", "Guide")
+    assert {chunk.metadata["title"] for chunk in titled} == {"Guide"}
+    assert titled[-1].metadata["heading"] == "Guide > Install"
