@@ -34,7 +34,8 @@ from rag_bot.store import (LEGACY_OWNER, META_FOLDER, META_LEASE, META_RECIPE, M
 
 from .discover import Candidate
 from .ownership import Lease, StoreLease, check_owner, claim, recipe
-from .record import FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, read_legacy, stored_rows
+from .record import (FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, has_files_table, read_legacy,
+                     stored_rows)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def legacy_record_path(config: Config) -> Path:
 
 def _legacy_for(config: Config, client: Any, collection: Any, metadata: dict[str, Any]) -> LegacyRecord | None:
     """The old local record that kept this collection, if the collection has no files table yet."""
-    if stored_rows(client, collection) is not None:
+    if has_files_table(client, collection):
         return None
     legacy = read_legacy(legacy_record_path(config))
     if legacy is None or metadata.get(LEGACY_OWNER) not in (None, legacy.record_id):

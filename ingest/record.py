@@ -198,10 +198,19 @@ def read_rows(table: Any) -> dict[str, FileRow]:
 
 def stored_rows(client: Any, collection: Any) -> dict[str, FileRow] | None:
     """The files table of `collection` without creating anything (None: there is none yet)."""
+    table = _files_table(client, collection)
+    return read_rows(table) if table is not None else None
+
+
+def has_files_table(client: Any, collection: Any) -> bool:
+    return _files_table(client, collection) is not None
+
+
+def _files_table(client: Any, collection: Any) -> Any | None:
     table = get_collection(client, files_name(collection.name))
     if table is None or (table.metadata or {}).get(META_FILES_OF) != str(collection.id):
         return None
-    return read_rows(table)
+    return table
 
 
 @dataclass(frozen=True)

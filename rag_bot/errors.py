@@ -32,3 +32,9 @@ class InputError(RagBotError):
         super().__init__(reason)
         self.reason = reason
         self.error = error
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import ModelError
+from .errors import first_line as _first_line
 
 HUB_TIMEOUT = 3.0  # seconds to wait for the hub before a model counts as out of reach
 HF_PREFIX = "hf:"
@@ -34,6 +35,7 @@ class ModelSource:
     kind: str
     path: str | None = None
     why: str = ""
+    detail: str = ""  # the network error behind `why`, for stats and `models list`
 
     @property
     def available(self) -> bool:
@@ -42,10 +44,13 @@ class ModelSource:
     def where(self) -> str:
         """Where it comes from, in a few words (what is wrong, for a missing one)."""
         return {"package": "its Python package", "folder": "a local path", "cache": "the Hugging Face cache",
-                "hub": "the hub (downloaded on first use)"}.get(self.kind, f"nowhere: {self.why}")
+                "hub": "the hub, downloaded on first use"}.get(self.kind, f"nowhere: {self.why}{self._detail()}")
 
     def describe(self) -> str:
-        return f"{self.ref} ({self.where()})" if self.available else f"{self.ref}: {self.why}"
+        return f"{self.ref} ({self.where()})" if self.available else f"{self.ref}: {self.why}{self._detail()}"
+
+    def _detail(self) -> str:
+        return f" ({self.detail})" if self.detail else ""
 
 
 def find_model(ref: str, key: str) -> ModelSource:
@@ -87,7 +92,7 @@ def _from_hub(ref: str, repo_id: str) -> ModelSource:
     if isinstance(answer, int):
         return ModelSource(ref, "missing", why=f"the hub at {constants.ENDPOINT} answers HTTP {answer} for it")
     return ModelSource(ref, "missing", why=f"not in the Hugging Face cache, and the hub at {constants.ENDPOINT} "
-                                           f"cannot be reached ({answer})")
+                                           f"cannot be reached", detail=answer)
 
 
 def split_hub_file(ref: str) -> tuple[str, str]:
@@ -123,10 +128,24 @@ def hub_cache_folder(repo_id: str) -> str | None:
 
 
 def _ask_hub(repo_id: str) -> int | str:
-    """The HTTP status the hub gives for the model's page, or why it could not be asked."""
+    """The HTTP status the hub gives for the model's page, or why it could not be asked. Asked once
+    per process for each endpoint and model (start-up asks for the header, then for the retriever)."""
     from huggingface_hub import constants
 
-    request = urllib.request.Request(f"{constants.ENDPOINT}/api/models/{repo_id}", method="HEAD")
+    key = (constants.ENDPOINT, repo_id)
+    if key not in _HUB_ANSWERS:
+        _HUB_ANSWERS[key] = _head(f"{constants.ENDPOINT}/api/models/{repo_id}")
+    return _HUB_ANSWERS[key]
+
+
+_HUB_ANSWERS: dict[tuple[str, str], int | str] = {}
+
+
+def _head(url: str) -> int | str:
+    from huggingface_hub import get_token
+
+    token = get_token()  # a private or gated model answers 401 without it
+    request = urllib.request.Request(url, method="HEAD", headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=HUB_TIMEOUT) as response:
             return int(response.status)
@@ -279,8 +298,3 @@ def hub_file_path(ref: str) -> Path:
         return Path(hf_hub_download(repo_id, filename))
     except Exception as exc:
         raise ModelError(f"llm.model_path: cannot download {ref} ({type(exc).__name__}: {_first_line(exc)})") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,6 +15,7 @@ from langchain_core.embeddings import Embeddings
 
 from .config import PACKAGED_EMBEDDER, EmbeddingConfig
 from .errors import ModelError
+from .errors import first_line as _first_line
 from .hub import ModelSource, find_model
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
 
 
 RERANKER_WAYS_OUT = ("run `rag-bot models fetch` where the hub is reachable, point reranker.model at a local "
-                     "cross-encoder folder (or train one: rag-bot train reranker), or set reranker.enabled: false")
+                     "cross-encoder folder, or set reranker.enabled: false")
 
 
 def open_reranker(config: Any) -> tuple[Any | None, str]:
@@ -127,7 +128,7 @@ def open_reranker(config: Any) -> tuple[Any | None, str]:
         return load_cross_encoder(config, source), f"on: {source.describe()}"
     except ModelError as exc:
         why = source.why or (_first_line(exc.__cause__) if exc.__cause__ else str(exc))
-        log.warning("reranker.model: %r: %s; searching without reranking. To rerank: %s",
+        log.warning("reranker.model: %r: %s; searching without reranking. To rerank: %s (false also silences this)",
                     config.model, why, RERANKER_WAYS_OUT)
         return None, f"off: {config.model}: {why}"
 
@@ -277,6 +278,3 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

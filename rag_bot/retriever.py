@@ -363,7 +363,9 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
                          f"{store_location(config)}; run `rag-bot ingest DIR` first")
     check_model(collection, config.embedding.model, what="query")
     embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
-    if reranker is not None:
+    if config.reranker.enabled is False:
+        reranker, status = None, "off (reranker.enabled: false)"
+    elif reranker is not None:
         status = "on: the cross-encoder passed in"
     else:
         reranker, status = open_reranker(config.reranker)
@@ -373,9 +375,7 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
 
         bm25 = load_bm25(config, collection)
     retriever = RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
-                             reranker=reranker if config.reranker.enabled is not False else None,
-                             reranker_status=status if config.reranker.enabled is not False else
-                             "off (reranker.enabled: false)", scope=_load_scope(config), bm25=bm25)
+                             reranker=reranker, reranker_status=status, scope=_load_scope(config), bm25=bm25)
     retriever.follow_store()  # what it opened is what it has seen
     return retriever
 

@@ -6,6 +6,7 @@ an ingest with another model is refused instead of silently mixing vector spaces
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -139,6 +140,7 @@ def contextual_text(text: str, metadata: dict[str, Any]) -> str:
     return f"{header}\n\n{text}" if header else text
 
 
+@functools.cache
 def _contextual_chroma() -> type:
     from langchain_chroma import Chroma
 
