@@ -139,7 +139,7 @@ class IngestIndex:
         except BaseException:
             self.__exit__()
             raise
-        self.collection = self.vectorstore._collection
+        self.collection = get_collection(self.client, config.store.collection)
         self.manager = StoreRecordManager(self.collection)
         self._files: StoreFiles | None = None
 
@@ -325,6 +325,9 @@ def _acquire_lock(path: Path, collection: str) -> Any:
     return handle
 
 
+DESCRIBED = ("store", "dimension", "ingest_running")
+
+
 def describe(config: Config) -> dict[str, Any]:
     """Files, chunks, model, dimension, folder, recipe, running ingest and location of the
     configured store, all read from the store; creates nothing."""
@@ -354,3 +357,15 @@ def describe(config: Config) -> dict[str, Any]:
         info["ingest_running"] = lease.holder
     info["files"] = len(read_files(config))
     return info
+
+
+def describe_lines(info: dict[str, Any]) -> list[str]:
+    """What `rag-bot stats` prints of `describe()`'s figures (and any extra keys, such as the reranker)."""
+    if info["model"] is None and info["chunks"] == 0:
+        return [f"No documents yet in collection {info['collection']!r} at {info['store']}; run `rag-bot ingest DIR`."]
+    shown = {"collection": f"{info['collection']} at {info['store']}", "folder": info["folder"] or "unknown",
+             "files": info["files"], "chunks": info["chunks"],
+             "model": f"{info['model']} ({info['dimension'] or '?'} dimensions)", "chunking": info["chunking"] or "unknown",
+             "ingest": "running: " + info["ingest_running"] if info["ingest_running"] else "none running"}
+    shown.update({key: value for key, value in info.items() if key not in (*shown, *DESCRIBED)})
+    return [f"{key + ':':<11} {value}" for key, value in shown.items()]

@@ -189,7 +189,7 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
             sections = loaders.load(candidate.path)
             title = document_title(sections, candidate.source) if splitter.context_header else None
             chunks = splitter.split(sections, candidate.source, title)
-            _check_storable(chunks)
+            check_storable(chunks)
         except InputError as exc:
             _skip(report, change, exc)
             continue
@@ -198,7 +198,7 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
     return docs, rows
 
 
-def _check_storable(chunks: list) -> None:
+def check_storable(chunks: list) -> None:
     """The store takes only valid UTF-8 text and plain values: find out per file, before writing, so
     that one odd file is a skip instead of a failed batch that ends the run."""
     for chunk in chunks:

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .config import ENV_VAR, PACKAGED_EMBEDDER, load_config
 from .errors import RagBotError
-
-log = logging.getLogger("rag_bot")
-
-_QUIET_LIBRARIES = ("pypdf", "chromadb", "httpx", "urllib3", "transformers", "sentence_transformers",
-                    "langchain_core", "langchain_classic", "sqlalchemy", "gradio", "openai",
-                    "llama-cpp-python", "bm25s")
-
+from .logs import configure_logging
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-bot", description="A local RAG chatbot over your own documents.")
@@ -31,44 +24,66 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"rag-bot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_ingest_parser, _search_parser, _train_filter_parser, _ask_parser, _chat_parser, _eval_parser,
+                _train_parser, _models_parser, _stats_parser):
+        add(commands)
+    return parser
 
-    ingest = commands.add_parser("ingest", help="bring the store in line with a folder of documents")
+
+def _command(commands: Any, name: str, run: Callable[[argparse.Namespace], int], help: str,
+             json_help: str | None = "print the result as one JSON object") -> argparse.ArgumentParser:
+    """A sub-command that runs `run(args)`, with a --json flag unless `json_help` is None."""
+    command = commands.add_parser(name, help=help)
+    command.set_defaults(run=run)
+    if json_help:
+        command.add_argument("--json", action="store_true", help=json_help)
+    return command
+
+
+def _ingest_parser(commands: Any) -> None:
+    ingest = _command(commands, "ingest", _ingest, "bring the store in line with a folder of documents",
+                      "print the summary as one JSON object")
     ingest.add_argument("folder", metavar="DIR", help="folder of documents (walked recursively)")
     ingest.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
     ingest.add_argument("--rebuild", action="store_true", help="delete the collection and ingest afresh")
-    ingest.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ingest.set_defaults(run=_ingest)
 
-    search = commands.add_parser("search", help="retrieve passages for a question, with every score")
+
+def _search_parser(commands: Any) -> None:
+    search = _command(commands, "search", _search, "retrieve passages for a question, with every score")
     search.add_argument("query", help="the question")
     search.add_argument("--k", type=int, default=None, help="how many passages (default: reranker.top_n)")
     search.add_argument("--source", action="append", metavar="GLOB", help="only sources matching GLOB (repeatable)")
-    search.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    search.set_defaults(run=_search)
 
-    train = commands.add_parser("train-filter", help="train the scope filter that declines out-of-scope questions")
+
+def _train_filter_parser(commands: Any) -> None:
+    train = _command(commands, "train-filter", _train_filter,
+                     "train the scope filter that declines out-of-scope questions", "print the report as one JSON object")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--examples", metavar="FILE", help="labelled rows (text, label: answer|ignore) in CSV, JSONL or YAML")
     source.add_argument("--from-corpus", action="store_true",
                         help="no labels: questions generated from the ingested corpus against the bundled off-topic messages")
-    train.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    train.set_defaults(run=_train_filter)
 
-    ask = commands.add_parser("ask", help="answer one question in the terminal, then list its sources")
+
+def _ask_parser(commands: Any) -> None:
+    ask = _command(commands, "ask", _ask, "answer one question in the terminal, then list its sources",
+                   'print {"answer", "declined", "sources": [{"n", "source", "page", "heading"}]}')
     ask.add_argument("question", help="the question")
-    ask.add_argument("--json", action="store_true",
-                     help='print {"answer", "declined", "sources": [{"n", "source", "page", "heading"}]}')
-    ask.set_defaults(run=_ask)
 
-    chat = commands.add_parser("chat", help="the chat UI in your browser (loopback only unless ui.host says otherwise)")
+
+def _chat_parser(commands: Any) -> None:
+    chat = _command(commands, "chat", _chat, "the chat UI in your browser (loopback only unless ui.host says otherwise)",
+                    None)
     chat.add_argument("--host", help="address to listen on (default: ui.host)")
     chat.add_argument("--port", type=int, help="port (default: ui.port)")
-    chat.set_defaults(run=_chat)
 
-    evaluate = commands.add_parser("eval", help="measure quality on public datasets")
-    evaluations = evaluate.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
-    beir = evaluations.add_parser("retrieval", help="nDCG@10, Recall@10/100, MRR@10 per pipeline on a BEIR folder")
+
+def _eval_parser(commands: Any) -> None:
+    evaluations = commands.add_parser("eval", help="measure quality on public datasets").add_subparsers(
+        dest="evaluation", required=True, metavar="WHAT")
+    figures = "print the figures as one JSON object"
+    beir = _command(evaluations, "retrieval", _eval_retrieval,
+                    "nDCG@10, Recall@10/100, MRR@10 per pipeline on a BEIR folder", figures)
     beir.add_argument("--dataset", required=True, metavar="DIR", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/")
     beir.add_argument("--split", default="test", help="qrels split (default: test)")
     beir.add_argument("--pipelines", metavar="LIST",
@@ -77,34 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
                            "and dense+filter when filter.enabled)")
     beir.add_argument("--chunk-size", type=int, help="override chunking.size (the corpus gets its own collection per size)")
     beir.add_argument("--chunk-overlap", type=int, help="override chunking.overlap")
-    beir.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    beir.set_defaults(run=_eval_retrieval)
-
-    scope = evaluations.add_parser("scope", help="false refusals and out-of-scope recall of the scope gate")
+    scope = _command(evaluations, "scope", _eval_scope, "false refusals and out-of-scope recall of the scope gate", figures)
     scope.add_argument("--data", default="../shared/data", metavar="DIR",
                        help="folder with squad2-dev-subset/, scifact/ and banking77/ (default: ../shared/data)")
-    scope.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    scope.set_defaults(run=_eval_scope)
-
-    answers = evaluations.add_parser("answers", help="answers through the whole chain on SQuAD 2.0 questions")
+    answers = _command(evaluations, "answers", _eval_answers, "answers through the whole chain on SQuAD 2.0 questions",
+                       figures)
     answers.add_argument("--squad", required=True, metavar="FILE", help="a SQuAD 2.0 JSON file")
     answers.add_argument("--sample", type=int, default=40, metavar="N",
                          help="answerable and unanswerable questions each (default: 40; 0: all)")
     answers.add_argument("--seed", type=int, default=0)
     answers.add_argument("--no-llm", action="store_true", help="measure answer_mode extract only (no LLM)")
-    answers.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    answers.set_defaults(run=_eval_answers)
-
-    sts = evaluations.add_parser("embeddings", help="Spearman/Pearson of cosine similarity on the STS Benchmark")
+    sts = _command(evaluations, "embeddings", _eval_embeddings,
+                   "Spearman/Pearson of cosine similarity on the STS Benchmark", figures)
     sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
     sts.add_argument("--split", default="test", help="train, dev or test (default: test)")
-    sts.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    sts.set_defaults(run=_eval_embeddings)
 
-    fine_tune = commands.add_parser("train", help="fine-tune the embedder or the reranker on your own pairs")
-    models = fine_tune.add_subparsers(dest="model", required=True, metavar="WHAT")
-    embedder = models.add_parser("embedder", help="fine-tune the bi-encoder (contrastive, in-batch negatives)")
-    reranker = models.add_parser("reranker", help="train a cross-encoder with hard negatives mined by the retriever")
+
+def _train_parser(commands: Any) -> None:
+    models = commands.add_parser("train", help="fine-tune the embedder or the reranker on your own pairs").add_subparsers(
+        dest="model", required=True, metavar="WHAT")
+    report = "print the report as one JSON object"
+    embedder = _command(models, "embedder", _train_embedder,
+                        "fine-tune the bi-encoder (contrastive, in-batch negatives)", report)
+    reranker = _command(models, "reranker", _train_reranker,
+                        "train a cross-encoder with hard negatives mined by the retriever", report)
     # the embedder adapts a trained model; the reranker trains a new scoring head, so it takes larger steps
     for sub, batch, rate in ((embedder, 32, 2e-5), (reranker, 16, 3e-4)):
         pairs = sub.add_mutually_exclusive_group(required=True)
@@ -122,41 +133,36 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--val-fraction", type=float, default=0.1,
                          help="share of the queries held out to measure before and after (default: 0.1)")
         sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    embedder.set_defaults(run=_train_embedder)
     reranker.add_argument("--base", default=PACKAGED_EMBEDDER, metavar="MODEL",
                           help=f"encoder to start from: folder, hub name or package: (default: {PACKAGED_EMBEDDER})")
     reranker.add_argument("--negatives", type=int, default=4, help="hard negatives per query (default: 4)")
     reranker.add_argument("--questions", type=int, default=2000,
                           help="with --from-corpus: questions to generate from the collection (default: 2000)")
-    reranker.set_defaults(run=_train_reranker)
-    synthetic = models.add_parser("make-pairs", help="no labels: the local LLM writes a question for sampled chunks")
+    synthetic = _command(models, "make-pairs", _make_pairs, "no labels: the local LLM writes a question for sampled chunks",
+                         "print the counts as one JSON object")
     synthetic.add_argument("--out", required=True, metavar="FILE", help="JSONL file to write")
     synthetic.add_argument("--count", type=int, default=200, help="chunks to sample (default: 200)")
     synthetic.add_argument("--top", type=int, default=20,
                            help="keep a pair only if the retriever finds its chunk in the top N (default: 20)")
     synthetic.add_argument("--seed", type=int, default=0)
-    synthetic.add_argument("--json", action="store_true", help="print the counts as one JSON object")
-    synthetic.set_defaults(run=_make_pairs)
 
-    hub = commands.add_parser("models", help="list the models the config names, or fetch them from the hub")
-    hub_commands = hub.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = hub_commands.add_parser("list", help="each model: where it comes from, its size, whether it loads")
+
+def _models_parser(commands: Any) -> None:
+    actions = commands.add_parser("models", help="list the models the config names, or fetch them from the hub"
+                                  ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = _command(actions, "list", _models_list, "each model: where it comes from, its size, whether it loads",
+                       "print the rows as one JSON object")
     listing.add_argument("--no-load", action="store_true", help="do not try loading them (faster)")
-    listing.add_argument("--json", action="store_true", help="print the rows as one JSON object")
-    listing.set_defaults(run=_models_list)
-    fetch = hub_commands.add_parser("fetch", help="download the hub models the config names into the cache")
-    fetch.set_defaults(run=_models_fetch)
+    _command(actions, "fetch", _models_fetch, "download the hub models the config names into the cache", None)
 
-    stats = commands.add_parser("stats", help="files, chunks, model and location of the store")
-    stats.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    stats.set_defaults(run=_stats)
-    return parser
+
+def _stats_parser(commands: Any) -> None:
+    _command(commands, "stats", _stats, "files, chunks, model and location of the store", "print the figures as one JSON object")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         return args.run(args)
     except RagBotError as exc:
@@ -170,18 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (re-run with --verbose for details)", file=sys.stderr)
         return 1
-
-
-def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
-    # records from libraries that set their own loggers to DEBUG (bm25s) reach this handler too
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    for name in _QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(logging.WARNING if verbose else logging.ERROR)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -214,52 +208,10 @@ def _search(args: argparse.Namespace) -> int:
     retriever = load_retriever(load_config(args.config))
     result = retriever.search(args.query, k=args.k, sources=args.source)
     if args.json:
-        print(json.dumps({**search_json(result), "reranker": retriever.reranker_status}))
-        return 0
-    if result.declined:
-        print(f"Declined: the question looks out of scope for these documents ({result.scope.why()}).")
-        if result.scope.about:
-            print("The documents are about: " + "; ".join(result.scope.about))
-        return 0
-    if not result.documents:
-        print("Nothing relevant found.")
-    for number, doc in enumerate(result.documents, 1):
-        meta = doc.metadata
-        where = meta["source"] + (f", page {meta['page']}" if meta.get("page") else "")
-        where += f" — {meta['heading']}" if meta.get("heading") else ""
-        scores = [f"mmr #{meta.get('mmr_rank')}"]
-        if meta.get("rerank_score") is not None:
-            scores.insert(0, f"rerank {meta['rerank_score']:.3f}")
-        if meta.get("bm25_score") is not None:
-            scores.append(f"bm25 {meta['bm25_score']:.2f}")
-        if meta.get("scope_score") is not None:
-            scores.append(f"scope {meta['scope_score']:.2f}")
-        snippet = " ".join(doc.page_content.split())
-        print(f"{number}. {where}\n   {' · '.join(scores)}\n   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+        print(json.dumps({**result.to_json(), "reranker": retriever.reranker_status}))
+    else:
+        print("\n".join(result.lines()))
     return 0
-
-
-def search_json(result: object) -> dict:
-    """The `rag-bot search --json` object."""
-    return {
-        "declined": result.declined,
-        "scope_score": result.scope_score,
-        "threshold": result.threshold,
-        "scope": result.scope.to_json() if result.scope else None,
-        "results": [
-            {
-                "source": d.metadata.get("source"),
-                "page": d.metadata.get("page"),
-                "heading": d.metadata.get("heading"),
-                "chunk_index": d.metadata.get("chunk_index"),
-                "text": d.page_content,
-                "mmr_rank": d.metadata.get("mmr_rank"),
-                "rerank_score": d.metadata.get("rerank_score"),
-            }
-            for d in result.documents
-        ],
-        "timings_ms": {stage: round(ms, 2) for stage, ms in result.timings.items()},
-    }
 
 
 def _train_filter(args: argparse.Namespace) -> int:
@@ -280,38 +232,17 @@ def _train_filter(args: argparse.Namespace) -> int:
 
 def _ask(args: argparse.Namespace) -> int:
     from .chain import load_chain
+    from .reply import reply_json, terminal_text
 
     if not args.question.strip():
         raise RagBotError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
     chain = load_chain(load_config(args.config))
     if args.json:
-        result = chain.invoke(args.question)
-        print(json.dumps({"answer": result["answer"], "declined": result["declined"], "reason": result["reason"],
-                          "grounded": result["grounded"], "evidence": [q.to_json() for q in result["evidence"]],
-                          "scope": result["scope"], "sources": [source.to_json() for source in result["sources"]]}))
+        print(json.dumps(reply_json(chain.invoke(args.question))))
         return 0
-    sources: list = []
-    quotes: list = []
-    quoted = False
-    for event in chain.stream(args.question):
-        sources = event.get("sources", sources)
-        quotes = event.get("evidence", quotes)
-        quoted = quoted or bool(event.get("quoted"))
-        if "answer" in event:
-            sys.stdout.write(event["answer"])
-            sys.stdout.flush()
-        if "final" in event:
-            print("\n\n(That answer is not supported by the passages, so here is what they say instead.)")
-            sys.stdout.write(event["final"])
-    print()
-    if quotes and not quoted:  # a reply made of the quotes already shows them
-        print("\nEvidence:")
-        for quote in quotes:
-            print(f'[{quote.n}] "{quote.text}"')
-    if sources:
-        print("\nSources:")
-        for source in sources:
-            print(f"[{source.n}] {source.label()}")
+    for text in terminal_text(chain.stream(args.question)):
+        sys.stdout.write(text)
+        sys.stdout.flush()
     return 0
 
 
@@ -339,39 +270,17 @@ def _chat(args: argparse.Namespace) -> int:
 def _eval_retrieval(args: argparse.Namespace) -> int:
     from ingest.pipeline import run_ingest
 
-    from .eval.beir import load_beir, write_corpus
-    from .eval.retrieval import METRICS, RetrievalEvaluator, parse_pipelines
-    from .filter import filter_path
-    from .models import LocalEmbeddings, reranker_wanted
-    from .retriever import load_retriever
+    from .eval.retrieval import METRICS
+    from .eval.runs import run_retrieval
 
-    config = load_config(args.config)
-    dataset = load_beir(args.dataset, args.split)
-    default = "dense,mmr,bm25,hybrid" + (",dense+rerank,hybrid+rerank" if reranker_wanted(config.reranker) else "") + \
-        (",dense+filter" if config.filter.enabled else "")
-    pipelines = parse_pipelines(args.pipelines or default)
-    config = _eval_config(config, dataset.name, pipelines, args)
-    docs = config.data_dir / "eval" / dataset.name / "docs"
-    quiet = args.json
-    count = write_corpus(dataset.folder, docs)
-    embeddings = LocalEmbeddings(config.embedding)
-    report = run_ingest(config, docs, progress=False if quiet else None, embeddings=embeddings)
-    if not quiet:
-        print(f"{dataset.name}: {count} documents -> {report.chunks_total} chunks in collection "
-              f"{config.store.collection!r}; {len(dataset.queries)} {args.split} queries")
-    if any(p.filter for p in pipelines) and not _usable_filter(filter_path(config)):
-        from .filter_training import fit_filter
-
-        fit_filter(config, embeddings)
-    evaluator = RetrievalEvaluator(load_retriever(config, embeddings=embeddings), dataset, progress=not quiet)
-    results = {pipeline.name: evaluator.evaluate(pipeline) for pipeline in pipelines}
-    if quiet:
-        print(json.dumps({"dataset": dataset.name, "split": args.split, "queries": len(dataset.queries),
-                          "chunking": {"size": config.chunking.size, "overlap": config.chunking.overlap},
-                          "pipelines": results}))
+    results = run_retrieval(load_config(args.config), args.dataset, split=args.split, pipelines=args.pipelines,
+                            chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, ingest=run_ingest,
+                            say=None if args.json else print)
+    if args.json:
+        print(json.dumps(results))
         return 0
     print(f"{'pipeline':<22}" + "".join(f"{metric:>12}" for metric in METRICS))
-    for name, figures in results.items():
+    for name, figures in results["pipelines"].items():
         print(f"{name:<22}" + "".join(f"{figures[metric]:>12.4f}" for metric in METRICS))
     return 0
 
@@ -379,25 +288,10 @@ def _eval_retrieval(args: argparse.Namespace) -> int:
 def _eval_scope(args: argparse.Namespace) -> int:
     from ingest.pipeline import run_ingest
 
-    from .eval.retrieval import Pipeline
-    from .eval.scope import evaluate_gate, format_scope, out_of_scope_sets, scope_collections
-    from .filter_training import fit_filter
-    from .models import LocalEmbeddings
-    from .retriever import load_retriever
+    from .eval.runs import run_scope
+    from .eval.scope import format_scope
 
-    config = load_config(args.config)
-    data = Path(args.data)
-    off_topic = out_of_scope_sets(data)
-    embeddings = LocalEmbeddings(config.embedding)
-    results: dict = {"collections": {}}
-    for collection in scope_collections(data, config.data_dir / "eval"):
-        eval_config = _eval_config(config, collection.name, [Pipeline("dense", filter=True)])
-        run_ingest(eval_config, collection.folder, progress=False if args.json else None, embeddings=embeddings)
-        scope = fit_filter(eval_config, embeddings)
-        retriever = load_retriever(eval_config, embeddings=embeddings)
-        results["collections"][collection.name] = {
-            "threshold": scope.threshold, "calibrated_on": scope.calibrated_on, "training": scope.metrics,
-            "sets": {**evaluate_gate(retriever, collection.in_scope, True), **evaluate_gate(retriever, off_topic, False)}}
+    results = run_scope(load_config(args.config), args.data, ingest=run_ingest, quiet=args.json)
     print(json.dumps(results) if args.json else format_scope(results))
     return 0
 
@@ -405,109 +299,13 @@ def _eval_scope(args: argparse.Namespace) -> int:
 def _eval_answers(args: argparse.Namespace) -> int:
     from ingest.pipeline import run_ingest
 
-    from .chain import load_chain
-    from .eval.answers import ask_all, format_answers, summarize
-    from .eval.retrieval import Pipeline
-    from .eval.squad import read_squad, sample_questions, write_articles
-    from .filter_training import fit_filter
-    from .models import LocalEmbeddings, reranker_wanted
+    from .eval.answers import format_answers
+    from .eval.runs import run_answers
 
-    if args.sample < 0:
-        raise RagBotError("--sample: must be 0 (all) or more")
-    config = load_config(args.config)
-    articles, questions = read_squad(args.squad)
-    name = "squad-" + Path(args.squad).stem
-    base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=reranker_wanted(config.reranker),
-                    filter=True)
-    eval_config = _eval_config(config, name, [base])
-    mode = "extract" if args.no_llm else "generate"
-    eval_config = eval_config.model_copy(update={"chat": eval_config.chat.model_copy(update={"answer_mode": mode})})
-    embeddings = LocalEmbeddings(config.embedding)
-    folder = write_articles(articles, config.data_dir / "eval" / name / "docs")
-    run_ingest(eval_config, folder, progress=False if args.json else None, embeddings=embeddings)
-    fit_filter(eval_config, embeddings)  # as `make run` does: from the corpus, no labels
-    from .retriever import load_retriever
-
-    chain = load_chain(eval_config, retriever=load_retriever(eval_config, embeddings=embeddings))
-    chosen = sample_questions(questions, args.sample or None, args.seed)
-    records = ask_all(chain, chosen, progress=not args.json)
-    figures = summarize(records, ("extract",) if args.no_llm else ("generate", "auto", "extract"))
-    figures["config"] = {"answer_mode_run": mode, "min_evidence": eval_config.chat.min_evidence,
-                         "reranker": eval_config.reranker.enabled, "hybrid": eval_config.retriever.hybrid}
+    figures = run_answers(load_config(args.config), args.squad, sample=args.sample, seed=args.seed,
+                          llm=not args.no_llm, ingest=run_ingest, quiet=args.json)
     print(json.dumps(figures) if args.json else format_answers(figures))
     return 0
-
-
-def _usable_filter(path: Path) -> bool:
-    """Whether the evaluation collection's gate can be loaded (a missing or older one is retrained)."""
-    from .filter import ScopeFilter
-
-    try:
-        ScopeFilter.load(path)
-        return True
-    except RagBotError:
-        return False
-
-
-def _eval_config(config: object, name: str, pipelines: list, args: argparse.Namespace | None = None) -> object:
-    """The config for the evaluation collection: its own collection per dataset and chunk size
-    (`args.chunk_size` / `args.chunk_overlap` override `chunking.*` when given)."""
-    import re
-
-    from pydantic import ValidationError
-
-    from .errors import ConfigError
-
-    chunking = config.chunking.model_copy(update={key: value for key, value in
-                                                  (("size", getattr(args, "chunk_size", None)),
-                                                   ("overlap", getattr(args, "chunk_overlap", None)))
-                                                  if value is not None})
-    try:
-        chunking = type(chunking).model_validate(chunking.model_dump())
-    except ValidationError as exc:
-        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"--chunk-size/--chunk-overlap: {problem}") from exc
-    collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}"
-                        f"{'-ctx' if chunking.context_header else ''}{_model_tag(config.embedding.model)}")
-    return config.model_copy(update={
-        "chunking": chunking,
-        "store": config.store.model_copy(update={"collection": collection}),
-        "retriever": config.retriever.model_copy(update={"hybrid": any(p.base in ("bm25", "hybrid") for p in pipelines)}),
-        "reranker": config.reranker.model_copy(update={"enabled": any(p.rerank for p in pipelines)}),
-        "filter": config.filter.model_copy(update={"enabled": any(p.filter for p in pipelines)}),
-    })
-
-
-
-
-def _model_tag(model: str) -> str:
-    """'' for the packaged embedder, else a short tag of the model and its weights' time: a
-    fine-tuned model gets its own evaluation collection (and a retrained one a fresh one)."""
-    if model == PACKAGED_EMBEDDER:
-        return ""
-    import hashlib
-
-    weights = [p.stat().st_mtime_ns for p in sorted(Path(model).glob("*.safetensors"))] if Path(model).is_dir() else []
-    return "-m" + hashlib.sha1(repr((model, weights)).encode()).hexdigest()[:8]
-
-
-def _beir_store(config: object, folder: str, quiet: bool, embeddings: object) -> object:
-    """The BEIR corpus ingested (incrementally) into its evaluation collection, as `eval retrieval`
-    does; returns the config for it (the configured hybrid setting; no reranker, no filter)."""
-    from ingest.pipeline import run_ingest
-
-    from .eval.beir import corpus_file, write_corpus
-    from .eval.retrieval import Pipeline
-
-    corpus_file(Path(folder))
-    name = Path(folder).resolve().name
-    config = _eval_config(config, name, [Pipeline("hybrid" if config.retriever.hybrid else "mmr")])
-    docs = config.data_dir / "eval" / name / "docs"
-    write_corpus(Path(folder), docs)
-    report = run_ingest(config, docs, progress=False if quiet else None, embeddings=embeddings)
-    if not quiet:
-        print(f"{name}: {report.chunks_total} chunks in collection {config.store.collection!r}", file=sys.stderr)
-    return config
 
 
 def _train_settings(args: argparse.Namespace) -> object:
@@ -518,49 +316,25 @@ def _train_settings(args: argparse.Namespace) -> object:
                          progress=not args.json or sys.stderr.isatty())  # bars go to stderr, beside --json
 
 
-def _read_training_pairs(args: argparse.Namespace) -> tuple[list, str]:
-    from .train.pairs import beir_pairs, read_pairs
+def _training_pairs(args: argparse.Namespace, config: object) -> tuple[list, str]:
+    from .train.pairs import training_pairs
 
-    if args.beir:
-        return beir_pairs(args.beir, args.split), f"{args.beir} ({args.split} qrels)"
-    if getattr(args, "from_corpus", False):
-        from .filter_training import sample_chunks
-        from .store import get_collection, open_client
-        from .train.pairs import corpus_pairs
-
-        config = load_config(args.config)
-        if args.questions < 10:
-            raise RagBotError("--questions: must be 10 or more")
-        collection = get_collection(open_client(config), config.store.collection)
-        if collection is None:
-            raise RagBotError(f"--from-corpus: no collection {config.store.collection!r}; run `rag-bot ingest DIR` first")
-        pairs = corpus_pairs(sample_chunks(collection, args.questions, args.seed), args.questions, args.seed)
-        return pairs, f"{len(pairs)} questions generated from collection {config.store.collection!r}"
-    return read_pairs(args.pairs), str(args.pairs)
+    return training_pairs(config, pairs_file=args.pairs, beir=args.beir, split=args.split,
+                          from_corpus=getattr(args, "from_corpus", False), questions=getattr(args, "questions", 0),
+                          seed=args.seed)
 
 
 def _print_training(report: object, json_out: bool, after_lines: list[str]) -> None:
     from dataclasses import asdict
 
-    if json_out:
-        print(json.dumps(asdict(report)))
-        return
-    print(f"{report.kind} trained from {report.base_model} on {report.train_pairs} training rows "
-          f"in {report.train_seconds:.0f} s ({report.steps} steps); saved to {report.out}")
-    if report.before or report.after:
-        print(f"validation ({report.validation_queries} held-out queries):")
-        for metric in report.after or report.before:
-            before, after = report.before.get(metric), report.after.get(metric)
-            print(f"  {metric:<14} before {before if before is not None else '-':>8}   after {after if after is not None else '-':>8}")
-    for line in after_lines:
-        print(line)
+    print(json.dumps(asdict(report)) if json_out else "\n".join(report.lines() + after_lines))
 
 
 def _train_embedder(args: argparse.Namespace) -> int:
     from .train.embedder import train_embedder
 
     config = load_config(args.config)
-    pairs, source = _read_training_pairs(args)
+    pairs, source = _training_pairs(args, config)
     corpus = None
     if args.beir:
         from .eval.beir import document_text, iter_corpus
@@ -587,12 +361,16 @@ def _train_reranker(args: argparse.Namespace) -> int:
     from .train.reranker import train_reranker
 
     config = load_config(args.config)
-    pairs, source = _read_training_pairs(args)
-    mining = config.model_copy(update={"reranker": config.reranker.model_copy(update={"enabled": False}),
-                                       "filter": config.filter.model_copy(update={"enabled": False})})
+    pairs, source = _training_pairs(args, config)
+    mining = config.candidates_only()
     embeddings = LocalEmbeddings(config.embedding)  # one model for the ingest of --beir and the mining
     if args.beir:
-        mining = _beir_store(mining, args.beir, args.json, embeddings)
+        from ingest.pipeline import run_ingest
+
+        from .eval.runs import beir_store
+
+        mining = beir_store(mining, args.beir, ingest=run_ingest, embeddings=embeddings,
+                            say=None if args.json else lambda line: print(line, file=sys.stderr))
     retriever = load_retriever(mining, embeddings=embeddings)
     report = train_reranker(pairs, retriever, args.out, _train_settings(args), base_model=args.base,
                             negatives=args.negatives, device=config.reranker.device, source=source)
@@ -611,19 +389,9 @@ def _make_pairs(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     template = load_template(config.chat.prompts_dir)
-    search = config.model_copy(update={"reranker": config.reranker.model_copy(update={"enabled": False}),
-                                       "filter": config.filter.model_copy(update={"enabled": False})})
-    stats = make_pairs(load_llm(config), load_retriever(search), args.out, count=args.count, top=args.top,
+    stats = make_pairs(load_llm(config), load_retriever(config.candidates_only()), args.out, count=args.count, top=args.top,
                        template=template, seed=args.seed, progress=not args.json)
-    if args.json:
-        print(json.dumps(stats.to_json()))
-        return 0
-    print(f"wrote {stats.written} pairs of {stats.sampled} sampled chunks to {stats.out} "
-          f"(rejected: {stats.no_question} no usable question, {stats.duplicate} duplicates, "
-          f"{stats.not_retrieved} whose chunk the retriever did not find in the top {args.top})")
-    for row in stats.examples:
-        print(f"  Q: {row['query']}\n     from {row['source']}")
-    print(f"Next: rag-bot train embedder --pairs {stats.out} --out DIR  (or train reranker)")
+    print(json.dumps(stats.to_json()) if args.json else "\n".join(stats.lines(args.top)))
     return 0
 
 
@@ -647,15 +415,8 @@ def _models_list(args: argparse.Namespace) -> int:
     from .hub import list_models
 
     rows = list_models(load_config(args.config), check=not args.no_load)
-    if args.json:
-        print(json.dumps({"models": [row.to_json() for row in rows]}))
-        return 0
-    for row in rows:
-        size = f"{row.size_bytes / 1e6:,.0f} MB" if row.size_bytes is not None else "-"
-        print(f"{row.role}: {row.source.ref}  [{row.key}]")
-        print(f"  from:  {row.source.where()}")
-        print(f"  path:  {row.source.path or '-'}   size: {size}")
-        print(f"  loads: {row.loads}")
+    print(json.dumps({"models": [row.to_json() for row in rows]}) if args.json
+          else "\n".join(line for row in rows for line in row.lines()))
     return 0
 
 
@@ -673,25 +434,13 @@ def _models_fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from ingest.index import describe
+    from ingest.index import describe, describe_lines
 
     from .models import reranker_status
 
     config = load_config(args.config)
     info = {**describe(config), "reranker": reranker_status(config.reranker)}
-    if args.json:
-        print(json.dumps(info))
-    elif info["model"] is None and info["chunks"] == 0:
-        print(f"No documents yet in collection {info['collection']!r} at {info['store']}; run `rag-bot ingest DIR`.")
-    else:
-        print(f"collection: {info['collection']} at {info['store']}")
-        print(f"folder:     {info['folder'] or 'unknown'}")
-        print(f"files:      {info['files']}")
-        print(f"chunks:     {info['chunks']}")
-        print(f"model:      {info['model']} ({info['dimension'] or '?'} dimensions)")
-        print(f"chunking:   {info['chunking'] or 'unknown'}")
-        print(f"ingest:     {'running: ' + info['ingest_running'] if info['ingest_running'] else 'none running'}")
-        print(f"reranker:   {info['reranker']}")
+    print(json.dumps(info) if args.json else "\n".join(describe_lines(info)))
     return 0
 
 

@@ -201,6 +201,12 @@ class Config(_Section):
     chat: ChatConfig = Field(default_factory=ChatConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
 
+    def candidates_only(self) -> "Config":
+        """This config with the reranker and the scope gate off: what mining training negatives and
+        making pairs read (the retriever's candidate stage alone)."""
+        return self.model_copy(update={"reranker": self.reranker.model_copy(update={"enabled": False}),
+                                       "filter": self.filter.model_copy(update={"enabled": False})})
+
     def resolved(self, base_dir: Path) -> "Config":
         """Return a copy whose relative paths are made absolute against `base_dir`."""
         base_dir = Path(base_dir).resolve()

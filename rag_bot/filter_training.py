@@ -25,8 +25,9 @@ from .config import Config
 from .errors import ConfigError
 from .filter import (FEATURES, NEAREST, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, filter_path,
                      gate_features, read_examples)
-from .questions import CorpusChunk, corpus_questions
-from .store import check_model, get_collection, nearest_chunks, open_client, pages, store_location
+from .questions import CorpusChunk, corpus_chunks, corpus_questions
+from .store import check_model, get_collection, nearest_chunks, open_client, store_location
+from .store import sample_chunks as store_sample
 
 log = logging.getLogger(__name__)
 
@@ -178,15 +179,8 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
 
 
 def sample_chunks(collection: Any, limit: int, seed: int = 0) -> list[CorpusChunk]:
-    """Up to `limit` chunks spread over the whole collection."""
-    ids = [chunk_id for page in pages(collection, []) for chunk_id in page["ids"]]
-    chosen = random.Random(seed).sample(ids, min(limit, len(ids)))
-    chunks = []
-    for start in range(0, len(chosen), 500):
-        got = collection.get(ids=chosen[start:start + 500], include=["documents", "metadatas"])
-        chunks += [CorpusChunk(i, text or "", str((m or {}).get("source") or ""), str((m or {}).get("heading") or ""))
-                   for i, text, m in zip(got["ids"], got["documents"], got["metadatas"])]
-    return chunks
+    """Up to `limit` chunks spread over the whole collection, as the question generator reads them."""
+    return corpus_chunks(store_sample(collection, limit, seed))
 
 
 def collection_topics(chunks: list[CorpusChunk], most: int = 6) -> list[str]:
@@ -198,6 +192,17 @@ def collection_topics(chunks: list[CorpusChunk], most: int = 6) -> list[str]:
         top = [heading for heading, _ in headings.most_common(2)]
         topics.append(f"{source} ({', '.join(top)})" if top else source)
     return topics
+
+
+def usable_filter(config: Config) -> bool:
+    """Whether the collection's scope gate can be loaded as it is (a missing or older one needs training)."""
+    from .errors import RagBotError
+
+    try:
+        ScopeFilter.load(filter_path(config))
+        return True
+    except RagBotError:
+        return False
 
 
 def refresh_filter(config: Config, embeddings: Any) -> dict | None:

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ModelError
-from .errors import first_line as _first_line
+from .errors import ModelError, first_line
 
 HUB_TIMEOUT = 3.0  # seconds to wait for the hub before a model counts as out of reach
 HF_PREFIX = "hf:"
@@ -153,7 +152,7 @@ def _head(url: str) -> int | str:
         return int(exc.code)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        return f"{type(reason).__name__}: {_first_line(reason) if isinstance(reason, BaseException) else reason}"
+        return f"{type(reason).__name__}: {first_line(reason) if isinstance(reason, BaseException) else reason}"
 
 
 
@@ -176,6 +175,12 @@ class ModelRow:
         return {"role": self.role, "key": self.key, "ref": self.source.ref, "source": self.source.kind,
                 "path": self.source.path, "why": self.source.why or None, "size_bytes": self.size_bytes,
                 "loads": self.loads}
+
+    def lines(self) -> list[str]:
+        """What `rag-bot models list` prints for it."""
+        size = f"{self.size_bytes / 1e6:,.0f} MB" if self.size_bytes is not None else "-"
+        return [f"{self.role}: {self.source.ref}  [{self.key}]", f"  from:  {self.source.where()}",
+                f"  path:  {self.source.path or '-'}   size: {size}", f"  loads: {self.loads}"]
 
 
 def configured_models(config: Any) -> list[tuple[str, str, str]]:
@@ -278,7 +283,7 @@ def _fetch(role: str, key: str, ref: str) -> str:
         else:
             path = snapshot_download(ref, ignore_patterns=SKIPPED_FILES)
     except Exception as exc:
-        raise ModelError(f"{key}: cannot fetch it ({type(exc).__name__}: {_first_line(exc)}); check the name, "
+        raise ModelError(f"{key}: cannot fetch it ({type(exc).__name__}: {first_line(exc)}); check the name, "
                          f"and that the hub is reachable (HF_ENDPOINT, proxy)") from exc
     return f"fetched into the Hugging Face cache: {path}"
 
@@ -297,4 +302,4 @@ def hub_file_path(ref: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id, filename))
     except Exception as exc:
-        raise ModelError(f"llm.model_path: cannot download {ref} ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise ModelError(f"llm.model_path: cannot download {ref} ({type(exc).__name__}: {first_line(exc)})") from exc

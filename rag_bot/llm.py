@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import Config, LLMConfig
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .hub import HF_PREFIX, hub_file_path
-from .models import _first_line, model_package
+from .models import model_package
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ class LlamaCppLLM(ChatLLM):
                                  # settings (Gemma 3: base 1e6); 0 lets llama.cpp read them from the file
                                  rope_freq_base=0.0, rope_freq_scale=0.0)
         except Exception as exc:
-            raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {_first_line(exc)}") from exc
-        self._template = _chat_template(model.client)
+            raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {first_line(exc)}") from exc
+        self._template = chat_template(model.client)
         # Free the native model while the interpreter still works: left to `Llama.__del__` at exit,
         # llama-cpp-python prints a traceback (its module globals are already gone by then).
         weakref.finalize(self, model.client.close)
@@ -158,7 +158,7 @@ class OpenAILLM(ChatLLM):
                     yield chunk.content
         except openai.OpenAIError as exc:
             raise ModelError(f"llm.base_url: the server at {self.config.base_url} failed: "
-                             f"{_first_line(exc)}; is it running?") from exc
+                             f"{first_line(exc)}; is it running?") from exc
 
 
 def load_llm(config: Config) -> ChatLLM:
@@ -197,7 +197,9 @@ def check_gguf(path: Path) -> None:
                          "download the model in GGUF format")
 
 
-def _chat_template(client: Any) -> Any:
+def chat_template(client: Any) -> Any:
+    """The GGUF's own chat template as a formatter (with its BOS and EOS token texts), or None when
+    the file has none (the packaged Gemma 270M is a base model without one)."""
     template = (client.metadata or {}).get("tokenizer.chat_template")
     if not template:
         return None
@@ -205,7 +207,9 @@ def _chat_template(client: Any) -> Any:
 
     def token_text(key: str) -> str:
         token_id = client.metadata.get(key)
-        return client._model.token_get_text(int(token_id)) if token_id is not None else ""
+        if token_id is None:
+            return ""
+        return client.detokenize([int(token_id)], special=True).decode("utf-8", errors="replace")
 
     return Jinja2ChatFormatter(template=template, eos_token=token_text("tokenizer.ggml.eos_token_id"),
                                bos_token=token_text("tokenizer.ggml.bos_token_id"))

@@ -14,8 +14,7 @@ from typing import Any, Iterator
 from langchain_core.embeddings import Embeddings
 
 from .config import PACKAGED_EMBEDDER, EmbeddingConfig
-from .errors import ModelError
-from .errors import first_line as _first_line
+from .errors import ModelError, first_line
 from .hub import ModelSource, find_model
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,8 @@ def native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def _pick_device(device: str) -> str:
+def pick_device(device: str) -> str:
+    """The torch device for a `device` setting: itself, or for "auto" the best one this machine has."""
     if device != "auto":
         return device
     import torch
@@ -78,7 +78,7 @@ def _pick_device(device: str) -> str:
 def use_bf16(device: str, precision: str) -> bool:
     """bfloat16 autocast: when asked for, or with `auto` on a CPU that computes bf16 natively."""
     if precision == "auto":
-        return _pick_device(device) == "cpu" and native_bf16()
+        return pick_device(device) == "cpu" and native_bf16()
     return precision == "bfloat16"
 
 
@@ -100,11 +100,11 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
     try:
         from sentence_transformers import CrossEncoder
 
-        with _quiet_transformers():
-            return CrossEncoder(source.path, device=_pick_device(config.device))
+        with quiet_transformers():
+            return CrossEncoder(source.path, device=pick_device(config.device))
     except Exception as exc:
         raise ModelError(
-            f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {first_line(exc)}); "
             f"{RERANKER_WAYS_OUT}"
         ) from exc
 
@@ -127,7 +127,7 @@ def open_reranker(config: Any) -> tuple[Any | None, str]:
     try:
         return load_cross_encoder(config, source), f"on: {source.describe()}"
     except ModelError as exc:
-        why = source.why or (_first_line(exc.__cause__) if exc.__cause__ else str(exc))
+        why = source.why or (first_line(exc.__cause__) if exc.__cause__ else str(exc))
         log.warning("reranker.model: %r: %s; searching without reranking. To rerank: %s (false also silences this)",
                     config.model, why, RERANKER_WAYS_OUT)
         return None, f"off: {config.model}: {why}"
@@ -188,14 +188,14 @@ class LocalEmbeddings(Embeddings):
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ModelError("sentence-transformers is not installed; run `make setup`") from exc
-        device = _pick_device(self.config.device)
+        device = pick_device(self.config.device)
         log.info("loading embedding model %s on %s", self.name, device)
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 return SentenceTransformer(path, device=device)
         except Exception as exc:  # hub errors, missing files, bad folders: all end up here
             raise ModelError(
-                f"{self._key}: cannot load {self.name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"{self._key}: cannot load {self.name!r} ({type(exc).__name__}: {first_line(exc)}); "
                 f"set it to a local model folder or to {PACKAGED_EMBEDDER!r}"
             ) from exc
 
@@ -235,7 +235,7 @@ class LocalEmbeddings(Embeddings):
                 tokenizer = AutoTokenizer.from_pretrained(path).backend_tokenizer
         except Exception as exc:
             raise ModelError(
-                f"{self._key}: cannot load a fast tokenizer for {self.name!r} ({_first_line(exc)}); "
+                f"{self._key}: cannot load a fast tokenizer for {self.name!r} ({first_line(exc)}); "
                 f"set it to a local model folder or to {PACKAGED_EMBEDDER!r}"
             ) from exc
         tokenizer.no_truncation()
@@ -265,7 +265,7 @@ class LocalEmbeddings(Embeddings):
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No 'Loading weights' progress bar from transformers while a model loads."""
     from transformers.utils import logging as hf_logging
 

@@ -16,7 +16,7 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Iterable, Sequence
 
 # Common English function words, kept out of key phrases (no library call: this list is the rule).
 STOPWORDS = frozenset("""
@@ -67,6 +67,12 @@ class CorpusChunk:
     text: str
     source: str = ""
     heading: str = ""
+
+
+def corpus_chunks(stored: Iterable[Any]) -> list[CorpusChunk]:
+    """The generator's view of stored chunks (anything with `id`, `text` and `metadata`)."""
+    return [CorpusChunk(chunk.id, chunk.text, str(chunk.metadata.get("source") or ""),
+                        str(chunk.metadata.get("heading") or "")) for chunk in stored]
 
 
 def corpus_questions(chunks: Sequence[CorpusChunk], count: int = 600, seed: int = 0) -> list[GeneratedQuestion]:

@@ -1,8 +1,9 @@
 """The retriever: scope gate -> MMR (or hybrid MMR + BM25) candidates -> cross-encoder rerank.
 
 `RagRetriever` is a LangChain `BaseRetriever`: `invoke()` / `ainvoke()` return `Document`s whose
-metadata keeps `source`, `page`, `heading`, `chunk_index` and adds `mmr_rank` (1-based rank in
-the candidate list), `rerank_score` and `scope_score`. `search()` returns the same documents plus
+metadata keeps `source`, `page`, `heading`, `chunk_index` and adds `candidate_rank` (1-based rank in
+the candidate list the reranker reads), `mmr_rank` (rank among the MMR candidates; None for a chunk
+only BM25 found), `bm25_score` (hybrid), `rerank_score` and `scope_score`. `search()` returns the same documents plus
 the gate's decision (`declined`, `scope_score`, `threshold`, and in `scope` the features, the
 nearest chunk and what the collection is about) and per-stage timings. A declined query returns no
 documents, before any passage is read.
@@ -20,7 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Iterator
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -49,6 +50,40 @@ class Retrieval:
     threshold: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     scope: "ScopeCheck | None" = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The `rag-bot search --json` object (without the reranker's status)."""
+        fields = ("source", "page", "heading", "chunk_index")
+        scores = ("candidate_rank", "mmr_rank", "bm25_score", "rerank_score")
+        return {
+            "declined": self.declined, "scope_score": self.scope_score, "threshold": self.threshold,
+            "scope": self.scope.to_json() if self.scope else None,
+            "results": [{**{key: d.metadata.get(key) for key in fields}, "text": d.page_content,
+                         **{key: d.metadata.get(key) for key in scores}} for d in self.documents],
+            "timings_ms": {stage: round(ms, 2) for stage, ms in self.timings.items()},
+        }
+
+    def lines(self) -> list[str]:
+        """What `rag-bot search` prints: the decline with its reason, or each passage with its scores."""
+        if self.declined and self.scope is not None:
+            return [f"Declined: the question looks out of scope for these documents ({self.scope.why()}).",
+                    *(["The documents are about: " + "; ".join(self.scope.about)] if self.scope.about else [])]
+        if not self.documents:
+            return ["Nothing relevant found."]
+        lines = []
+        for number, doc in enumerate(self.documents, 1):
+            meta = doc.metadata
+            where = meta["source"] + (f", page {meta['page']}" if meta.get("page") else "")
+            where += f" — {meta['heading']}" if meta.get("heading") else ""
+            scores = [f"candidate #{meta.get('candidate_rank')}"]
+            if meta.get("rerank_score") is not None:
+                scores.insert(0, f"rerank {meta['rerank_score']:.3f}")
+            scores += [f"mmr #{meta['mmr_rank']}"] if meta.get("mmr_rank") and meta.get("rrf_score") else []
+            scores += [f"bm25 {meta['bm25_score']:.2f}"] if meta.get("bm25_score") is not None else []
+            scores += [f"scope {meta['scope_score']:.2f}"] if meta.get("scope_score") is not None else []
+            snippet = " ".join(doc.page_content.split())
+            lines.append(f"{number}. {where}\n   {' · '.join(scores)}\n   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+        return lines
 
 
 @dataclass
@@ -94,6 +129,8 @@ class RagRetriever(BaseRetriever):
     config: Config
     embeddings: Any
     vectorstore: Any
+    client: Any  # the chromadb client, to notice a re-created collection
+    collection: Any  # the chromadb Collection behind `vectorstore`, for reads LangChain's wrapper lacks
     reranker: Any = None
     reranker_status: str = ""  # "on: MODEL (where from)" or "off: why", for stats, search --json and the UI
     scope: ScopeFilter | None = None
@@ -128,13 +165,13 @@ class RagRetriever(BaseRetriever):
                 return Retrieval([], True, check.score, check.threshold, timings, check)
         where = self._where(filter, sources)
         with clock("mmr"):
-            candidates = self._mmr(vector, where)
+            candidates = self.mmr(vector, where)
         if self.bm25 is not None:
             with clock("bm25"):
-                candidates = self._fuse(candidates, self._keyword(query, where))
+                candidates = self.fuse(candidates, self.keyword(query, where))
         if self.reranker is not None:
             with clock("rerank"):
-                candidates = self._rerank(query, candidates, k or self.config.reranker.top_n)
+                candidates = self.rerank(query, candidates, k or self.config.reranker.top_n)
         elif k is not None:
             candidates = candidates[:k]
         scope_score = check.score if check else None
@@ -156,7 +193,7 @@ class RagRetriever(BaseRetriever):
             raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
         if self._negative_vectors is None:
             self._negative_vectors = self.embeddings.embed_documents(self.scope.negatives)
-        similarities, metadatas, _ = nearest_chunks(self.vectorstore._collection, vectors, NEAREST)
+        similarities, metadatas, _ = nearest_chunks(self.collection, vectors, NEAREST)
         features = gate_features(vectors, similarities, self._negative_vectors)
         scores = self.scope.score(features)
         checks = []
@@ -173,9 +210,9 @@ class RagRetriever(BaseRetriever):
         order; no scope filter, no rerank. Used to mine hard negatives for training a reranker."""
         self.follow_store()
         vector = self.embeddings.embed_query(query)
-        candidates = self._mmr(vector, filter)
+        candidates = self.mmr(vector, filter)
         if self.bm25 is not None:
-            candidates = self._fuse(candidates, self._keyword(query, filter))
+            candidates = self.fuse(candidates, self.keyword(query, filter))
         return candidates
 
     def follow_store(self) -> None:
@@ -188,7 +225,7 @@ class RagRetriever(BaseRetriever):
         if now - self._checked_at < FOLLOW_SECONDS:
             return
         name = self.config.store.collection
-        current = get_collection(self.vectorstore._client, name)
+        current = get_collection(self.client, name)
         if current is None:
             raise _being_rebuilt(name)
         metadata = current.metadata or {}
@@ -211,6 +248,7 @@ class RagRetriever(BaseRetriever):
         if collection is None:
             raise _being_rebuilt(self.config.store.collection)
         check_model(collection, self.config.embedding.model, what="query")
+        self.client, self.collection = client, collection
         self.vectorstore = open_vectorstore(self.config, self.embeddings, client)
         if self.bm25 is not None:
             from .bm25 import load_bm25
@@ -218,27 +256,37 @@ class RagRetriever(BaseRetriever):
             self.bm25 = load_bm25(self.config, collection)
         self._source_cache = None
 
+    def recheck(self) -> None:
+        """Make the next query look at the store again (see `follow_store`)."""
+        self._checked_at = 0.0
+
     @property
     def threshold(self) -> float:
         configured = self.config.filter.threshold
         return configured if configured is not None else self.scope.threshold
 
-    # stages
+    # stages: public so that evaluation and training run exactly what a search runs
 
-    def _mmr(self, vector: list[float], where: dict | None) -> list[Document]:
+    def mmr(self, vector: list[float], where: dict | None = None) -> list[Document]:
+        """Dense candidates: Chroma's maximal marginal relevance over the `retriever.fetch_k` nearest
+        chunks, `retriever.k` kept; each gets `mmr_rank` and `candidate_rank`."""
         settings = self.config.retriever
         docs = self.vectorstore.max_marginal_relevance_search_by_vector(
             vector, k=settings.k, fetch_k=settings.fetch_k, lambda_mult=settings.lambda_mult, filter=where)
         for rank, doc in enumerate(docs, 1):
-            doc.metadata["mmr_rank"] = rank
+            doc.metadata["mmr_rank"] = doc.metadata["candidate_rank"] = rank
         return docs
 
-    def _keyword(self, query: str, where: dict | None) -> list[Document]:
+    def keyword(self, query: str, where: dict | None = None) -> list[Document]:
+        """Keyword candidates: the BM25 index's best `retriever.fetch_k` chunks (within `where`),
+        each with its `bm25_score`. Needs `retriever.hybrid` (the BM25 index)."""
+        if self.bm25 is None:
+            raise ModelError("retriever.hybrid: no BM25 index is loaded; set retriever.hybrid: true")
         hits = self.bm25.search(query, self.config.retriever.fetch_k)
         if not hits:
             return []
-        ids = [chunk_id for chunk_id, _ in hits]
-        got = self.vectorstore._collection.get(ids=ids, where=where, include=["documents", "metadatas"])
+        got = self.collection.get(ids=[chunk_id for chunk_id, _ in hits], where=where,
+                                  include=["documents", "metadatas"])
         by_id = {i: Document(page_content=d, metadata=m or {}, id=i)
                  for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
         docs = []
@@ -248,27 +296,30 @@ class RagRetriever(BaseRetriever):
                 docs.append(by_id[chunk_id])
         return docs
 
-    def _fuse(self, dense: list[Document], keyword: list[Document]) -> list[Document]:
-        """Reciprocal rank fusion of the two lists; keeps `retriever.k` documents."""
-        rrf_k = self.config.retriever.rrf_k
-        scores: dict[str, float] = {}
+    def fuse(self, dense: list[Document], keyword: list[Document]) -> list[Document]:
+        """The dense and keyword candidates merged by reciprocal rank fusion (`retriever.rrf_k`);
+        keeps `retriever.k` documents, each with `rrf_score` and its `candidate_rank` in the fused list."""
+        scores = rrf([dense, keyword], self.config.retriever.rrf_k, key=lambda doc: doc.id)
         docs: dict[str, Document] = {}
-        for ranking in (dense, keyword):
-            for rank, doc in enumerate(ranking, 1):
-                scores[doc.id] = scores.get(doc.id, 0.0) + 1.0 / (rrf_k + rank)
-                if doc.id in docs:
-                    docs[doc.id].metadata.update(doc.metadata)
-                else:
-                    docs[doc.id] = doc
+        for doc in [*dense, *keyword]:
+            if doc.id in docs:
+                docs[doc.id].metadata.update({**doc.metadata, **docs[doc.id].metadata})
+            else:
+                docs[doc.id] = doc
         fused = sorted(docs.values(), key=lambda d: -scores[d.id])[: self.config.retriever.k]
         for rank, doc in enumerate(fused, 1):
             doc.metadata["rrf_score"] = scores[doc.id]
-            doc.metadata["mmr_rank"] = rank
+            doc.metadata["candidate_rank"] = rank
+            doc.metadata.setdefault("mmr_rank", None)
         return fused
 
-    def _rerank(self, query: str, docs: list[Document], top_n: int) -> list[Document]:
+    def rerank(self, query: str, docs: list[Document], top_n: int) -> list[Document]:
+        """The candidates reordered by the cross-encoder (each gets `rerank_score`), fused with their
+        incoming order when `reranker.fuse`, filtered by `reranker.min_score`; `top_n` kept."""
         if not docs:
             return []
+        if self.reranker is None:
+            raise ModelError("reranker.enabled: no cross-encoder is loaded; see `rag-bot models list`")
         settings = self.config.reranker
         with precision_context(settings.device, "auto"):
             scores = self.reranker.predict([(query, d.page_content) for d in docs],
@@ -277,10 +328,7 @@ class RagRetriever(BaseRetriever):
             doc.metadata["rerank_score"] = float(score)
         ranked = sorted(docs, key=lambda d: -d.metadata["rerank_score"])
         if settings.fuse:  # reciprocal rank fusion with the order the candidates came in
-            rrf_k = self.config.retriever.rrf_k
-            fused = {id(doc): 1.0 / (rrf_k + rank) for rank, doc in enumerate(docs, 1)}
-            for rank, doc in enumerate(ranked, 1):
-                fused[id(doc)] += 1.0 / (rrf_k + rank)
+            fused = rrf([docs, ranked], self.config.retriever.rrf_k, key=id)
             ranked = sorted(docs, key=lambda d: -fused[id(d)])
         if settings.min_score is not None:
             ranked = [d for d in ranked if d.metadata["rerank_score"] >= settings.min_score]
@@ -296,12 +344,21 @@ class RagRetriever(BaseRetriever):
 
     def _sources(self) -> set[str]:
         """Every `source` in the collection, cached until the chunk count changes."""
-        collection = self.vectorstore._collection
+        collection = self.collection
         count = collection.count()
         if self._source_cache is None or self._source_cache[0] != count:
             sources = {(m or {}).get("source", "") for page in pages(collection, ["metadatas"]) for m in page["metadatas"]}
             self._source_cache = (count, sources)
         return self._source_cache[1]
+
+
+def rrf(rankings: Sequence[Sequence[Any]], k: int, key: Callable[[Any], Hashable] = lambda item: item) -> dict:
+    """Reciprocal rank fusion: each item's sum over the rankings of 1 / (k + its 1-based rank)."""
+    scores: dict = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, 1):
+            scores[key(item)] = scores.get(key(item), 0.0) + 1.0 / (k + rank)
+    return scores
 
 
 def _mtime(path: Any) -> int | None:
@@ -325,7 +382,7 @@ def _rebuilding(retriever: "RagRetriever") -> Iterator[None]:
     except Exception as exc:
         if type(exc).__name__ != "NotFoundError":
             raise
-        retriever._checked_at = 0.0
+        retriever.recheck()
         raise _being_rebuilt(retriever.config.store.collection) from exc
 
 
@@ -375,7 +432,7 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
 
         bm25 = load_bm25(config, collection)
     retriever = RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
-                             reranker=reranker, reranker_status=status, scope=_load_scope(config), bm25=bm25)
+                             client=client, collection=collection, reranker=reranker, reranker_status=status, scope=_load_scope(config), bm25=bm25)
     retriever.follow_store()  # what it opened is what it has seen
     return retriever
 

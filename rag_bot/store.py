@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import random
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 from .config import Config
@@ -233,6 +235,30 @@ def pages(collection: Any, include: list[str], size: int = 5000) -> Any:
         if len(got["ids"]) < size:
             return
         offset += size
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One chunk as the store keeps it."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+def sample_chunks(collection: Any, limit: int, seed: int = 0, min_words: int = 0) -> list[StoredChunk]:
+    """Up to `limit` chunks drawn at random from the whole collection (the same ones for the same
+    seed), leaving out those shorter than `min_words` words."""
+    ids = [chunk_id for page in pages(collection, []) for chunk_id in page["ids"]]
+    order = random.Random(seed).sample(ids, len(ids) if min_words else min(limit, len(ids)))
+    chosen: list[StoredChunk] = []
+    for start in range(0, len(order), 500):
+        got = collection.get(ids=order[start:start + 500], include=["documents", "metadatas"])
+        chunks = (StoredChunk(i, text or "", meta or {}) for i, text, meta in zip(got["ids"], got["documents"], got["metadatas"]))
+        chosen += [chunk for chunk in chunks if len(chunk.text.split()) >= min_words]  # in the store's order
+        if len(chosen) >= limit:
+            break
+    return chosen[:limit]
 
 
 def nearest_chunks(collection: Any, vectors: Any, n: int, batch: int = 64) -> tuple[list[list[float]], list[list[dict]], list[list[str]]]:

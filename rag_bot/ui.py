@@ -211,7 +211,13 @@ class LoginThrottle:
         # Every wrong user name shares one count: guessing names is slowed too, and the table stays small.
         return username if username.encode() == self._user else "\0other"
 
+    @property
+    def counted(self) -> int:
+        """How many user names have failures counted (at most two: the configured one and "any other")."""
+        return len(self._failures)
+
     def delay(self, username: str) -> float:
+        """Seconds the next login attempt for `username` waits."""
         failures = self._failures.get(self._key(username), 0)
         return min(self.cap, self.base * 2 ** (failures - 1)) if failures else 0.0
 

@@ -114,7 +114,7 @@ class RetrievalEvaluator:
             docs = candidates(i)
             if pipeline.rerank:
                 head = self.retriever.config.retriever.k
-                docs = self.retriever._rerank(self.dataset.queries[query_id], docs[:head], head) + docs[head:]
+                docs = self.retriever.rerank(self.dataset.queries[query_id], docs[:head], head) + docs[head:]
             run[query_id] = documents_in_order([d.metadata.get("source", "") for d in docs])
         return run
 
@@ -126,20 +126,20 @@ class RetrievalEvaluator:
             dense = self._dense_all()
             return lambda i: list(dense[i])
         if base == "mmr":
-            return lambda i: retriever._mmr(self.vectors[i], None)
+            return lambda i: retriever.mmr(self.vectors[i])
         if retriever.bm25 is None:
             raise InputError(f"{base}: no BM25 index for this collection")
-        keyword = retriever.model_copy(update={"config": deep})
+        wide = retriever.model_copy(update={"config": deep})  # ranks CHUNK_DEPTH chunks
         if base == "bm25":
-            return lambda i: keyword._keyword(self.dataset.queries[self.query_ids[i]], None)
+            return lambda i: wide.keyword(self.dataset.queries[self.query_ids[i]])
         dense = self._dense_all()
-        return lambda i: keyword._fuse(list(dense[i]), keyword._keyword(self.dataset.queries[self.query_ids[i]], None))
+        return lambda i: wide.fuse(list(dense[i]), wide.keyword(self.dataset.queries[self.query_ids[i]]))
 
     def _dense_all(self) -> list[list[Document]]:
         """Top CHUNK_DEPTH chunks by cosine similarity for every query, in batched Chroma queries
         (small batches: Chroma reads the results back with one SQL variable per chunk)."""
         if self._dense is None:
-            collection = self.retriever.vectorstore._collection
+            collection = self.retriever.collection
             self._dense = []
             for start in range(0, len(self.vectors), 16):
                 got = collection.query(query_embeddings=self.vectors[start:start + 16], n_results=CHUNK_DEPTH,

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import EmbeddingConfig
 from ..errors import InputError
-from ..models import precision_context, resolve_model_path, use_bf16, _pick_device, _quiet_transformers
+from ..models import pick_device, precision_context, quiet_transformers, resolve_model_path, use_bf16
 from .pairs import Pair, split_pairs
 from .run import (TrainReport, TrainSettings, fingerprint, measured_before, prepare_out, quiet_training_logs,
                   train_and_save, training_arguments)
@@ -71,8 +71,8 @@ def train_embedder(pairs: list[Pair], config: EmbeddingConfig, out: str | Path, 
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     quiet_training_logs()
-    device = _pick_device(config.device)
-    with _quiet_transformers():
+    device = pick_device(config.device)
+    with quiet_transformers():
         model = SentenceTransformer(base, device=device)
     report = TrainReport("embedder", config.model, str(out), job, len(train), len({p.query for p in validation}),
                          {**vars(settings), "loss": "MultipleNegativesRankingLoss", "hard_negatives": triplets},

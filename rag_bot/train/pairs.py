@@ -100,6 +100,29 @@ def split_pairs(pairs: list[Pair], fraction: float, seed: int = 0) -> tuple[list
     return [p for p in pairs if p.query not in held], [p for p in pairs if p.query in held]
 
 
+def training_pairs(config: Any, *, pairs_file: str | None = None, beir: str | None = None, split: str = "train",
+                   from_corpus: bool = False, questions: int = 2000, seed: int = 0) -> tuple[list[Pair], str]:
+    """The pairs a `rag-bot train` command asked for (a pair file, a BEIR folder's qrels, or
+    questions generated from the configured collection), and a line saying where they came from."""
+    if beir:
+        return beir_pairs(beir, split), f"{beir} ({split} qrels)"
+    if from_corpus:
+        from ..questions import corpus_chunks
+        from ..store import get_collection, open_client, sample_chunks
+
+        if questions < 10:
+            raise InputError("--questions: must be 10 or more")
+        name = config.store.collection
+        collection = get_collection(open_client(config), name)
+        if collection is None:
+            raise InputError(f"--from-corpus: no collection {name!r}; run `rag-bot ingest DIR` first")
+        pairs = corpus_pairs(corpus_chunks(sample_chunks(collection, questions, seed)), questions, seed)
+        return pairs, f"{len(pairs)} questions generated from collection {name!r}"
+    if pairs_file is None:
+        raise InputError("name the pairs: --pairs FILE, --beir DIR or --from-corpus")
+    return read_pairs(pairs_file), str(pairs_file)
+
+
 def corpus_pairs(chunks: list[Any], count: int = 2000, seed: int = 0) -> list[Pair]:
     """No labels: questions generated from a collection's chunks (`questions.CorpusChunk`s, by the
     scope gate's generator: headings, titles, key phrases, sentences turned into questions), each

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..models import _pick_device, _quiet_transformers, precision_context, resolve_model_path, use_bf16
+from ..models import pick_device, precision_context, quiet_transformers, resolve_model_path, use_bf16
 from .pairs import Pair, split_pairs
 from .run import (TrainReport, TrainSettings, fingerprint, measured_before, prepare_out, quiet_training_logs,
                   train_and_save, training_arguments)
@@ -129,7 +129,7 @@ def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings:
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     quiet_training_logs()
-    device = _pick_device(device)
+    device = pick_device(device)
     mined_train = mine(train, retriever, settings.progress)
     mined_validation = mine(validation, retriever, settings.progress) if validation else []
     rows, short = ranking_rows(mined_train, negatives)
@@ -137,7 +137,7 @@ def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings:
         raise InputError(f"--negatives {negatives}: no training query has that many candidates besides its "
                          "positives; ingest more documents or lower --negatives")
     found = sum(any(positive for _, positive in m.candidates) for m in mined_train)
-    with _quiet_transformers():
+    with quiet_transformers():
         model = CrossEncoder(base, num_labels=1, max_length=MAX_LENGTH, device=device)
     report = TrainReport("reranker", base_model, str(out), job, len(rows["query"]),
                          len(mined_validation), {**vars(settings), "negatives": negatives,

@@ -56,6 +56,17 @@ class TrainReport:
     def save(self) -> None:
         Path(self.out, REPORT).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
+    def lines(self) -> list[str]:
+        """What `rag-bot train` prints: the run, and the validation figures before and after."""
+        lines = [f"{self.kind} trained from {self.base_model} on {self.train_pairs} training rows "
+                 f"in {self.train_seconds:.0f} s ({self.steps} steps); saved to {self.out}"]
+        if self.before or self.after:
+            lines.append(f"validation ({self.validation_queries} held-out queries):")
+            for metric in self.after or self.before:
+                before, after = self.before.get(metric, "-"), self.after.get(metric, "-")
+                lines.append(f"  {metric:<14} before {before:>8}   after {after:>8}")
+        return lines
+
 
 def fingerprint(kind: str, base_model: str, pairs: list[Pair], settings: TrainSettings, **more: Any) -> str:
     """Identifies one training job: the same job may resume in (or be satisfied by) an output folder."""

@@ -5,7 +5,6 @@ finds that very chunk among its candidates for the question (the quality filter)
 from __future__ import annotations
 
 import json
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError, InputError
 from ..prompts import BUNDLED_DIR, check_template
+from ..store import sample_chunks
 
 TEMPLATE = "make_pairs.txt"
 MIN_WORDS = 20  # chunks shorter than this rarely answer a question on their own
@@ -32,6 +32,14 @@ class PairStats:
         return {"sampled": self.sampled, "written": self.written, "rejected": {
             "no_question": self.no_question, "duplicate": self.duplicate, "not_in_top": self.not_retrieved},
             "out": self.out}
+
+    def lines(self, top: int) -> list[str]:
+        """What `rag-bot train make-pairs` prints: the counts, a few examples, and what to run next."""
+        return [f"wrote {self.written} pairs of {self.sampled} sampled chunks to {self.out} "
+                f"(rejected: {self.no_question} no usable question, {self.duplicate} duplicates, "
+                f"{self.not_retrieved} whose chunk the retriever did not find in the top {top})",
+                *(f"  Q: {row['query']}\n     from {row['source']}" for row in self.examples),
+                f"Next: rag-bot train embedder --pairs {self.out} --out DIR  (or train reranker)"]
 
 
 def load_template(folder: Path | None) -> str:
@@ -57,25 +65,6 @@ def clean_question(text: str) -> str | None:
     return line
 
 
-def sample_chunks(collection: Any, count: int, seed: int) -> list[tuple[str, str, dict]]:
-    """Up to `count` (id, text, metadata) chunks of at least MIN_WORDS words, spread over the corpus."""
-    from ..store import pages
-
-    ids = [chunk_id for page in pages(collection, []) for chunk_id in page["ids"]]
-    random.Random(seed).shuffle(ids)
-    chosen: list[tuple[str, str, dict]] = []
-    for start in range(0, len(ids), 500):
-        got = collection.get(ids=ids[start:start + 500], include=["documents", "metadatas"])
-        by_id = {i: (d, m or {}) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"])}
-        for chunk_id in ids[start:start + 500]:
-            text, meta = by_id[chunk_id]
-            if len(text.split()) >= MIN_WORDS:
-                chosen.append((chunk_id, text, meta))
-                if len(chosen) >= count:
-                    return chosen
-    return chosen
-
-
 def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: int, template: str,
                seed: int = 0, max_tokens: int = 48, progress: bool = True) -> PairStats:
     """Write up to `count` JSONL pairs {query, passage, source} to `out` (replaced when done)."""
@@ -88,8 +77,8 @@ def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: in
     out = Path(out)
     if out.suffix.lower() not in (".jsonl", ".ndjson"):
         raise InputError(f"--out {out}: pairs are written as JSONL; name the file *.jsonl")
-    collection = retriever.vectorstore._collection
-    chunks = sample_chunks(collection, count, seed)
+    collection = retriever.collection
+    chunks = sample_chunks(collection, count, seed, min_words=MIN_WORDS)
     if not chunks:
         raise InputError(f"store.collection: no chunk of {MIN_WORDS} words or more in "
                          f"{retriever.config.store.collection!r}; ingest documents first")
@@ -101,7 +90,7 @@ def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: in
     partial = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "w", encoding="utf-8") as handle:
-        for chunk_id, text, meta in tqdm(chunks, desc="writing questions", unit="chunk", disable=not progress):
+        for chunk_id, text, meta in tqdm([(c.id, c.text, c.metadata) for c in chunks], desc="writing questions", unit="chunk", disable=not progress):
             stats.sampled += 1
             prompt = template.format(passage=" ".join(text.split()))
             question = clean_question("".join(llm.stream("", prompt, max_tokens=max_tokens, stop=["\n"])))

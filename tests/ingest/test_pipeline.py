@@ -193,12 +193,12 @@ def test_odd_file_names_are_stored_and_the_run_goes_on(config, docs_copy, caplog
 def test_text_the_store_cannot_take_is_a_skip():
     from langchain_core.documents import Document
 
-    from ingest.pipeline import _check_storable
+    from ingest.pipeline import check_storable
     from rag_bot.errors import InputError
 
-    _check_storable([Document(page_content="fine", metadata={"source": "a.md", "page": 1})])
+    check_storable([Document(page_content="fine", metadata={"source": "a.md", "page": 1})])
     with pytest.raises(InputError, match="not valid UTF-8"):
-        _check_storable([Document(page_content="lone \udcff surrogate", metadata={"source": "a.md"})])
+        check_storable([Document(page_content="lone \udcff surrogate", metadata={"source": "a.md"})])
 
 
 def small_batches(config, size=4):

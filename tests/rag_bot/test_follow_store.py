@@ -46,7 +46,7 @@ def test_a_running_retriever_follows_ingests_from_another_process(tmp_path, docs
     (docs_copy / "new-notes.txt").write_text(text + "\n")
     elsewhere(tmp_path, str(docs_copy))
     assert found(retriever, text, "new-notes.txt") == ["new-notes.txt"]  # no restart
-    new_ids = retriever.vectorstore._collection.get(where={"source": "new-notes.txt"})["ids"]
+    new_ids = retriever.collection.get(where={"source": "new-notes.txt"})["ids"]
     assert retriever.bm25.search("release notes incremental", 1)[0][0] in new_ids  # keyword index too
     elsewhere(tmp_path, str(docs_copy), "rebuild")
     assert found(retriever, text, "new-notes.txt") == ["new-notes.txt"]  # the re-created collection

@@ -120,3 +120,20 @@ def test_a_script_using_the_python_api_exits_without_a_traceback(chat_config_fil
                           timeout=300, cwd=ROOT)
     assert done.returncode == 0 and int(done.stdout.strip()) > 0, done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_a_gguf_chat_template_gets_the_models_own_bos_and_eos_texts(gguf_path):
+    from llama_cpp import Llama
+
+    from rag_bot.llm import chat_template
+
+    client = Llama(str(gguf_path), vocab_only=True, verbose=False)
+    assert chat_template(client) is None  # the packaged base model has no template
+    client.metadata["tokenizer.chat_template"] = (
+        "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+        "{% endfor %}<start_of_turn>model\n")
+    template = chat_template(client)
+    assert (template.bos_token, template.eos_token) == ("<bos>", "<eos>")
+    prompt = template(messages=[{"role": "user", "content": "Hi"}]).prompt
+    assert prompt == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model"  # (Jinja drops the last newline)

@@ -221,7 +221,7 @@ def test_hybrid_keeps_bm25_in_sync_with_ingest(tmp_path, minilm):
     run_ingest(config, docs, progress=False, embeddings=minilm)
     index = Bm25Index.load(bm25_path(config))
     retriever = load_retriever(config, embeddings=minilm)
-    assert len(index.ids) == retriever.vectorstore._collection.count()
+    assert len(index.ids) == retriever.collection.count()
     top = retriever.invoke("chroma run --path /srv/chroma --port 8000")
     assert top[0].metadata["source"] in {"configuration.md", "troubleshooting.md"}
     assert any("bm25_score" in d.metadata for d in top) and all("rrf_score" in d.metadata for d in top)
@@ -229,9 +229,9 @@ def test_hybrid_keeps_bm25_in_sync_with_ingest(tmp_path, minilm):
     (docs / "glossary.md").write_text("# Glossary\n\nA zygomorphic chunk is a made-up word for this test.\n")
     run_ingest(config, docs, progress=False, embeddings=minilm)
     index = Bm25Index.load(bm25_path(config))
-    assert len(index.ids) == retriever.vectorstore._collection.count()
+    assert len(index.ids) == retriever.collection.count()
     [(chunk_id, _)] = index.search("zygomorphic", 5)
-    assert retriever.vectorstore._collection.get(ids=[chunk_id])["metadatas"][0]["source"] == "glossary.md"
+    assert retriever.collection.get(ids=[chunk_id])["metadatas"][0]["source"] == "glossary.md"
     assert retriever.invoke("zygomorphic")[0].metadata["source"] == "glossary.md"
     shutil.rmtree(bm25_path(config))  # a missing index is rebuilt when the retriever loads
     assert load_retriever(config, embeddings=minilm).invoke("zygomorphic")[0].metadata["source"] == "glossary.md"
@@ -285,10 +285,12 @@ def test_fused_rerank_weighs_the_reranker_against_the_retrieval_order(config):
             return [{"a": 4.0, "b": 3.0, "c": 10.0, "d": 2.0, "e": 1.0}[passage] for _, passage in pairs]
 
     docs = lambda: [Document(name, id=name) for name in "abcde"]  # noqa: E731  (retrieval order a..e)
-    plain = RagRetriever(config=config, embeddings=None, vectorstore=None, reranker=Scores())
-    assert [d.id for d in plain._rerank("q", docs(), 3)] == list("cab")
-    fused = RagRetriever(config=with_(config, reranker={"fuse": True}), embeddings=None, vectorstore=None,
+    plain = RagRetriever(config=config, embeddings=None, vectorstore=None, client=None, collection=None,
                          reranker=Scores())
-    ranked = fused._rerank("q", docs(), 3)
+    assert [d.id for d in plain.rerank("q", docs(), 3)] == list("cab")
+    fused = RagRetriever(config=with_(config, reranker={"fuse": True}), embeddings=None, vectorstore=None,
+                         client=None, collection=None,
+                         reranker=Scores())
+    ranked = fused.rerank("q", docs(), 3)
     # a: 1/61 + 1/62 > c: 1/63 + 1/61 > b: 1/62 + 1/63; the scores stay the reranker's
     assert [d.id for d in ranked] == list("acb") and [d.metadata["rerank_score"] for d in ranked] == [4.0, 10.0, 3.0]

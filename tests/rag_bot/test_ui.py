@@ -140,7 +140,7 @@ def test_failed_logins_double_the_wait_up_to_a_cap():
     assert check("alice", "s3cret") is True and check("alice", "s3cret") is True
     assert check.delay("alice") == 0.0 and check.delay("mallory") == 0.25
     assert check("eve", "s3cret") is False and waits[-1] == 0.25  # wrong names share one count
-    assert check.delay("trudy") == 0.5 and len(check._failures) == 1
+    assert check.delay("trudy") == 0.5 and check.counted == 1
 
 
 # --- the real app in a real browser ---------------------------------------------------------------

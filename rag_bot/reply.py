@@ -1,0 +1,37 @@
+"""An answer as the edges outside the browser show it: one JSON object (`rag-bot ask --json`) or
+terminal text as it streams (`rag-bot ask`). The UI renders the same chain events as HTML-safe
+chat messages (ui.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+
+def reply_json(result: dict[str, Any]) -> dict[str, Any]:
+    """`RagChain.invoke()`'s result as plain JSON: answer, declined, reason, grounded, evidence,
+    scope and sources."""
+    return {"answer": result["answer"], "declined": result["declined"], "reason": result["reason"],
+            "grounded": result["grounded"], "evidence": [quote.to_json() for quote in result["evidence"]],
+            "scope": result["scope"], "sources": [source.to_json() for source in result["sources"]]}
+
+
+def terminal_text(events: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """Pieces of text to print as `RagChain.stream()` events arrive: the answer as it is written,
+    the notice when it is replaced by the quotes, then the evidence and the numbered sources."""
+    sources: list = []
+    quotes: list = []
+    quoted = False
+    for event in events:
+        sources = event.get("sources", sources)
+        quotes = event.get("evidence", quotes)
+        quoted = quoted or bool(event.get("quoted"))
+        if "answer" in event:
+            yield event["answer"]
+        if "final" in event:
+            yield "\n\n(That answer is not supported by the passages, so here is what they say instead.)\n"
+            yield event["final"]
+    yield "\n"
+    if quotes and not quoted:  # a reply made of the quotes already shows them
+        yield "\nEvidence:\n" + "".join(f'[{quote.n}] "{quote.text}"\n' for quote in quotes)
+    if sources:
+        yield "\nSources:\n" + "".join(f"[{source.n}] {source.label()}\n" for source in sources)
