@@ -24,6 +24,7 @@ from typing import Any
 
 from .config import Config
 from .errors import ConfigError, ModelError
+from .prompts import BUNDLED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ LABELS = ("answer", "ignore")
 FORMAT = "rag-bot-scope-filter/2"
 FEATURES = ("top_similarity", "mean_similarity", "offtopic_similarity")
 NEAREST = 3  # chunks the similarity features look at
-NEGATIVES_FILE = Path(__file__).resolve().parents[1] / "prompts" / "scope_negatives.txt"
+NEGATIVES_FILE = BUNDLED_DIR / "scope_negatives.txt"
 HELD_OUT_EVERY = 5  # every fifth bundled negative is kept out of training, for `rag-bot eval scope`
 
 

@@ -1,4 +1,5 @@
-"""Prompt templates: plain text files in `prompts/` (or `chat.prompts_dir`) that users can edit.
+"""Prompt templates: plain text files shipped inside this package (`rag_bot/prompts/*.txt`, read with
+`importlib.resources`, so an installed wheel has them) that users can copy and edit (`chat.prompts_dir`).
 
 Each template is checked when it is loaded: a missing file, a required `{variable}` left out or an
 unknown one gives one line naming the file. Write a literal brace as `{{` or `}}`.
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from .config import Config
-from .errors import ConfigError
+from ..config import Config
+from ..errors import ConfigError
 
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "prompts"
+BUNDLED_DIR = Path(str(resources.files(__name__)))  # the package's own folder: installed as files, never zipped
 
 # file name -> (required variables, optional variables)
 TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
