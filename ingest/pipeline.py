@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rag_bot.config import Config
-from rag_bot.errors import InputError, RagBotError
+from rag_bot.errors import InputError, UsageError
 from rag_bot.models import LocalEmbeddings
 from rag_bot.names import shown
 from rag_bot.store import server_errors, store_location
@@ -98,7 +98,7 @@ def run_ingest(
     started = time.perf_counter()
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
-        raise RagBotError(f"{folder}: not a folder; give the folder of documents to ingest")
+        raise UsageError(f"{folder}: not a folder; give the folder of documents to ingest")
     found = discover(root, config.ingest, loaders.extensions())
     for skip in found.skipped:
         _log_skip(skip)

@@ -5,7 +5,7 @@ The public API is small and listed in `__all__`; importing this package loads no
 """
 
 from .config import Config, load_config
-from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError
+from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError, UsageError
 from .chain import RagChain, Source, load_chain
 from .retriever import RagRetriever, Retrieval, load_retriever
 
@@ -22,6 +22,7 @@ __all__ = [
     "Retrieval",
     "Source",
     "StoreError",
+    "UsageError",
     "__version__",
     "load_chain",
     "load_config",

@@ -1,7 +1,8 @@
 """The `rag-bot` command: the composition root, the only place that wires runtime and ingest.
 
 Exit status: 0 success; 1 the job ran but some files were skipped because of errors; 2 nothing
-was done (bad config, missing model, refused store); 130 interrupted.
+was done (`EXIT_STATUS`: bad config or argument, unusable input, missing model, refused store);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from typing import Any, Callable, Sequence
 
 from . import __version__
 from .config import ENV_VAR, PACKAGED_EMBEDDER, load_config
-from .errors import RagBotError
+from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError, UsageError
 from .logs import configure_logging
+
+# Each error class's exit status, in one place: all of them mean that nothing was done.
+EXIT_STATUS: dict[type[RagBotError], int] = {ConfigError: 2, UsageError: 2, InputError: 2, ModelError: 2, StoreError: 2}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag-bot", description="A local RAG chatbot over your own documents.")
@@ -167,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except RagBotError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return next((status for kind, status in EXIT_STATUS.items() if isinstance(exc, kind)), 2)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to finish (nothing stored is lost)", file=sys.stderr)
         return 130
@@ -204,7 +209,7 @@ def _search(args: argparse.Namespace) -> int:
     from .retriever import load_retriever
 
     if args.k is not None and args.k < 1:
-        raise RagBotError("--k: must be 1 or more")
+        raise UsageError("--k: must be 1 or more")
     retriever = load_retriever(load_config(args.config))
     result = retriever.search(args.query, k=args.k, sources=args.source)
     if args.json:
@@ -235,7 +240,7 @@ def _ask(args: argparse.Namespace) -> int:
     from .reply import reply_json, terminal_text
 
     if not args.question.strip():
-        raise RagBotError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
+        raise UsageError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
     chain = load_chain(load_config(args.config))
     if args.json:
         print(json.dumps(reply_json(chain.invoke(args.question))))
@@ -262,7 +267,7 @@ def _chat(args: argparse.Namespace) -> int:
     try:
         launch(build_app(chain, note=f"Reranking {reranker_status(config.reranker)}"), ui)
     except OSError as exc:
-        raise RagBotError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
+        raise ConfigError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
                           "choose another port with --port or ui.port") from exc
     return 0
 

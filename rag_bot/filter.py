@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .errors import ConfigError, ModelError
+from .errors import InputError, ModelError
 from .prompts import BUNDLED_DIR
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def filter_path(config: Config) -> Path:
 def read_examples(path: Path) -> list[tuple[str, str]]:
     """Labelled rows (`text`, `label` in answer/ignore) from CSV, JSONL or YAML; errors name the row."""
     if not path.is_file():
-        raise ConfigError(f"{path}: examples file not found")
+        raise InputError(f"{path}: examples file not found")
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
     if suffix == ".csv":
@@ -113,24 +113,24 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
                 try:
                     numbered.append((number, json.loads(line)))
                 except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
+                    raise InputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
     elif suffix in (".yaml", ".yml"):
         import yaml
 
         loaded = yaml.safe_load(text) or []
         if not isinstance(loaded, list):
-            raise ConfigError(f"{path}: expected a list of {{text, label}} rows")
+            raise InputError(f"{path}: expected a list of {{text, label}} rows")
         numbered = [(i + 1, row) for i, row in enumerate(loaded)]
     else:
-        raise ConfigError(f"{path}: unknown examples format {suffix!r}; use .csv, .jsonl or .yaml")
+        raise InputError(f"{path}: unknown examples format {suffix!r}; use .csv, .jsonl or .yaml")
     examples = []
     for number, row in numbered:
         where = f"{path}: {'row' if suffix in ('.yaml', '.yml') else 'line'} {number}"
         if not isinstance(row, dict) or not str(row.get("text") or "").strip():
-            raise ConfigError(f"{where}: needs a non-empty 'text'")
+            raise InputError(f"{where}: needs a non-empty 'text'")
         label = str(row.get("label") or "").strip().lower()
         if label not in LABELS:
-            raise ConfigError(f"{where}: label must be 'answer' or 'ignore', not {row.get('label')!r}")
+            raise InputError(f"{where}: label must be 'answer' or 'ignore', not {row.get('label')!r}")
         examples.append((str(row["text"]).strip(), label))
     _check_balance(examples, str(path))
     return examples
@@ -150,7 +150,7 @@ def bundled_negatives(part: str = "all", path: Path = NEGATIVES_FILE) -> list[st
 def _check_balance(examples: list[tuple[str, str]], where: str) -> None:
     counts = {label: sum(1 for _, got in examples if got == label) for label in LABELS}
     if min(counts.values()) < 5:
-        raise ConfigError(f"{where}: needs at least 5 examples of each label (has {counts})")
+        raise InputError(f"{where}: needs at least 5 examples of each label (has {counts})")
 
 
 def calibrate(in_scope_scores: Any, max_false_refusal: float) -> float:

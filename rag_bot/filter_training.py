@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
-from .errors import ConfigError
+from .errors import InputError, StoreError
 from .filter import (FEATURES, NEAREST, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, filter_path,
                      gate_features, read_examples)
 from .questions import CorpusChunk, corpus_chunks, corpus_questions
@@ -57,7 +57,7 @@ def train_from_corpus(collection: Any, embeddings: Any, config: Config, seed: in
     similarities, _, found = nearest_chunks(collection, vectors, NEAREST)
     kept = [i for i, (q, ids) in enumerate(zip(questions, found)) if q.chunk_id in ids]
     if len(kept) < 20:
-        raise ConfigError("the collection gives too few usable questions to train the scope gate on; ingest more "
+        raise InputError("the collection gives too few usable questions to train the scope gate on; ingest more "
                           "documents, or label examples and use --examples FILE")
     held_chunks = _held_out_chunks({questions[i].chunk_id for i in kept}, seed)
     train = [i for i in kept if questions[i].chunk_id not in held_chunks]
@@ -130,7 +130,7 @@ class _GateData:
 
         counts = Counter(self.labels.tolist())
         if min(counts[0], counts[1]) < 5:
-            raise ConfigError(f"needs at least 5 examples of each label to train the scope gate (has "
+            raise InputError(f"needs at least 5 examples of each label to train the scope gate (has "
                               f"{counts[1]} answer, {counts[0]} ignore)")
         x = np.column_stack([self.columns[name] for name in FEATURES])
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
@@ -238,7 +238,7 @@ def refresh_filter(config: Config, embeddings: Any) -> dict | None:
 def _collection(config: Config) -> Any:
     collection = get_collection(open_client(config), config.store.collection)
     if collection is None or collection.count() == 0:
-        raise ConfigError(f"store.collection: no documents in {config.store.collection!r} at {store_location(config)}; "
+        raise StoreError(f"store.collection: no documents in {config.store.collection!r} at {store_location(config)}; "
                           "the scope gate learns from the collection: run `rag-bot ingest DIR` first")
     check_model(collection, config.embedding.model, what="train the filter")
     return collection

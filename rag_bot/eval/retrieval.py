@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from langchain_core.documents import Document
 
-from ..errors import InputError
+from ..errors import UsageError
 from .beir import BeirDataset, doc_id
 
 BASES = ("dense", "mmr", "bm25", "hybrid")
@@ -43,11 +43,11 @@ def parse_pipelines(text: str) -> list[Pipeline]:
         base, *modifiers = name.split("+")
         unknown = [m for m in modifiers if m not in MODIFIERS]
         if base not in BASES or unknown:
-            raise InputError(f"--pipelines: unknown pipeline {name!r}; use {', '.join(BASES)}, "
+            raise UsageError(f"--pipelines: unknown pipeline {name!r}; use {', '.join(BASES)}, "
                              f"optionally with {', '.join('+' + m for m in MODIFIERS)}")
         pipelines.append(Pipeline(base, "rerank" in modifiers, "filter" in modifiers))
     if not pipelines:
-        raise InputError("--pipelines: name at least one pipeline")
+        raise UsageError("--pipelines: name at least one pipeline")
     return pipelines
 
 
@@ -101,9 +101,9 @@ class RetrievalEvaluator:
         from tqdm import tqdm
 
         if pipeline.rerank and self.retriever.reranker is None:
-            raise InputError(f"{pipeline.name}: no cross-encoder; set reranker.enabled: true and reranker.model")
+            raise UsageError(f"{pipeline.name}: no cross-encoder; set reranker.enabled: true and reranker.model")
         if pipeline.filter and self.retriever.scope is None:
-            raise InputError(f"{pipeline.name}: no scope filter for this collection; train one first")
+            raise UsageError(f"{pipeline.name}: no scope filter for this collection; train one first")
         candidates = self._candidates(pipeline.base)
         run: dict[str, list[str]] = {}
         items = tqdm(list(enumerate(self.query_ids)), desc=pipeline.name, unit="query", disable=not self.progress,
@@ -128,7 +128,7 @@ class RetrievalEvaluator:
         if base == "mmr":
             return lambda i: retriever.mmr(self.vectors[i])
         if retriever.bm25 is None:
-            raise InputError(f"{base}: no BM25 index for this collection")
+            raise UsageError(f"{base}: no BM25 index for this collection")
         wide = retriever.model_copy(update={"config": deep})  # ranks CHUNK_DEPTH chunks
         if base == "bm25":
             return lambda i: wide.keyword(self.dataset.queries[self.query_ids[i]])

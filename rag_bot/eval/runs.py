@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ..config import PACKAGED_EMBEDDER, Config
-from ..errors import ConfigError, InputError
+from ..errors import UsageError
 from .retrieval import Pipeline
 
 
@@ -39,7 +39,7 @@ def eval_config(config: Config, name: str, pipelines: list[Pipeline], chunk_size
         chunking = type(config.chunking).model_validate({**config.chunking.model_dump(), **update})
     except ValidationError as exc:
         problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"--chunk-size/--chunk-overlap: {problem}") from exc
+        raise UsageError(f"--chunk-size/--chunk-overlap: {problem}") from exc
     collection = re.sub(r"[^A-Za-z0-9._-]", "-", f"eval-{name}-c{chunking.size}-o{chunking.overlap}"
                         f"{'-ctx' if chunking.context_header else ''}{model_tag(config.embedding.model)}")
     return config.model_copy(update={
@@ -145,7 +145,7 @@ def run_answers(config: Config, squad_file: str | Path, *, sample: int = 40, see
     from .squad import read_squad, sample_questions, write_articles
 
     if sample < 0:
-        raise InputError("--sample: must be 0 (all) or more")
+        raise UsageError("--sample: must be 0 (all) or more")
     articles, questions = read_squad(squad_file)
     name = "squad-" + Path(squad_file).stem
     base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=reranker_wanted(config.reranker), filter=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, UsageError
 
 SPLITS = ("train", "dev", "test")
 
@@ -21,7 +21,7 @@ class StsPair:
 
 def sts_file(folder: Path, split: str = "test") -> Path:
     if split not in SPLITS:
-        raise InputError(f"--split: {split!r} is not an STS Benchmark split; choose one of {', '.join(SPLITS)}")
+        raise UsageError(f"--split: {split!r} is not an STS Benchmark split; choose one of {', '.join(SPLITS)}")
     path = Path(folder) / f"sts-{split}.csv"
     if not path.is_file():
         raise InputError(f"{path}: not found; --sts takes the stsbenchmark folder (with sts-{split}.csv)")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import EmbeddingConfig
-from ..errors import InputError
+from ..errors import UsageError
 from ..models import pick_device, precision_context, quiet_transformers, resolve_model_path, use_bf16
 from .pairs import Pair, split_pairs
 from .run import (TrainReport, TrainSettings, fingerprint, measured_before, prepare_out, quiet_training_logs,
@@ -55,7 +55,7 @@ def train_embedder(pairs: list[Pair], config: EmbeddingConfig, out: str | Path, 
     out = Path(out)
     base = resolve_model_path(config.model, "embedding.model")
     if Path(base).resolve() == out.resolve():
-        raise InputError(f"--out {out}: is the model being trained; choose another folder")
+        raise UsageError(f"--out {out}: is the model being trained; choose another folder")
     triplets = all(pair.negative for pair in pairs)
     if not triplets and any(pair.negative for pair in pairs):
         log.warning("some pairs have a negative and some do not: training on (query, passage) only")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, StoreError, UsageError
 
 FIELDS = ("query", "passage", "negative")
 
@@ -91,7 +91,7 @@ def beir_pairs(folder: str | Path, split: str = "train") -> list[Pair]:
 def split_pairs(pairs: list[Pair], fraction: float, seed: int = 0) -> tuple[list[Pair], list[Pair]]:
     """(train, validation): `fraction` of the distinct queries (at least one) held out with all their pairs."""
     if not 0 <= fraction < 1:
-        raise InputError(f"--val-fraction: must be from 0 up to (not including) 1, not {fraction}")
+        raise UsageError(f"--val-fraction: must be from 0 up to (not including) 1, not {fraction}")
     queries = sorted({pair.query for pair in pairs})
     held = set(random.Random(seed).sample(queries, max(1, round(len(queries) * fraction)))) if fraction else set()
     if len(held) >= len(queries):
@@ -111,11 +111,11 @@ def training_pairs(config: Any, *, pairs_file: str | None = None, beir: str | No
         from ..store import get_collection, open_client, sample_chunks
 
         if questions < 10:
-            raise InputError("--questions: must be 10 or more")
+            raise UsageError("--questions: must be 10 or more")
         name = config.store.collection
         collection = get_collection(open_client(config), name)
         if collection is None:
-            raise InputError(f"--from-corpus: no collection {name!r}; run `rag-bot ingest DIR` first")
+            raise StoreError(f"--from-corpus: no collection {name!r}; run `rag-bot ingest DIR` first")
         pairs = corpus_pairs(corpus_chunks(sample_chunks(collection, questions, seed)), questions, seed)
         return pairs, f"{len(pairs)} questions generated from collection {name!r}"
     if pairs_file is None:
@@ -130,6 +130,6 @@ def corpus_pairs(chunks: list[Any], count: int = 2000, seed: int = 0) -> list[Pa
     from ..questions import corpus_questions
 
     if not chunks:
-        raise InputError("--from-corpus: the collection is empty; run `rag-bot ingest DIR` first")
+        raise StoreError("--from-corpus: the collection is empty; run `rag-bot ingest DIR` first")
     texts = {chunk.id: chunk.text for chunk in chunks}
     return [Pair(question.text, texts[question.chunk_id]) for question in corpus_questions(chunks, count, seed)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import UsageError
 from ..models import pick_device, precision_context, quiet_transformers, resolve_model_path, use_bf16
 from .pairs import Pair, split_pairs
 from .run import (TrainReport, TrainSettings, fingerprint, measured_before, prepare_out, quiet_training_logs,
@@ -110,11 +110,11 @@ def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings:
     """Train a cross-encoder from `base_model` into `out`; resumes an interrupted run of the same job."""
     settings.check()
     if negatives < 1:
-        raise InputError(f"--negatives: must be 1 or more, not {negatives}")
+        raise UsageError(f"--negatives: must be 1 or more, not {negatives}")
     out = Path(out)
     base = resolve_model_path(base_model, "--base")
     if Path(base).resolve() == out.resolve():
-        raise InputError(f"--out {out}: is the model being trained; choose another folder")
+        raise UsageError(f"--out {out}: is the model being trained; choose another folder")
     train, validation = split_pairs(pairs, settings.val_fraction, settings.seed)
     collection = retriever.config.store.collection
     job = fingerprint("reranker", base_model, pairs, settings, negatives=negatives, collection=collection,
@@ -134,7 +134,7 @@ def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings:
     mined_validation = mine(validation, retriever, settings.progress) if validation else []
     rows, short = ranking_rows(mined_train, negatives)
     if not rows["query"]:
-        raise InputError(f"--negatives {negatives}: no training query has that many candidates besides its "
+        raise UsageError(f"--negatives {negatives}: no training query has that many candidates besides its "
                          "positives; ingest more documents or lower --negatives")
     found = sum(any(positive for _, positive in m.candidates) for m in mined_train)
     with quiet_transformers():

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import InputError
+from ..errors import UsageError
 from .pairs import Pair
 
 REPORT = "rag_bot_training.json"
@@ -29,11 +29,11 @@ class TrainSettings:
 
     def check(self) -> None:
         if self.epochs < 1:
-            raise InputError(f"--epochs: must be 1 or more, not {self.epochs}")
+            raise UsageError(f"--epochs: must be 1 or more, not {self.epochs}")
         if self.batch_size < 2:
-            raise InputError(f"--batch-size: must be 2 or more (in-batch negatives need company), not {self.batch_size}")
+            raise UsageError(f"--batch-size: must be 2 or more (in-batch negatives need company), not {self.batch_size}")
         if not 0 < self.learning_rate < 1:
-            raise InputError(f"--learning-rate: must be between 0 and 1, not {self.learning_rate}")
+            raise UsageError(f"--learning-rate: must be between 0 and 1, not {self.learning_rate}")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def prepare_out(out: Path, print_: str, job: str) -> tuple[TrainReport | None, s
     to train (resuming from the checkpoint); refuses a folder holding anything else."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file; give a folder for the trained model")
+        raise UsageError(f"--out {out}: is a file; give a folder for the trained model")
     report_path = out / REPORT
     if report_path.is_file():
         try:
@@ -92,12 +92,12 @@ def prepare_out(out: Path, print_: str, job: str) -> tuple[TrainReport | None, s
         except json.JSONDecodeError:
             stored = {}
         if stored.get("fingerprint") != job:
-            raise InputError(f"--out {out}: holds a model from other pairs or settings ({print_}); "
+            raise UsageError(f"--out {out}: holds a model from other pairs or settings ({print_}); "
                              "choose another --out folder or delete this one")
         if stored.get("completed"):
             return TrainReport(**stored), None
     elif out.is_dir() and any(out.iterdir()):
-        raise InputError(f"--out {out}: is not empty and was not made by rag-bot train; choose another folder")
+        raise UsageError(f"--out {out}: is not empty and was not made by rag-bot train; choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = sorted((out / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
         if (out / CHECKPOINTS).is_dir() else []

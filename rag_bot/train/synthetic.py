@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, StoreError, UsageError
 from ..prompts import BUNDLED_DIR, check_template
 from ..store import sample_chunks
 
@@ -71,16 +71,16 @@ def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: in
     from tqdm import tqdm
 
     if count < 1:
-        raise InputError(f"--count: must be 1 or more, not {count}")
+        raise UsageError(f"--count: must be 1 or more, not {count}")
     if top < 1:
-        raise InputError(f"--top: must be 1 or more, not {top}")
+        raise UsageError(f"--top: must be 1 or more, not {top}")
     out = Path(out)
     if out.suffix.lower() not in (".jsonl", ".ndjson"):
-        raise InputError(f"--out {out}: pairs are written as JSONL; name the file *.jsonl")
+        raise UsageError(f"--out {out}: pairs are written as JSONL; name the file *.jsonl")
     collection = retriever.collection
     chunks = sample_chunks(collection, count, seed, min_words=MIN_WORDS)
     if not chunks:
-        raise InputError(f"store.collection: no chunk of {MIN_WORDS} words or more in "
+        raise StoreError(f"store.collection: no chunk of {MIN_WORDS} words or more in "
                          f"{retriever.config.store.collection!r}; ingest documents first")
     depth = retriever.config.model_copy(update={"retriever": retriever.config.retriever.model_copy(
         update={"k": max(top, retriever.config.retriever.k), "fetch_k": max(top, retriever.config.retriever.fetch_k)})})

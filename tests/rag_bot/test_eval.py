@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag_bot.errors import InputError
+from rag_bot.errors import InputError, UsageError
 from rag_bot.eval.sts import evaluate_sts, read_sts, sts_file
 
 ROWS = [
@@ -38,7 +38,7 @@ def test_sts_input_errors_name_the_file_and_line(tmp_path):
     folder = write_sts(tmp_path / "sts")
     with pytest.raises(InputError, match=r"sts-dev.csv: not found; --sts takes the stsbenchmark folder"):
         sts_file(folder, "dev")
-    with pytest.raises(InputError, match=r"--split: 'valid' is not an STS Benchmark split"):
+    with pytest.raises(UsageError, match=r"--split: 'valid' is not an STS Benchmark split"):
         sts_file(folder, "valid")
     path = folder / "sts-test.csv"
     path.write_text(path.read_text() + "genre\tfile\t2012\t0099\tabc\tone\ttwo\n")
@@ -128,7 +128,7 @@ def test_beir_input_errors_are_one_line(tmp_path):
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\n")
     with pytest.raises(InputError, match=r"test.tsv: line 2: expected query-id, corpus-id, score"):
         load_beir(folder)
-    with pytest.raises(InputError, match=r"--pipelines: unknown pipeline 'dense\+boost'"):
+    with pytest.raises(UsageError, match=r"--pipelines: unknown pipeline 'dense\+boost'"):
         parse_pipelines("dense,dense+boost")
     assert [p.name for p in parse_pipelines("hybrid+rerank+filter, bm25")] == ["hybrid+rerank+filter", "bm25"]
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rag_bot.errors import ConfigError, ModelError
+from rag_bot.errors import InputError, ModelError
 from rag_bot.filter import (FEATURES, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, gate_features,
                             read_examples)
 from tests.conftest import ROOT
@@ -36,7 +36,7 @@ def test_read_examples_in_three_formats(tmp_path):
 )
 def test_malformed_examples_name_the_row(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(InputError) as caught:
         read_examples(tmp_path / name)
     assert message in str(caught.value)
 

@@ -26,7 +26,7 @@ def test_importing_the_packages_loads_no_heavy_library():
 def test_public_api_is_pinned():
     assert sorted(rag_bot.__all__) == sorted([
         "Config", "ConfigError", "InputError", "ModelError", "RagBotError", "RagChain", "RagRetriever", "Retrieval",
-        "Source", "StoreError", "__version__", "load_chain", "load_config", "load_retriever",
+        "Source", "StoreError", "UsageError", "__version__", "load_chain", "load_config", "load_retriever",
     ])
     for name in rag_bot.__all__:
         assert hasattr(rag_bot, name)
@@ -108,3 +108,12 @@ def test_no_module_uses_another_modules_private_names():
             found.update((relative, use) for use in _private_uses(path))
     assert found - LIBRARY_PRIVATES == set()
     assert LIBRARY_PRIVATES <= found  # an entry no longer needed is removed from the list
+
+
+def test_every_error_class_has_its_exit_status():
+    from rag_bot import errors
+    from rag_bot.cli import EXIT_STATUS
+
+    classes = {value for value in vars(errors).values()
+               if isinstance(value, type) and issubclass(value, errors.RagBotError) and value is not errors.RagBotError}
+    assert set(EXIT_STATUS) == classes and all(name in errors.__doc__ for name in (c.__name__ for c in classes))
