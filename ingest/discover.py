@@ -80,7 +80,7 @@ def discover(root: Path, config: IngestConfig, extensions: set[str]) -> Discover
             if path.suffix.lower() not in extensions:
                 found.ignored += 1
                 continue
-            item = _follow(path, source, root, config.follow_links)
+            item: Candidate | Skip | None = _follow(path, source, root, config.follow_links)
             if item is None:
                 item = _inspect(path, source, limit, config.max_file_mb)
             if isinstance(item, Skip):

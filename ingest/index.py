@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
@@ -33,6 +33,9 @@ from rag_bot.store import (LEGACY_OWNER, META_FOLDER, META_LEASE, META_RECIPE, M
                            record_model, store_key, update_metadata)
 
 from .discover import Candidate
+
+if TYPE_CHECKING:
+    from langchain_core.indexing.api import IndexingResult
 from .ownership import Lease, StoreLease, check_owner, claim, recipe
 from .record import (FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, has_files_table, read_legacy,
                      stored_rows)
@@ -139,7 +142,12 @@ class IngestIndex:
         except BaseException:
             self.__exit__()
             raise
-        self.collection = get_collection(self.client, config.store.collection)
+        collection = get_collection(self.client, config.store.collection)
+        if collection is None:  # deleted between being opened and looked up: another rebuild
+            self.__exit__()
+            raise StoreError(f"store.collection: {config.store.collection!r} was deleted while this ingest opened it "
+                             "(another --rebuild?); run the ingest again")
+        self.collection = collection
         self.manager = StoreRecordManager(self.collection)
         self._files: StoreFiles | None = None
 
@@ -225,7 +233,7 @@ class IngestIndex:
             deleted += len(keys)
         return deleted
 
-    def write(self, docs: Iterable[Any], rows: list[FileRow], batch_size: int) -> dict[str, int]:
+    def write(self, docs: Iterable[Any], rows: list[FileRow], batch_size: int) -> IndexingResult:
         """Index chunks (skipping those already stored), delete the stale chunks of their files once
         every batch is written, then record the files as done.
 

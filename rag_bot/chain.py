@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -33,6 +33,9 @@ from .evidence import Evidence, EvidenceFinder, Quote
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
+
+if TYPE_CHECKING:
+    from .retriever import RagRetriever, Retrieval
 
 OUT_OF_SCOPE = "out_of_scope"
 NOTHING_FOUND = "nothing_found"
@@ -89,7 +92,7 @@ class RagChain(Runnable):
     "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings"}`.
     """
 
-    def __init__(self, retriever: Any, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
+    def __init__(self, retriever: RagRetriever, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
                  stop: list[str] | None = None, passages: int = 4, evidence: EvidenceFinder | None = None) -> None:
         self.retriever = retriever
         self.passages = passages
@@ -153,7 +156,7 @@ class RagChain(Runnable):
             return
         yield from self._generate(question, user, used, evidence, timings, start, config)
 
-    def _decline(self, question: str, retrieval: Any) -> Iterator[dict]:
+    def _decline(self, question: str, retrieval: Retrieval) -> Iterator[dict]:
         if not retrieval.declined:
             yield {"declined": NOTHING_FOUND}
             yield {"answer": self.prompts.format("nothing_found", question=question)}
@@ -225,9 +228,9 @@ class RagChain(Runnable):
             block = _passage(len(used) + 1, doc, doc.page_content)
             cost = self.llm.count_tokens(block) + 2  # the blank line between passages
             if cost > budget:
-                block = self._trim(len(used) + 1, doc, budget - 2)
-                if block is not None:
-                    blocks.append(block)
+                trimmed = self._trim(len(used) + 1, doc, budget - 2)
+                if trimmed is not None:
+                    blocks.append(trimmed)
                     used.append(doc)
                 break
             blocks.append(block)
@@ -254,7 +257,7 @@ class RagChain(Runnable):
         return block if self.llm.count_tokens(block) >= MIN_PASSAGE_TOKENS else None
 
 
-def load_chain(config: str | Config | None = None, *, retriever: Any = None, llm: ChatLLM | None = None,
+def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | None = None, llm: ChatLLM | None = None,
                prompts: Prompts | None = None) -> RagChain:
     """The chat chain over the ingested collection. Prompts are checked now; the llamacpp model
     loads on the first question (or call `chain.llm.preload()`)."""
@@ -274,6 +277,7 @@ def _passage(n: int, doc: Document, text: str) -> str:
 
 
 def _read_input(input: Any) -> tuple[str, list[tuple[str, str]]]:
+    history: list
     if isinstance(input, str):
         question, history = input, []
     elif isinstance(input, dict) and isinstance(input.get("question"), str):

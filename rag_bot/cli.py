@@ -11,12 +11,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__
 from .config import ENV_VAR, PACKAGED_EMBEDDER, load_config
 from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError, UsageError
 from .logs import configure_logging
+
+if TYPE_CHECKING:
+    from .train.run import TrainReport, TrainSettings
 
 # Each error class's exit status, in one place: all of them mean that nothing was done.
 EXIT_STATUS: dict[type[RagBotError], int] = {ConfigError: 2, UsageError: 2, InputError: 2, ModelError: 2, StoreError: 2}
@@ -313,7 +316,7 @@ def _eval_answers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_settings(args: argparse.Namespace) -> object:
+def _train_settings(args: argparse.Namespace) -> TrainSettings:
     from .train.run import TrainSettings
 
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -329,7 +332,7 @@ def _training_pairs(args: argparse.Namespace, config: object) -> tuple[list, str
                           seed=args.seed)
 
 
-def _print_training(report: object, json_out: bool, after_lines: list[str]) -> None:
+def _print_training(report: TrainReport, json_out: bool, after_lines: list[str]) -> None:
     from dataclasses import asdict
 
     print(json.dumps(asdict(report)) if json_out else "\n".join(report.lines() + after_lines))

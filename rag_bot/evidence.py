@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .protocols import CrossEncoderModel, Embedder
 from .questions import STOPWORDS
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`])|\n\s*\n|\n(?=\s*(?:[-*#]|\d+\.)\s)")
@@ -80,7 +81,8 @@ def split_sentences(text: str) -> list[str]:
 class EvidenceFinder:
     """Sentence-level evidence with the embedding model, ordered by the cross-encoder when one is given."""
 
-    def __init__(self, embeddings: Any, cross_encoder: Any = None, grounding_level: float = 0.55) -> None:
+    def __init__(self, embeddings: Embedder, cross_encoder: CrossEncoderModel | None = None,
+                 grounding_level: float = 0.55) -> None:
         self.embeddings = embeddings
         self.cross_encoder = cross_encoder
         self.grounding_level = grounding_level

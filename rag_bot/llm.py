@@ -154,8 +154,8 @@ class OpenAILLM(ChatLLM):
         try:
             for chunk in self.model.stream(messages, config=config, stop=stop or None,
                                            max_tokens=max_tokens or self.max_tokens):
-                if chunk.content:
-                    yield chunk.content
+                if chunk.text:
+                    yield chunk.text
         except openai.OpenAIError as exc:
             raise ModelError(f"llm.base_url: the server at {self.config.base_url} failed: "
                              f"{first_line(exc)}; is it running?") from exc

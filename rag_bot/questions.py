@@ -148,7 +148,7 @@ def _sentence_questions(chunk: CorpusChunk, rng: random.Random) -> list[Generate
 def key_phrases(text: str, idf: dict[str, float], most: int = 3) -> list[str]:
     """The chunk's most distinctive runs of one to three content words (tf-idf), best first."""
     words = _words(text)
-    scores: Counter[str] = Counter()
+    scores: dict[str, float] = {}
     shown: dict[str, str] = {}
     for size in (1, 2, 3):
         for start in range(len(words) - size + 1):
@@ -159,10 +159,10 @@ def key_phrases(text: str, idf: dict[str, float], most: int = 3) -> list[str]:
             if any(w in STOPWORDS for w in lowered) or (size == 1 and not _distinctive(run[0])):
                 continue  # a lone common word ("state") makes a question about nothing in particular
             key = " ".join(lowered)
-            scores[key] += sum(idf.get(w, 0.0) for w in lowered) / (1.0 + 0.3 * (size - 1))
+            scores[key] = scores.get(key, 0.0) + sum(idf.get(w, 0.0) for w in lowered) / (1.0 + 0.3 * (size - 1))
             shown.setdefault(key, " ".join(run))
     chosen: list[str] = []
-    for key, _ in scores.most_common():
+    for key, _ in sorted(scores.items(), key=lambda item: item[1], reverse=True):  # ties: first seen first
         if any(key in other or other in key for other in chosen):
             continue  # no phrase inside another
         chosen.append(key)

@@ -26,12 +26,14 @@ from typing import Any, Callable, Hashable, Iterator, Sequence
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, PrivateAttr
+from langchain_core.vectorstores import VectorStore
+from pydantic import ConfigDict, PrivateAttr, SkipValidation
 
 from .config import Config, load_config
 from .errors import ModelError, StoreError
 from .filter import NEAREST, ScopeFilter, filter_path, gate_features
 from .models import LocalEmbeddings, open_reranker, precision_context
+from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
 from .store import (META_LEASE, META_VERSION, check_model, get_collection, nearest_chunks, open_client,
                     open_vectorstore, pages, reopen_client, server_errors, store_location)
 
@@ -126,15 +128,16 @@ class RagRetriever(BaseRetriever):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
+    # (the models are passed in as loaded; pydantic checks only the config)
     config: Config
-    embeddings: Any
-    vectorstore: Any
-    client: Any  # the chromadb client, to notice a re-created collection
-    collection: Any  # the chromadb Collection behind `vectorstore`, for reads LangChain's wrapper lacks
-    reranker: Any = None
+    embeddings: SkipValidation[Embedder]
+    vectorstore: SkipValidation[VectorStore]  # langchain-chroma's Chroma
+    client: SkipValidation[StoreClient]  # the chromadb client, to notice a re-created collection
+    collection: SkipValidation[ChunkCollection]  # the collection behind `vectorstore`, for reads its wrapper lacks
+    reranker: SkipValidation[CrossEncoderModel | None] = None
     reranker_status: str = ""  # "on: MODEL (where from)" or "off: why", for stats, search --json and the UI
     scope: ScopeFilter | None = None
-    bm25: Any = None
+    bm25: SkipValidation[KeywordIndex | None] = None
     _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
     _negative_vectors: Any = PrivateAttr(default=None)
     _seen: tuple | None = PrivateAttr(default=None)  # (collection id, version stamp, filter file mtime)
@@ -263,7 +266,11 @@ class RagRetriever(BaseRetriever):
     @property
     def threshold(self) -> float:
         configured = self.config.filter.threshold
-        return configured if configured is not None else self.scope.threshold
+        if configured is not None:
+            return configured
+        if self.scope is None:
+            raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
+        return self.scope.threshold
 
     # stages: public so that evaluation and training run exactly what a search runs
 
@@ -300,7 +307,7 @@ class RagRetriever(BaseRetriever):
         """The dense and keyword candidates merged by reciprocal rank fusion (`retriever.rrf_k`);
         keeps `retriever.k` documents, each with `rrf_score` and its `candidate_rank` in the fused list."""
         scores = rrf([dense, keyword], self.config.retriever.rrf_k, key=lambda doc: doc.id)
-        docs: dict[str, Document] = {}
+        docs: dict[str | None, Document] = {}
         for doc in [*dense, *keyword]:
             if doc.id in docs:
                 docs[doc.id].metadata.update({**doc.metadata, **docs[doc.id].metadata})

@@ -13,7 +13,8 @@ import random
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 from .config import Config
 from .errors import StoreError
@@ -21,6 +22,8 @@ from .errors import StoreError
 if TYPE_CHECKING:
     from langchain_chroma import Chroma
     from langchain_core.embeddings import Embeddings
+
+    from .protocols import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def store_location(config: Config) -> str:
     """Where the vectors live, for messages and stats: a folder or an http address."""
     if config.store.mode == "http":
         return f"http://{config.store.host}:{config.store.port}"
-    return str(config.store.path)
+    return str(store_path(config))
 
 
 def store_key(config: Config) -> str:
@@ -55,8 +58,9 @@ def open_client(config: Config) -> Any:
 
     settings = Settings(anonymized_telemetry=False)
     if config.store.mode == "persistent":
-        config.store.path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(config.store.path), settings=settings)
+        path = store_path(config)
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
     try:
         client = chromadb.HttpClient(host=config.store.host, port=config.store.port, settings=settings)
         client.heartbeat()
@@ -77,7 +81,7 @@ def reopen_client(config: Config) -> Any:
     if config.store.mode == "persistent":
         from chromadb.api.shared_system_client import SharedSystemClient
 
-        key = str(config.store.path)
+        key = str(store_path(config))
         SharedSystemClient._identifier_to_system.pop(key, None)
         SharedSystemClient._identifier_to_refcount.pop(key, None)
     return open_client(config)
@@ -100,7 +104,7 @@ def server_errors(config: Config, doing: str) -> Iterator[None]:
         ) from exc
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def _is_connection_error(exc: BaseException | None) -> bool:
     import httpx
 
     for _ in range(10):  # the cause chain, not forever
@@ -114,7 +118,12 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def store_exists(config: Config) -> bool:
     """Whether a persistent store folder is there (never creates it); http stores always count."""
-    return config.store.mode == "http" or (config.store.path / "chroma.sqlite3").exists()
+    return config.store.mode == "http" or (store_path(config) / "chroma.sqlite3").exists()
+
+
+def store_path(config: Config) -> Path:
+    """The persistent store's folder (`store.path`, by default `<data_dir>/chroma`)."""
+    return config.store.path or config.data_dir / "chroma"
 
 
 def get_collection(client: Any, name: str) -> Any | None:
@@ -155,15 +164,15 @@ def _contextual_chroma() -> type:
             texts = list(texts)
             metadatas = metadatas or [{} for _ in texts]
             ids = ids or [str(uuid.uuid4()) for _ in texts]
-            vectors = self._embedding_function.embed_documents(
-                [contextual_text(text, metadata) for text, metadata in zip(texts, metadatas)])
-            self._collection.upsert(ids=ids, embeddings=vectors, metadatas=metadatas, documents=texts)
+            embedder = cast("Embeddings", self._embedding_function)  # always given (open_vectorstore)
+            vectors = embedder.embed_documents([contextual_text(text, metadata) for text, metadata in zip(texts, metadatas)])
+            self._collection.upsert(ids=ids, embeddings=cast(Any, vectors), metadatas=cast(Any, metadatas), documents=texts)
             return ids
 
     return ContextualChroma
 
 
-def open_vectorstore(config: Config, embeddings: "Embeddings", client: Any | None = None) -> "Chroma":
+def open_vectorstore(config: Config, embeddings: "Embedder", client: Any | None = None) -> "Chroma":
     """The LangChain `Chroma` vector store over the configured collection, created if missing.
 
     Our embedding function is always passed, so Chroma never downloads its own default model.
@@ -175,7 +184,7 @@ def open_vectorstore(config: Config, embeddings: "Embeddings", client: Any | Non
     return kind(
         client=client if client is not None else open_client(config),
         collection_name=config.store.collection,
-        embedding_function=embeddings,
+        embedding_function=cast("Embeddings", embeddings),  # LocalEmbeddings, or a test's fake of that shape
         collection_metadata={META_MODEL: config.embedding.model},
         collection_configuration={"hnsw": {"space": "cosine"}},
     )

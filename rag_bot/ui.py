@@ -15,11 +15,14 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .chain import message_text
 from .config import UIConfig
 from .errors import RagBotError
+
+if TYPE_CHECKING:
+    from .chain import RagChain
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +38,12 @@ MONO_FONTS = ["ui-monospace", "monospace"]
 class LazyChain:
     """Builds the chain on first use, once; a failed build is retried on the next question."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
+    def __init__(self, factory: Callable[[], RagChain]) -> None:
         self._factory = factory
-        self._chain: Any = None
+        self._chain: RagChain | None = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> Any:
+    def __call__(self) -> RagChain:
         with self._lock:
             if self._chain is None:
                 self._chain = self._factory()
@@ -58,7 +61,7 @@ class LazyChain:
         threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
 
 
-def build_app(get_chain: Callable[[], Any], title: str = TITLE, note: str = "") -> Any:
+def build_app(get_chain: Callable[[], RagChain], title: str = TITLE, note: str = "") -> Any:
     """The Gradio Blocks app; `get_chain()` returns the chain (see `LazyChain`); `note` is shown
     under the title as text (which stages run)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -89,7 +92,7 @@ def build_app(get_chain: Callable[[], Any], title: str = TITLE, note: str = "") 
     return app
 
 
-def answer_events(get_chain: Callable[[], Any], message: str, history: list) -> Iterator[tuple[list, str, str]]:
+def answer_events(get_chain: Callable[[], RagChain], message: str, history: list) -> Iterator[tuple[list, str, str]]:
     """(chat history, textbox value, sources html) after each streamed piece of one answer.
 
     Everything that comes from a document or the LLM is escaped before it reaches the page: the chat

@@ -22,7 +22,7 @@ def retrieval_evaluator(validation: list[Pair], corpus: dict[str, str] | None, p
     """Held-out queries against a corpus of every passage (plus `corpus`, e.g. a whole BEIR corpus)."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-    passages: dict[str, str] = dict(corpus or {})
+    passages: dict[str, Any] = dict(corpus or {})  # (the evaluator's own, wider value type)
     by_text = {text: doc_id for doc_id, text in passages.items()}
     queries: dict[str, str] = {}
     relevant: dict[str, set[str]] = {}
@@ -84,7 +84,7 @@ def train_embedder(pairs: list[Pair], config: EmbeddingConfig, out: str | Path, 
 
     columns = {"anchor": [p.query for p in train], "positive": [p.passage for p in train]}
     if triplets:
-        columns["negative"] = [p.negative for p in train]
+        columns["negative"] = [p.negative or "" for p in train]  # every pair has one when triplets
     arguments = training_arguments(SentenceTransformerTrainingArguments, out, settings, len(train),
                                    use_bf16(config.device, config.precision), device,
                                    batch_sampler=BatchSamplers.NO_DUPLICATES)

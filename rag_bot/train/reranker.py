@@ -92,7 +92,7 @@ def reranking_evaluator(mined: list[Mined], name: str = "validation") -> Any:
     retrieval` with and without `+rerank`; the evaluator's `base_*` figures normalise differently."""
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
 
-    samples = [{"query": m.query, "positive": [t for t, positive in m.candidates if positive],
+    samples: list[dict[str, Any]] = [{"query": m.query, "positive": [t for t, positive in m.candidates if positive],
                 "documents": [t for t, _ in m.candidates]} for m in mined if m.candidates]
     return CrossEncoderRerankingEvaluator(samples, at_k=10, always_rerank_positives=False, name=name,
                                           batch_size=64, write_csv=False)
