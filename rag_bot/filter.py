@@ -14,7 +14,6 @@ features and their combination were chosen by measurement (see BENCHMARKS.md, "S
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -99,33 +98,11 @@ def filter_path(config: Config) -> Path:
 
 def read_examples(path: Path) -> list[tuple[str, str]]:
     """Labelled rows (`text`, `label` in answer/ignore) from CSV, JSONL or YAML; errors name the row."""
-    if not path.is_file():
-        raise InputError(f"{path}: examples file not found")
-    suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        numbered = [(i + 2, row) for i, row in enumerate(rows)]  # line 1 is the header
-    elif suffix in (".jsonl", ".ndjson"):
-        numbered = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    numbered.append((number, json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from exc
-    elif suffix in (".yaml", ".yml"):
-        import yaml
+    from .rows import read_rows
 
-        loaded = yaml.safe_load(text) or []
-        if not isinstance(loaded, list):
-            raise InputError(f"{path}: expected a list of {{text, label}} rows")
-        numbered = [(i + 1, row) for i, row in enumerate(loaded)]
-    else:
-        raise InputError(f"{path}: unknown examples format {suffix!r}; use .csv, .jsonl or .yaml")
+    rows, _ = read_rows(path, ("csv", "jsonl", "yaml"), what="examples", hint=".csv, .jsonl or .yaml")
     examples = []
-    for number, row in numbered:
-        where = f"{path}: {'row' if suffix in ('.yaml', '.yml') else 'line'} {number}"
+    for where, row in rows:
         if not isinstance(row, dict) or not str(row.get("text") or "").strip():
             raise InputError(f"{where}: needs a non-empty 'text'")
         label = str(row.get("label") or "").strip().lower()

@@ -7,14 +7,13 @@ BEIR id, so that it goes through the normal ingest pipeline; the id comes back f
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, unquote
 
 from ..errors import InputError
+from ..rows import iter_jsonl
 
 
 @dataclass
@@ -89,20 +88,7 @@ def doc_id(source: str) -> str:
 
 
 def _jsonl(path: Path, required: tuple[str, ...]) -> Iterator[dict]:
-    if not path.is_file():
-        raise InputError(f"{path}: not found; --dataset takes a BEIR-format folder")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or any(key not in row for key in required):
-                raise InputError(f"{path}: line {number}: expected an object with {', '.join(required)}")
-            yield row
+    return iter_jsonl(path, required, "--dataset takes a BEIR-format folder")
 
 
 def _is_int(text: str) -> bool:

@@ -3,8 +3,6 @@ qrels, and split into training and validation sets by query (no query in both)."
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,36 +22,15 @@ class Pair:
 
 def read_pairs(path: str | Path) -> list[Pair]:
     """Pairs from a CSV file with a header row or a JSONL file; a bad row is one line naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: pair file not found")
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        header = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in FIELDS[:2] if name not in header]
-        if missing:
-            raise InputError(f"{path}: line 1: the header needs columns query and passage (optional negative); "
-                             f"found {', '.join(header) or 'nothing'}")
-        rows = [(reader.line_num, {(k or "").strip(): v for k, v in row.items()}) for row in reader]
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
-    else:
-        raise InputError(f"{path}: unknown pair file format {suffix!r}; use .csv (with a header row) or .jsonl")
+    from ..rows import read_rows
+
+    rows, header = read_rows(path, ("csv", "jsonl"), what="pair", hint=".csv (with a header row) or .jsonl")
+    missing = [name for name in FIELDS[:2] if name not in header]
+    if str(path).lower().endswith(".csv") and missing:
+        raise InputError(f"{path}: line 1: the header needs columns query and passage (optional negative); "
+                         f"found {', '.join(header) or 'nothing'}")
     pairs = []
-    for number, row in rows:
-        where = f"{path}: line {number}"
+    for where, row in rows:
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected an object with query and passage")
         values = {}

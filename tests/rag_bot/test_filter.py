@@ -31,7 +31,7 @@ def test_read_examples_in_three_formats(tmp_path):
         ("bad.jsonl", '{"text": "a", "label": "answer"}\n{oops\n', "bad.jsonl: line 2: invalid JSON"),
         ("bad.yaml", "- text: ''\n  label: answer\n", "bad.yaml: row 1: needs a non-empty 'text'"),
         ("few.csv", "text,label\na,answer\nb,ignore\n", "needs at least 5 examples of each label"),
-        ("bad.txt", "x", "unknown examples format '.txt'"),
+        ("bad.txt", "x", "unknown examples file format '.txt'"),
     ],
 )
 def test_malformed_examples_name_the_row(tmp_path, name, content, message):
