@@ -7,7 +7,8 @@ The public API is small and listed in `__all__`; importing this package loads no
 from .config import Config, load_config
 from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError, UsageError
 from .chain import RagChain, Source, load_chain
-from .retriever import RagRetriever, Retrieval, load_retriever
+from .results import Retrieval
+from .retriever import RagRetriever, load_retriever
 
 __version__ = "0.1.0"
 

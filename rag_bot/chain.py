@@ -35,7 +35,8 @@ from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
 
 if TYPE_CHECKING:
-    from .retriever import RagRetriever, Retrieval
+    from .results import Retrieval
+    from .retriever import RagRetriever
 
 OUT_OF_SCOPE = "out_of_scope"
 NOTHING_FOUND = "nothing_found"

@@ -339,27 +339,16 @@ def _print_training(report: TrainReport, json_out: bool, after_lines: list[str])
 
 
 def _train_embedder(args: argparse.Namespace) -> int:
+    from .eval.beir import beir_texts
     from .train.embedder import train_embedder
 
     config = load_config(args.config)
     pairs, source = _training_pairs(args, config)
-    corpus = None
-    if args.beir:
-        from .eval.beir import document_text, iter_corpus
-
-        corpus = {doc_id: document_text(title, text).strip() for doc_id, title, text in iter_corpus(Path(args.beir))}
+    corpus = beir_texts(Path(args.beir)) if args.beir else None
     report = train_embedder(pairs, config.embedding, args.out, _train_settings(args), corpus=corpus, source=source)
     from ingest.index import describe
 
-    folder = describe(config)["folder"] or "DIR"
-    out = Path(args.out).resolve()
-    _print_training(report, args.json, [
-        f"To use it: set `embedding.model: {out}` in your config, then re-embed the store with it (one command;",
-        "it also retrains the scope filter for the new model from what the old one was trained on):",
-        f"  rag-bot ingest {folder} --rebuild",
-        "To measure it on a BEIR folder: rag-bot eval retrieval --dataset DIR with that config "
-        "(it gets its own evaluation collection).",
-    ])
+    _print_training(report, args.json, report.next_steps(describe(config)["folder"]))
     return 0
 
 
@@ -382,11 +371,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
     retriever = load_retriever(mining, embeddings=embeddings)
     report = train_reranker(pairs, retriever, args.out, _train_settings(args), base_model=args.base,
                             negatives=args.negatives, device=config.reranker.device, source=source)
-    out = Path(args.out).resolve()
-    _print_training(report, args.json, [
-        "(before: the start model, whose scoring head is untrained unless --base is a cross-encoder)",
-        f"To use it: set `reranker.model: {out}` and `reranker.enabled: true` in your config.",
-    ])
+    _print_training(report, args.json, report.next_steps())
     return 0
 
 

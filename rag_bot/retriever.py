@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Hashable, Iterator, Sequence
 
@@ -34,87 +33,13 @@ from .errors import ModelError, StoreError
 from .filter import NEAREST, ScopeFilter, filter_path, gate_features
 from .models import LocalEmbeddings, open_reranker, precision_context
 from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
+from .results import Retrieval, ScopeCheck
 from .store import (META_LEASE, META_VERSION, check_model, get_collection, nearest_chunks, open_client,
                     open_vectorstore, pages, reopen_client, server_errors, store_location)
 
 log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 1.0  # how often a long-lived retriever asks the store whether an ingest changed it
-
-
-@dataclass
-class Retrieval:
-    """What one query gave: the documents, the scope decision, and milliseconds per stage."""
-
-    documents: list[Document]
-    declined: bool = False
-    scope_score: float | None = None
-    threshold: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    scope: "ScopeCheck | None" = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The `rag-bot search --json` object (without the reranker's status)."""
-        fields = ("source", "page", "heading", "chunk_index")
-        scores = ("candidate_rank", "mmr_rank", "bm25_score", "rerank_score")
-        return {
-            "declined": self.declined, "scope_score": self.scope_score, "threshold": self.threshold,
-            "scope": self.scope.to_json() if self.scope else None,
-            "results": [{**{key: d.metadata.get(key) for key in fields}, "text": d.page_content,
-                         **{key: d.metadata.get(key) for key in scores}} for d in self.documents],
-            "timings_ms": {stage: round(ms, 2) for stage, ms in self.timings.items()},
-        }
-
-    def lines(self) -> list[str]:
-        """What `rag-bot search` prints: the decline with its reason, or each passage with its scores."""
-        if self.declined and self.scope is not None:
-            return [f"Declined: the question looks out of scope for these documents ({self.scope.why()}).",
-                    *(["The documents are about: " + "; ".join(self.scope.about)] if self.scope.about else [])]
-        if not self.documents:
-            return ["Nothing relevant found."]
-        lines = []
-        for number, doc in enumerate(self.documents, 1):
-            meta = doc.metadata
-            where = meta["source"] + (f", page {meta['page']}" if meta.get("page") else "")
-            where += f" — {meta['heading']}" if meta.get("heading") else ""
-            scores = [f"candidate #{meta.get('candidate_rank')}"]
-            if meta.get("rerank_score") is not None:
-                scores.insert(0, f"rerank {meta['rerank_score']:.3f}")
-            scores += [f"mmr #{meta['mmr_rank']}"] if meta.get("mmr_rank") and meta.get("rrf_score") else []
-            scores += [f"bm25 {meta['bm25_score']:.2f}"] if meta.get("bm25_score") is not None else []
-            scores += [f"scope {meta['scope_score']:.2f}"] if meta.get("scope_score") is not None else []
-            snippet = " ".join(doc.page_content.split())
-            lines.append(f"{number}. {where}\n   {' · '.join(scores)}\n   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
-        return lines
-
-
-@dataclass
-class ScopeCheck:
-    """The gate's verdict on one question, with what it was based on (for "why was this declined?")."""
-
-    score: float
-    threshold: float
-    features: dict[str, float]
-    nearest: dict[str, Any]  # the nearest chunk: source, page, heading, similarity
-    about: list[str]  # the collection's main files and headings
-
-    @property
-    def declined(self) -> bool:
-        return self.score < self.threshold
-
-    def to_json(self) -> dict[str, Any]:
-        return {"score": round(self.score, 4), "threshold": round(self.threshold, 4),
-                "features": {name: round(value, 4) for name, value in self.features.items()},
-                "nearest": self.nearest, "about": self.about}
-
-    def why(self) -> str:
-        """One sentence: the score against the threshold and the nearest document."""
-        near = self.nearest
-        where = near.get("source") or "?"
-        if near.get("heading"):
-            where += f' "{near["heading"]}"'
-        return (f"scope score {self.score:.2f} is below the threshold {self.threshold:.2f}; the closest passage "
-                f"({where}) has similarity {near.get('similarity', 0.0):.2f}")
 
 
 class RagRetriever(BaseRetriever):

@@ -77,6 +77,11 @@ def write_corpus(folder: Path, out: Path) -> int:
     return count
 
 
+def beir_texts(folder: Path) -> dict[str, str]:
+    """Every document's text by BEIR id, as `document_text` writes it for ingest."""
+    return {doc_id: document_text(title, text).strip() for doc_id, title, text in iter_corpus(folder)}
+
+
 def document_text(title: str, text: str) -> str:
     """A document as one file: title, blank line, text (the text alone when there is no title)."""
     return f"{title}\n\n{text}\n" if title else f"{text}\n"

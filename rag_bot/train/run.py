@@ -56,6 +56,18 @@ class TrainReport:
     def save(self) -> None:
         Path(self.out, REPORT).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
 
+    def next_steps(self, folder: str | None = None) -> list[str]:
+        """How to use the trained model (`folder`: the collection's folder, for the re-embed command)."""
+        out = Path(self.out).resolve()
+        if self.kind == "reranker":
+            return ["(before: the start model, whose scoring head is untrained unless --base is a cross-encoder)",
+                    f"To use it: set `reranker.model: {out}` and `reranker.enabled: true` in your config."]
+        return [f"To use it: set `embedding.model: {out}` in your config, then re-embed the store with it (one command;",
+                "it also retrains the scope filter for the new model from what the old one was trained on):",
+                f"  rag-bot ingest {folder or 'DIR'} --rebuild",
+                "To measure it on a BEIR folder: rag-bot eval retrieval --dataset DIR with that config "
+                "(it gets its own evaluation collection)."]
+
     def lines(self) -> list[str]:
         """What `rag-bot train` prints: the run, and the validation figures before and after."""
         lines = [f"{self.kind} trained from {self.base_model} on {self.train_pairs} training rows "
