@@ -48,6 +48,11 @@ def _command(commands: Any, name: str, run: Callable[[argparse.Namespace], int],
     return command
 
 
+def _group(commands: Any, name: str, help: str, dest: str, metavar: str = "WHAT") -> Any:
+    """A command with sub-commands of its own (`eval retrieval`, `train reranker`, `models list`)."""
+    return commands.add_parser(name, help=help).add_subparsers(dest=dest, required=True, metavar=metavar)
+
+
 def _ingest_parser(commands: Any) -> None:
     ingest = _command(commands, "ingest", _ingest, "bring the store in line with a folder of documents",
                       "print the summary as one JSON object")
@@ -87,8 +92,7 @@ def _chat_parser(commands: Any) -> None:
 
 
 def _eval_parser(commands: Any) -> None:
-    evaluations = commands.add_parser("eval", help="measure quality on public datasets").add_subparsers(
-        dest="evaluation", required=True, metavar="WHAT")
+    evaluations = _group(commands, "eval", "measure quality on public datasets", "evaluation")
     figures = "print the figures as one JSON object"
     beir = _command(evaluations, "retrieval", _eval_retrieval,
                     "nDCG@10, Recall@10/100, MRR@10 per pipeline on a BEIR folder", figures)
@@ -117,8 +121,7 @@ def _eval_parser(commands: Any) -> None:
 
 
 def _train_parser(commands: Any) -> None:
-    models = commands.add_parser("train", help="fine-tune the embedder or the reranker on your own pairs").add_subparsers(
-        dest="model", required=True, metavar="WHAT")
+    models = _group(commands, "train", "fine-tune the embedder or the reranker on your own pairs", "model")
     report = "print the report as one JSON object"
     embedder = _command(models, "embedder", _train_embedder,
                         "fine-tune the bi-encoder (contrastive, in-batch negatives)", report)
@@ -156,8 +159,8 @@ def _train_parser(commands: Any) -> None:
 
 
 def _models_parser(commands: Any) -> None:
-    actions = commands.add_parser("models", help="list the models the config names, or fetch them from the hub"
-                                  ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = _group(commands, "models", "list the models the config names, or fetch them from the hub", "action",
+                     "ACTION")
     listing = _command(actions, "list", _models_list, "each model: where it comes from, its size, whether it loads",
                        "print the rows as one JSON object")
     listing.add_argument("--no-load", action="store_true", help="do not try loading them (faster)")

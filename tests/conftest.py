@@ -14,6 +14,7 @@ from rag_bot.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_DOCS = ROOT / "examples" / "docs"
+EXAMPLE_FILES = len([path for path in EXAMPLE_DOCS.iterdir() if path.is_file()])  # how many example documents
 RAG_BOT = str(Path(sys.executable).parent / "rag-bot")
 
 

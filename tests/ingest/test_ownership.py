@@ -12,7 +12,7 @@ from ingest.ownership import Lease, StoreLease
 from ingest.pipeline import run_ingest
 from rag_bot.errors import StoreError
 from rag_bot.store import META_LEASE, META_VERSION, fresh_metadata, get_collection, open_client, update_metadata
-from tests.conftest import FakeEmbeddings, make_config
+from tests.conftest import EXAMPLE_FILES, FakeEmbeddings, make_config
 
 
 def ingest(config, folder, **kwargs):
@@ -43,7 +43,7 @@ def test_a_second_data_dir_with_another_folder_is_refused_and_nothing_is_lost(tm
         ingest(second, other, dry_run=True)
     assert chunks_of(first) == stored
     again = ingest(first, docs_copy)
-    assert len(again.unchanged) == 6 and again.chunks_total == len(stored) and again.chunks_deleted == 0
+    assert len(again.unchanged) == EXAMPLE_FILES and again.chunks_total == len(stored) and again.chunks_deleted == 0
 
 
 def test_a_second_data_dir_for_the_same_folder_shares_the_record(tmp_path, docs_copy):
@@ -52,14 +52,14 @@ def test_a_second_data_dir_for_the_same_folder_shares_the_record(tmp_path, docs_
     stored = chunks_of(first)
     embeddings = FakeEmbeddings(size=16)
     report = run_ingest(second, docs_copy, progress=False, embeddings=embeddings)
-    assert len(report.unchanged) == 6 and report.chunks_written == report.chunks_deleted == 0
+    assert len(report.unchanged) == EXAMPLE_FILES and report.chunks_written == report.chunks_deleted == 0
     assert embeddings.embedded == 0 and chunks_of(second) == stored
     (docs_copy / "ingesting.md").write_text("# Ingesting\n\nRewritten from the second machine.\n")
     (docs_copy / "faq.html").unlink()
     changed = ingest(second, docs_copy)
     assert changed.updated == ["ingesting.md"] and changed.deleted == ["faq.html"]
     again = ingest(first, docs_copy)  # the first data_dir sees the record the second one changed
-    assert len(again.unchanged) == 5 and again.chunks_written == again.chunks_deleted == 0
+    assert len(again.unchanged) == EXAMPLE_FILES - 1 and again.chunks_written == again.chunks_deleted == 0
     fresh = shared_store(tmp_path, "fresh").model_copy(
         update={"store": first.store.model_copy(update={"path": tmp_path / "fresh-store"})})
     ingest(fresh, docs_copy)
@@ -74,7 +74,7 @@ def test_a_running_ingest_elsewhere_is_refused_and_an_expired_lease_is_taken_ove
     with pytest.raises(StoreError, match=r"another ingest into collection 'rag_bot' is running \(otherhost pid 7"):
         ingest(config, docs_copy)
     update_metadata(collection, {META_LEASE: Lease("t0k3n", time.time() - 1, running.holder).to_value()})
-    assert len(ingest(config, docs_copy).unchanged) == 6
+    assert len(ingest(config, docs_copy).unchanged) == EXAMPLE_FILES
     assert fresh_metadata(collection)[META_LEASE] == ""  # given back at the end
 
 
@@ -85,7 +85,7 @@ def test_our_own_killed_run_does_not_block_the_next_one(tmp_path, config, docs_c
 
     dead = Lease("d34d", time.time() + 500, f"{socket.gethostname()} pid 1 lock {lock_path(config)}")
     update_metadata(collection, {META_LEASE: dead.to_value()})
-    assert len(ingest(config, docs_copy).unchanged) == 6
+    assert len(ingest(config, docs_copy).unchanged) == EXAMPLE_FILES
 
 
 def test_two_leases_at_once_only_one_wins(tmp_path, config, docs_copy):
@@ -120,7 +120,7 @@ def test_another_chunking_recipe_is_refused_until_rebuild(config, docs_copy):
         ingest(other, docs_copy)
     with pytest.raises(StoreError, match="was chunked with"):
         ingest(other, docs_copy, dry_run=True)
-    assert len(ingest(other, docs_copy, rebuild=True).added) == 6
+    assert len(ingest(other, docs_copy, rebuild=True).added) == EXAMPLE_FILES
 
 
 def test_a_lost_files_table_is_rebuilt_without_re_embedding(config, docs_copy):
@@ -131,9 +131,9 @@ def test_a_lost_files_table_is_rebuilt_without_re_embedding(config, docs_copy):
     open_client(config).delete_collection(files_name(config.store.collection))
     embeddings = FakeEmbeddings(size=16)
     report = run_ingest(config, docs_copy, progress=False, embeddings=embeddings)
-    assert len(report.added) == 6 and embeddings.embedded == 0 and report.chunks_deleted == 0
+    assert len(report.added) == EXAMPLE_FILES and embeddings.embedded == 0 and report.chunks_deleted == 0
     assert chunks_of(config) == stored
-    assert len(ingest(config, docs_copy).unchanged) == 6
+    assert len(ingest(config, docs_copy).unchanged) == EXAMPLE_FILES
 
 
 def test_chunks_missing_or_left_over_in_the_store_are_repaired(config, docs_copy):
@@ -151,7 +151,7 @@ def test_chunks_missing_or_left_over_in_the_store_are_repaired(config, docs_copy
     assert report.updated == ["faq.html"] and report.deleted == ["gone.md"]
     assert embeddings.embedded == report.chunks_written == 2 and report.chunks_deleted == 1
     assert chunks_of(config) == stored
-    assert len(ingest(config, docs_copy).unchanged) == 6
+    assert len(ingest(config, docs_copy).unchanged) == EXAMPLE_FILES
 
 
 def _legacy_record(config, collection, record_id):
@@ -179,16 +179,16 @@ def test_an_old_local_record_moves_into_the_store_once(config, docs_copy):
     ingest(config, docs_copy)
     collection = get_collection(open_client(config), "rag_bot")
     path = _legacy_record(config, collection, "r1")
-    assert len(read_files(config)) == 6  # dry runs and stats read it too
+    assert len(read_files(config)) == EXAMPLE_FILES  # dry runs and stats read it too
     embeddings = FakeEmbeddings(size=16)
     report = run_ingest(config, docs_copy, progress=False, embeddings=embeddings)
-    assert len(report.unchanged) == 6 and embeddings.embedded == 0
+    assert len(report.unchanged) == EXAMPLE_FILES and embeddings.embedded == 0
     assert not path.exists() and path.with_name(path.name + ".moved-to-store").exists()
     assert "rag_bot.record" not in fresh_metadata(collection)
     # A local record of some other collection's keeper is never taken for this one's.
     other = _legacy_record(config, collection, "someone-else")
     assert read_files(config) == {}
-    assert len(ingest(config, docs_copy).added) == 6 and other.exists()
+    assert len(ingest(config, docs_copy).added) == EXAMPLE_FILES and other.exists()
 
 
 def test_a_keyword_index_built_from_another_version_is_rebuilt(tmp_path, docs_copy):

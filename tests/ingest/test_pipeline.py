@@ -9,7 +9,7 @@ from ingest.index import read_files
 from ingest.pipeline import run_ingest
 from rag_bot.errors import StoreError
 from rag_bot.store import get_collection, open_client, recorded_model
-from tests.conftest import FakeEmbeddings, make_config
+from tests.conftest import EXAMPLE_DOCS, EXAMPLE_FILES, FakeEmbeddings, make_config
 
 
 def collection_state(config):
@@ -45,7 +45,7 @@ def test_unchanged_folder_embeds_nothing(config, docs_copy):
     embeddings = FakeEmbeddings(size=16)
     report = ingest(config, docs_copy, embeddings=embeddings)
     assert embeddings.embedded == 0 and not embeddings.loaded
-    assert report.to_json()["files"] == {"added": 0, "updated": 0, "deleted": 0, "unchanged": 6, "skipped": 0}
+    assert report.to_json()["files"] == {"added": 0, "updated": 0, "deleted": 0, "unchanged": EXAMPLE_FILES, "skipped": 0}
     assert report.chunks_written == report.chunks_deleted == 0
 
 
@@ -101,7 +101,7 @@ def test_orphan_chunks_from_a_crash_between_store_and_record_are_removed(config,
 
 def test_dry_run_writes_nothing(config, docs_copy):
     report = ingest(config, docs_copy, dry_run=True)
-    assert len(report.added) == 6 and report.chunks_written > 0 and report.dry_run
+    assert len(report.added) == EXAMPLE_FILES and report.chunks_written > 0 and report.dry_run
     assert not config.data_dir.exists()
     ingest(config, docs_copy)
     (docs_copy / "faq.html").unlink()
@@ -117,7 +117,7 @@ def test_rebuild_starts_afresh_and_another_model_is_refused(config, docs_copy):
     with pytest.raises(StoreError, match="built with 'fake'.*--rebuild"):
         ingest(other, docs_copy)
     report = ingest(other, docs_copy, rebuild=True)
-    assert len(report.added) == 6
+    assert len(report.added) == EXAMPLE_FILES
     assert recorded_model(get_collection(open_client(other), "rag_bot"))[0] == "other"
 
 
@@ -136,7 +136,7 @@ def test_dry_run_refuses_what_a_real_run_would(config, docs_copy):
     other = config.model_copy(update={"embedding": config.embedding.model_copy(update={"model": "other"})})
     with pytest.raises(StoreError, match="built with 'fake'"):
         ingest(other, docs_copy, dry_run=True)
-    assert len(ingest(other, docs_copy, dry_run=True, rebuild=True).added) == 6
+    assert len(ingest(other, docs_copy, dry_run=True, rebuild=True).added) == EXAMPLE_FILES
 
 
 def test_emptied_store_is_detected_and_refilled(config, docs_copy):
@@ -144,7 +144,7 @@ def test_emptied_store_is_detected_and_refilled(config, docs_copy):
     client = open_client(config)
     client.delete_collection("rag_bot")
     report = ingest(config, docs_copy)
-    assert report.chunks_total == first.chunks_total and len(report.added) == 6
+    assert report.chunks_total == first.chunks_total and len(report.added) == EXAMPLE_FILES
 
 
 def test_bad_files_are_reported_and_the_rest_is_stored(config, docs_copy):
@@ -158,9 +158,7 @@ def test_bad_files_are_reported_and_the_rest_is_stored(config, docs_copy):
     report = ingest(config, docs_copy)
     reasons = {s.source: s.reason for s in report.skipped}
     assert set(reasons) == {"corrupt.pdf", "binary.txt", "empty.md", "huge.txt", "dangling.md"}
-    assert sorted(report.added) == sorted(["configuration.md", "faq.html", "getting-started.md",
-                                           "how-retrieval-works.pdf", "ingesting.md", "latin1.txt",
-                                           "troubleshooting.md"])
+    assert sorted(report.added) == sorted([p.name for p in EXAMPLE_DOCS.iterdir()] + ["latin1.txt"])
     assert report.exit_code == 1
     assert {s for s, _ in collection_state(config)[1]} == set(report.added)
     # A file that breaks after it was ingested keeps its chunks: nothing stored is lost.
@@ -221,8 +219,8 @@ def test_small_batches_embed_only_the_chunks_that_changed(tmp_path, config, docs
     embeddings = FakeEmbeddings(size=16)
     report = ingest(config, docs_copy, embeddings=embeddings)
     after = set(collection_state(config)[0])
-    assert len(report.updated) == 4
-    assert embeddings.embedded == report.chunks_written == len(after - before) <= 8
+    assert len(report.updated) == len([p for p in EXAMPLE_DOCS.iterdir() if p.suffix in (".md", ".txt")])
+    assert embeddings.embedded == report.chunks_written == len(after - before) <= 2 * len(report.updated)
     assert report.chunks_deleted == len(before - after)
 
 

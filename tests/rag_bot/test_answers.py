@@ -128,8 +128,8 @@ def test_readme_questions_get_the_right_evidence_and_off_topic_ones_say_why(chat
     assert pizza["declined"] is True and pizza["reason"] == "out_of_scope" and pizza["evidence"] == []
     assert "below the threshold" in pizza["answer"] and "getting-started.md" in pizza["answer"]
     assert pizza["scope"]["score"] < pizza["scope"]["threshold"] and pizza["scope"]["nearest"]["source"]
-    # on topic, but the documents never say which reranker model is the default
-    uncovered = ask(chat_config_file, "How many layers does the default reranker model have?")
+    # on topic, but the documents never say how the default language model is built
+    uncovered = ask(chat_config_file, "How many attention heads does the default language model have?")
     assert uncovered["reason"] in ("not_covered", "out_of_scope") or uncovered["grounded"] is False, uncovered
     answered = ask(chat_config_file, README_QUESTIONS[0][0])  # the real GGUF, checked: grounded or replaced by quotes
     assert answered["grounded"] in (True, False) and answered["evidence"]
