@@ -16,7 +16,7 @@ from rag_bot.names import shown
 from rag_bot.store import server_errors, store_location
 
 from . import loaders
-from .discover import Skip, discover
+from .discover import Candidate, Skip, discover
 from .index import Change, IngestIndex, check_without_writing, make_plan, read_files
 from .record import FileRow
 from .split import Splitter, document_title
@@ -107,31 +107,43 @@ def run_ingest(
     embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
     keep = {skip.source for skip in found.skipped}
     if dry_run:
-        if not rebuild:
-            check_without_writing(config, root)
-        known = {} if rebuild else read_files(config)
-        plan = make_plan(known, found.files, keep)
-        _fill_plan(report, plan)
-        report.chunks_deleted = sum(known[source].chunks for source in plan.deleted)
-        report.chunks_total = sum(row.chunks for row in known.values())
-        if plan.changed:  # split without embedding: how many chunks at most would be written
-            splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
-                                config.chunking.context_header)
-            report.chunks_written = len(_split_all(plan.changed, splitter, report)[0])
+        _dry_run(config, root, found.files, keep, rebuild, embeddings, report)
     else:
-        with server_errors(config, "the ingest"), IngestIndex(config, embeddings, rebuild=rebuild) as index:
-            index.check(root)
-            plan = index.plan(found.files, keep)
-            _fill_plan(report, plan)
-            index.save_files(plan.touched)
-            if plan.changed or plan.deleted:
-                index.mark_changing()
-            report.chunks_deleted = index.delete_sources(plan.deleted)
-            _index_changes(index, plan.changed, embeddings, config, report, progress)
-            report.chunks_total = index.finish()
-            index.publish()
+        _sync(config, root, found.files, keep, rebuild, embeddings, report, progress)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _dry_run(config: Config, root: Path, files: list[Candidate], keep: set[str], rebuild: bool, embeddings: Any,
+             report: IngestReport) -> None:
+    """What a run would change, from the stored files table, writing nothing (nothing is embedded)."""
+    if not rebuild:
+        check_without_writing(config, root)
+    known = {} if rebuild else read_files(config)
+    plan = make_plan(known, files, keep)
+    _fill_plan(report, plan)
+    report.chunks_deleted = sum(known[source].chunks for source in plan.deleted)
+    report.chunks_total = sum(row.chunks for row in known.values())
+    if plan.changed:  # split without embedding: how many chunks at most would be written
+        splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
+                            config.chunking.context_header)
+        report.chunks_written = len(_split_all(plan.changed, splitter, report)[0])
+
+
+def _sync(config: Config, root: Path, files: list[Candidate], keep: set[str], rebuild: bool, embeddings: Any,
+          report: IngestReport, progress: bool | None) -> None:
+    """The run itself: refuse another owner, then delete, index and publish, holding the store's lease."""
+    with server_errors(config, "the ingest"), IngestIndex(config, embeddings, rebuild=rebuild) as index:
+        index.check(root)
+        plan = index.plan(files, keep)
+        _fill_plan(report, plan)
+        index.save_files(plan.touched)
+        if plan.changed or plan.deleted:
+            index.mark_changing()
+        report.chunks_deleted = index.delete_sources(plan.deleted)
+        _index_changes(index, plan.changed, embeddings, config, report, progress)
+        report.chunks_total = index.finish()
+        index.publish()
 
 
 def _fill_plan(report: IngestReport, plan: Any) -> None:

@@ -102,10 +102,7 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
     if not message:
         yield history, "", f"<p>{SOURCES_HINT}</p>"
         return
-    # earlier turns without the references appended to each answer: the condense prompt needs the words
-    earlier = [{"role": turn["role"], "content": _plain(re.split(r"\n\n\*\*(?:Evidence|Sources)\*\*",
-                                                                 message_text(turn.get("content")))[0])}
-               for turn in history if turn.get("role") in ("user", "assistant")]
+    earlier = _earlier_turns(history)
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     panel = "<p><em>Searching the documents ...</em></p>"
     yield list(history), "", panel
@@ -138,12 +135,26 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
         yield history, "", "<p>Something went wrong; see the server log.</p>"
         return
     if found:
-        content = markdown_text(text.strip())
-        if quotes and not quoted:  # a reply made of the quotes already shows them
-            content += EVIDENCE_MARK + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
-        refs = "\n".join(f"\\[{source.n}\\] {markdown_text(source.label())}  " for source in found)
-        history[-1] = {"role": "assistant", "content": f"{content}{SOURCES_MARK}{refs}"}
+        history[-1] = {"role": "assistant", "content": _with_references(text, [] if quoted else quotes, found)}
         yield list(history), "", panel
+
+
+def _earlier_turns(history: list) -> list[dict[str, str]]:
+    """The earlier turns without the evidence and sources appended to each answer: the condense
+    prompt needs their words, not the references."""
+    return [{"role": turn["role"], "content": _plain(re.split(r"\n\n\*\*(?:Evidence|Sources)\*\*",
+                                                             message_text(turn.get("content")))[0])}
+            for turn in history if turn.get("role") in ("user", "assistant")]
+
+
+def _with_references(text: str, quotes: list, found: list) -> str:
+    """The finished answer as Markdown: the text, the quoted evidence (unless the reply is made of
+    the quotes already: pass none), then the numbered sources; every piece escaped."""
+    content = markdown_text(text.strip())
+    if quotes:
+        content += EVIDENCE_MARK + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
+    refs = "\n".join(f"\\[{source.n}\\] {markdown_text(source.label())}  " for source in found)
+    return f"{content}{SOURCES_MARK}{refs}"
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>:@-])")

@@ -105,6 +105,13 @@ def evaluate(evaluator: Any, model: Any, device: str) -> dict[str, float]:
     return {key: round(float(raw[prefix + key]), 4) for key in ("ndcg@10", "mrr@10", "map")}
 
 
+def mining_figures(mined: list[Mined], short: int) -> dict[str, int]:
+    """What the report says of the mined training queries."""
+    return {"train_queries": len(mined),
+            "train_queries_with_a_positive_among_candidates": sum(any(p for _, p in m.candidates) for m in mined),
+            "train_queries_left_out_for_too_few_negatives": short}
+
+
 def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings: TrainSettings, *,
                    base_model: str, negatives: int = 4, device: str = "cpu", source: str = "") -> TrainReport:
     """Train a cross-encoder from `base_model` into `out`; resumes an interrupted run of the same job."""
@@ -136,17 +143,12 @@ def train_reranker(pairs: list[Pair], retriever: Any, out: str | Path, settings:
     if not rows["query"]:
         raise UsageError(f"--negatives {negatives}: no training query has that many candidates besides its "
                          "positives; ingest more documents or lower --negatives")
-    found = sum(any(positive for _, positive in m.candidates) for m in mined_train)
     with quiet_transformers():
         model = CrossEncoder(base, num_labels=1, max_length=MAX_LENGTH, device=device)
-    report = TrainReport("reranker", base_model, str(out), job, len(rows["query"]),
-                         len(mined_validation), {**vars(settings), "negatives": negatives,
-                                                 "in_batch_negatives": IN_BATCH_NEGATIVES,
-                                                 "loss": "MultipleNegativesRankingLoss"},
-                         resumed_from=checkpoint,
-                         extra={"pairs": source, "collection": collection, "train_queries": len(mined_train),
-                                "train_queries_with_a_positive_among_candidates": found,
-                                "train_queries_left_out_for_too_few_negatives": short})
+    report = TrainReport("reranker", base_model, str(out), job, len(rows["query"]), len(mined_validation),
+                         {**vars(settings), "negatives": negatives, "in_batch_negatives": IN_BATCH_NEGATIVES,
+                          "loss": "MultipleNegativesRankingLoss"}, resumed_from=checkpoint,
+                         extra={"pairs": source, "collection": collection, **mining_figures(mined_train, short)})
     evaluator = reranking_evaluator(mined_validation) if mined_validation else None
     if evaluator is not None:
         report.before = measured_before(out, checkpoint) or evaluate(evaluator, model, device)

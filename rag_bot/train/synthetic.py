@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ConfigError, StoreError, UsageError
 from ..prompts import BUNDLED_DIR, check_template
@@ -65,20 +65,33 @@ def clean_question(text: str) -> str | None:
     return line
 
 
+def _checked(count: int, top: int, out: Path) -> Path:
+    if count < 1:
+        raise UsageError(f"--count: must be 1 or more, not {count}")
+    if top < 1:
+        raise UsageError(f"--top: must be 1 or more, not {top}")
+    if out.suffix.lower() not in (".jsonl", ".ndjson"):
+        raise UsageError(f"--out {out}: pairs are written as JSONL; name the file *.jsonl")
+    return out
+
+
+def _rejected(question: str | None, seen: set[str], top_ids: Callable[[str], list[str]], chunk_id: str) -> str:
+    """Why a written question is not kept (the `PairStats` count to raise), or "" to keep it: none
+    came, it was written before, or the retriever does not find its chunk in the top."""
+    if question is None:
+        return "no_question"
+    if question.lower() in seen:
+        return "duplicate"
+    return "" if chunk_id in top_ids(question) else "not_retrieved"
+
+
 def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: int, template: str,
                seed: int = 0, max_tokens: int = 48, progress: bool = True) -> PairStats:
     """Write up to `count` JSONL pairs {query, passage, source} to `out` (replaced when done)."""
     from tqdm import tqdm
 
-    if count < 1:
-        raise UsageError(f"--count: must be 1 or more, not {count}")
-    if top < 1:
-        raise UsageError(f"--top: must be 1 or more, not {top}")
-    out = Path(out)
-    if out.suffix.lower() not in (".jsonl", ".ndjson"):
-        raise UsageError(f"--out {out}: pairs are written as JSONL; name the file *.jsonl")
-    collection = retriever.collection
-    chunks = sample_chunks(collection, count, seed, min_words=MIN_WORDS)
+    out = _checked(count, top, Path(out))
+    chunks = sample_chunks(retriever.collection, count, seed, min_words=MIN_WORDS)
     if not chunks:
         raise StoreError(f"store.collection: no chunk of {MIN_WORDS} words or more in "
                          f"{retriever.config.store.collection!r}; ingest documents first")
@@ -90,22 +103,16 @@ def make_pairs(llm: Any, retriever: Any, out: str | Path, *, count: int, top: in
     partial = out.with_name(out.name + ".partial")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "w", encoding="utf-8") as handle:
-        for chunk_id, text, meta in tqdm([(c.id, c.text, c.metadata) for c in chunks], desc="writing questions", unit="chunk", disable=not progress):
+        for chunk in tqdm(chunks, desc="writing questions", unit="chunk", disable=not progress):
             stats.sampled += 1
-            prompt = template.format(passage=" ".join(text.split()))
+            prompt = template.format(passage=" ".join(chunk.text.split()))
             question = clean_question("".join(llm.stream("", prompt, max_tokens=max_tokens, stop=["\n"])))
-            if question is None:
-                stats.no_question += 1
-                continue
-            if question.lower() in seen:
-                stats.duplicate += 1
-                continue
-            found = [doc.id for doc in wide.candidates(question)[:top]]
-            if chunk_id not in found:
-                stats.not_retrieved += 1
+            rejected = _rejected(question, seen, lambda q: [doc.id for doc in wide.candidates(q)[:top]], chunk.id)
+            if rejected or question is None:
+                setattr(stats, rejected, getattr(stats, rejected) + 1)
                 continue
             seen.add(question.lower())
-            row = {"query": question, "passage": text, "source": meta.get("source", "")}
+            row = {"query": question, "passage": chunk.text, "source": chunk.metadata.get("source", "")}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             stats.written += 1
             if len(stats.examples) < 3:
