@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import logging
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +27,16 @@ from typing import TYPE_CHECKING, Any, Iterable
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
-from rag_bot.store import (LEGACY_OWNER, META_FOLDER, META_LEASE, META_RECIPE, META_UNPUBLISHED, META_VERSION,
-                           check_model, fresh_metadata, get_collection, open_client, open_vectorstore,
-                           record_model, store_key, update_metadata)
+from rag_bot.store import (LEGACY_OWNER, META_UNPUBLISHED, META_VERSION, check_model, fresh_metadata, get_collection,
+                           open_client, open_vectorstore, record_model, store_key, update_metadata)
 
 from .discover import Candidate
+from .ownership import StoreLease, check_owner, claim, recipe
+from .record import (FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, has_files_table, read_legacy,
+                     stored_rows)
 
 if TYPE_CHECKING:
     from langchain_core.indexing.api import IndexingResult
-from .ownership import Lease, StoreLease, check_owner, claim, recipe
-from .record import (FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, has_files_table, read_legacy,
-                     stored_rows)
 
 log = logging.getLogger(__name__)
 
@@ -331,49 +329,3 @@ def _acquire_lock(path: Path, collection: str) -> Any:
         handle.close()
         raise StoreError(f"another ingest into collection {collection!r} is running; wait for it to finish") from None
     return handle
-
-
-DESCRIBED = ("store", "dimension", "ingest_running")
-
-
-def describe(config: Config) -> dict[str, Any]:
-    """Files, chunks, model, dimension, folder, recipe, running ingest and location of the
-    configured store, all read from the store; creates nothing."""
-    from rag_bot.store import recorded_model, store_exists, store_location
-
-    info: dict[str, Any] = {
-        "collection": config.store.collection,
-        "store": store_location(config),
-        "folder": None,
-        "files": 0,
-        "chunks": 0,
-        "model": None,
-        "dimension": None,
-        "chunking": None,
-        "ingest_running": None,
-    }
-    collection = get_collection(open_client(config), config.store.collection) if store_exists(config) else None
-    if collection is None:
-        return info
-    info["chunks"] = collection.count()
-    info["model"], info["dimension"] = recorded_model(collection)
-    metadata = fresh_metadata(collection)
-    info["folder"] = metadata.get(META_FOLDER)
-    info["chunking"] = metadata.get(META_RECIPE)
-    lease = Lease.parse(metadata.get(META_LEASE))
-    if lease is not None and lease.expires > time.time():
-        info["ingest_running"] = lease.holder
-    info["files"] = len(read_files(config))
-    return info
-
-
-def describe_lines(info: dict[str, Any]) -> list[str]:
-    """What `rag-bot stats` prints of `describe()`'s figures (and any extra keys, such as the reranker)."""
-    if info["model"] is None and info["chunks"] == 0:
-        return [f"No documents yet in collection {info['collection']!r} at {info['store']}; run `rag-bot ingest DIR`."]
-    shown = {"collection": f"{info['collection']} at {info['store']}", "folder": info["folder"] or "unknown",
-             "files": info["files"], "chunks": info["chunks"],
-             "model": f"{info['model']} ({info['dimension'] or '?'} dimensions)", "chunking": info["chunking"] or "unknown",
-             "ingest": "running: " + info["ingest_running"] if info["ingest_running"] else "none running"}
-    shown.update({key: value for key, value in info.items() if key not in (*shown, *DESCRIBED)})
-    return [f"{key + ':':<11} {value}" for key, value in shown.items()]

@@ -349,7 +349,7 @@ def _train_embedder(args: argparse.Namespace) -> int:
     pairs, source = _training_pairs(args, config)
     corpus = beir_texts(Path(args.beir)) if args.beir else None
     report = train_embedder(pairs, config.embedding, args.out, _train_settings(args), corpus=corpus, source=source)
-    from ingest.index import describe
+    from ingest.status import describe
 
     _print_training(report, args.json, report.next_steps(describe(config)["folder"]))
     return 0
@@ -430,7 +430,7 @@ def _models_fetch(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from ingest.index import describe, describe_lines
+    from ingest.status import describe, describe_lines
 
     from .models import reranker_status
 

@@ -2,6 +2,7 @@
 bundled lists, and works from outside the checkout."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,7 +21,13 @@ BUNDLED = [f"rag_bot/prompts/{name}" for name in (
 
 @pytest.mark.slow
 def test_the_wheel_holds_the_prompts_and_runs_outside_the_checkout(tmp_path):
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--quiet", "-w", str(tmp_path)],
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ behind in it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for package in ("rag_bot", "ingest"):
+        shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--quiet", "-w", str(tmp_path)],
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("rag_bot-*.whl")
