@@ -154,8 +154,9 @@ class OpenAILLM(ChatLLM):
         try:
             for chunk in self.model.stream(messages, config=config, stop=stop or None,
                                            max_tokens=max_tokens or self.max_tokens):
-                if chunk.text:
-                    yield chunk.text
+                text = _content_text(chunk.content)
+                if text:
+                    yield text
         except openai.OpenAIError as exc:
             raise ModelError(f"llm.base_url: the server at {self.config.base_url} failed: "
                              f"{first_line(exc)}; is it running?") from exc
@@ -195,6 +196,13 @@ def check_gguf(path: Path) -> None:
     if magic != GGUF_MAGIC:
         raise ModelError(f"llm.model_path: {path} is not a GGUF file (it does not start with 'GGUF'); "
                          "download the model in GGUF format")
+
+
+def _content_text(content: str | list) -> str:
+    """A message's text: the string itself, or the text parts of a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    return "".join(part if isinstance(part, str) else str(part.get("text") or "") for part in content)
 
 
 def chat_template(client: Any) -> Any:
