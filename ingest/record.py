@@ -23,11 +23,10 @@ from typing import Any, Iterator, Sequence
 
 from langchain_core.indexing import RecordManager
 
-from rag_bot.store import get_collection, pages
+from rag_bot.store import FILES_SUFFIX, get_collection, pages
 
 log = logging.getLogger(__name__)
 
-FILES_SUFFIX = ".rag_bot_files"
 META_FILES_OF = "rag_bot.files_of"  # id of the collection whose files the companion lists
 _PART = 500  # ids or sources per request
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -105,22 +105,7 @@ class RagChain(Runnable):
         self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
-        result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
-                                  "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {}}
-        for event in self.stream(input, config, **kwargs):
-            if "answer" in event:
-                result["answer"] += event["answer"]
-            if "final" in event:
-                result["answer"] = event["final"]
-            if "declined" in event:
-                result["declined"], result["reason"] = True, event["declined"]
-            if "abstained" in event:
-                result["reason"] = event["abstained"]
-            for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope"):
-                if key in event:
-                    result[key] = event[key]
-        result["answer"] = result["answer"].strip()
-        return result
+        return gather(self.stream(input, config, **kwargs))
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[dict]:
         question, history = _read_input(input)
@@ -271,6 +256,26 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
     evidence = EvidenceFinder(retriever.embeddings, retriever.reranker, config.chat.grounding_level)
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
                     evidence=evidence)
+
+
+def gather(events: Iterable[dict]) -> dict[str, Any]:
+    """`RagChain.stream()`'s events gathered into the `invoke()` result."""
+    result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
+                              "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {}}
+    for event in events:
+        if "answer" in event:
+            result["answer"] += event["answer"]
+        if "final" in event:
+            result["answer"] = event["final"]
+        if "declined" in event:
+            result["declined"], result["reason"] = True, event["declined"]
+        if "abstained" in event:
+            result["reason"] = event["abstained"]
+        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope"):
+            if key in event:
+                result[key] = event[key]
+    result["answer"] = result["answer"].strip()
+    return result
 
 
 def _passage(n: int, doc: Document, text: str) -> str:

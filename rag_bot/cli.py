@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import __version__
-from .config import ENV_VAR, PACKAGED_EMBEDDER, load_config
+from .config import ENV_VAR, PACKAGED_EMBEDDER, Config, load_config
 from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError, UsageError
 from .logs import configure_logging
 
@@ -32,20 +32,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens, with tracebacks on errors")
     parser.add_argument("--version", action="version", version=f"rag-bot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_ingest_parser, _search_parser, _train_filter_parser, _ask_parser, _chat_parser, _eval_parser,
-                _train_parser, _models_parser, _stats_parser):
+    for add in (_ingest_parser, _search_parser, _train_filter_parser, _ask_parser, _chat_parser, _serve_parser,
+                _eval_parser, _train_parser, _models_parser, _stats_parser, _collections_parser):
         add(commands)
     return parser
 
 
 def _command(commands: Any, name: str, run: Callable[[argparse.Namespace], int], help: str,
-             json_help: str | None = "print the result as one JSON object") -> argparse.ArgumentParser:
-    """A sub-command that runs `run(args)`, with a --json flag unless `json_help` is None."""
+             json_help: str | None = "print the result as one JSON object", collection: bool = True) -> argparse.ArgumentParser:
+    """A sub-command that runs `run(args)`, with a --json flag unless `json_help` is None, and
+    --collection unless the command works on collections of its own (`collection=False`)."""
     command = commands.add_parser(name, help=help)
     command.set_defaults(run=run)
     if json_help:
         command.add_argument("--json", action="store_true", help=json_help)
+    if collection:
+        command.add_argument("--collection", metavar="NAME",
+                             help="the collection to use (default: store.collection); each mirrors its own folder")
     return command
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The config the command names, over the collection `--collection` names."""
+    return load_config(args.config).for_collection(getattr(args, "collection", None))
 
 
 def _group(commands: Any, name: str, help: str, dest: str, metavar: str = "WHAT") -> Any:
@@ -91,11 +100,18 @@ def _chat_parser(commands: Any) -> None:
     chat.add_argument("--port", type=int, help="port (default: ui.port)")
 
 
+def _serve_parser(commands: Any) -> None:
+    serve = _command(commands, "serve", _serve, "the OpenAI-compatible HTTP API, with sources (loopback unless api.host "
+                     "says otherwise)", None)
+    serve.add_argument("--host", help="address to listen on (default: api.host; beyond loopback needs api.key)")
+    serve.add_argument("--port", type=int, help="port (default: api.port)")
+
+
 def _eval_parser(commands: Any) -> None:
     evaluations = _group(commands, "eval", "measure quality on public datasets", "evaluation")
     figures = "print the figures as one JSON object"
     beir = _command(evaluations, "retrieval", _eval_retrieval,
-                    "nDCG@10, Recall@10/100, MRR@10 per pipeline on a BEIR folder", figures)
+                    "nDCG@10, Recall@10/100, MRR@10 per pipeline on a BEIR folder", figures, collection=False)
     beir.add_argument("--dataset", required=True, metavar="DIR", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/")
     beir.add_argument("--split", default="test", help="qrels split (default: test)")
     beir.add_argument("--pipelines", metavar="LIST",
@@ -104,18 +120,19 @@ def _eval_parser(commands: Any) -> None:
                            "and dense+filter when filter.enabled)")
     beir.add_argument("--chunk-size", type=int, help="override chunking.size (the corpus gets its own collection per size)")
     beir.add_argument("--chunk-overlap", type=int, help="override chunking.overlap")
-    scope = _command(evaluations, "scope", _eval_scope, "false refusals and out-of-scope recall of the scope gate", figures)
+    scope = _command(evaluations, "scope", _eval_scope, "false refusals and out-of-scope recall of the scope gate", figures,
+                     collection=False)
     scope.add_argument("--data", default="../shared/data", metavar="DIR",
                        help="folder with squad2-dev-subset/, scifact/ and banking77/ (default: ../shared/data)")
     answers = _command(evaluations, "answers", _eval_answers, "answers through the whole chain on SQuAD 2.0 questions",
-                       figures)
+                       figures, collection=False)
     answers.add_argument("--squad", required=True, metavar="FILE", help="a SQuAD 2.0 JSON file")
     answers.add_argument("--sample", type=int, default=40, metavar="N",
                          help="answerable and unanswerable questions each (default: 40; 0: all)")
     answers.add_argument("--seed", type=int, default=0)
     answers.add_argument("--no-llm", action="store_true", help="measure answer_mode extract only (no LLM)")
     sts = _command(evaluations, "embeddings", _eval_embeddings,
-                   "Spearman/Pearson of cosine similarity on the STS Benchmark", figures)
+                   "Spearman/Pearson of cosine similarity on the STS Benchmark", figures, collection=False)
     sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
     sts.add_argument("--split", default="test", help="train, dev or test (default: test)")
 
@@ -162,9 +179,15 @@ def _models_parser(commands: Any) -> None:
     actions = _group(commands, "models", "list the models the config names, or fetch them from the hub", "action",
                      "ACTION")
     listing = _command(actions, "list", _models_list, "each model: where it comes from, its size, whether it loads",
-                       "print the rows as one JSON object")
+                       "print the rows as one JSON object", collection=False)
     listing.add_argument("--no-load", action="store_true", help="do not try loading them (faster)")
-    _command(actions, "fetch", _models_fetch, "download the hub models the config names into the cache", None)
+    _command(actions, "fetch", _models_fetch, "download the hub models the config names into the cache", None,
+             collection=False)
+
+
+def _collections_parser(commands: Any) -> None:
+    _command(commands, "collections", _collections, "the store's collections: folder, files, chunks, model",
+             "print the list as one JSON array", collection=False)
 
 
 def _stats_parser(commands: Any) -> None:
@@ -194,7 +217,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
     from .models import LocalEmbeddings
 
-    config = load_config(args.config)
+    config = _config(args)
     progress = False if (args.no_progress or args.json) else None
     embeddings = LocalEmbeddings(config.embedding)
     report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress,
@@ -216,7 +239,7 @@ def _search(args: argparse.Namespace) -> int:
 
     if args.k is not None and args.k < 1:
         raise UsageError("--k: must be 1 or more")
-    retriever = load_retriever(load_config(args.config))
+    retriever = load_retriever(_config(args))
     result = retriever.search(args.query, k=args.k, sources=args.source)
     if args.json:
         print(json.dumps({**result.to_json(), "reranker": retriever.reranker_status}))
@@ -230,7 +253,7 @@ def _train_filter(args: argparse.Namespace) -> int:
     from .filter_training import describe_metrics, fit_filter
     from .models import LocalEmbeddings
 
-    config = load_config(args.config)
+    config = _config(args)
     scope = fit_filter(config, LocalEmbeddings(config.embedding), Path(args.examples) if args.examples else None)
     path = filter_path(config)
     if args.json:
@@ -247,7 +270,7 @@ def _ask(args: argparse.Namespace) -> int:
 
     if not args.question.strip():
         raise UsageError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
-    chain = load_chain(load_config(args.config))
+    chain = load_chain(_config(args))
     if args.json:
         print(json.dumps(reply_json(chain.invoke(args.question))))
         return 0
@@ -263,7 +286,7 @@ def _chat(args: argparse.Namespace) -> int:
     from .prompts import load_prompts, prompts_dir
     from .ui import LazyChain, build_app, launch
 
-    config = load_config(args.config)
+    config = _config(args)
     ui = config.ui.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
                                       if value is not None})
     load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
@@ -278,13 +301,34 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .api import build_api, check_exposure, serve
+    from .prompts import load_prompts, prompts_dir
+    from .service import Collections
+
+    config = _config(args)
+    api = config.api.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
+                                        if value is not None})
+    check_exposure(api)
+    load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
+    service = Collections(config, max_queue=api.max_queue)
+    service.warm_up()
+    print(f"rag-bot serve: OpenAI-compatible API at http://{api.host}:{api.port}/v1 (model: {config.store.collection}; "
+          "Ctrl+C to stop)", flush=True)
+    try:
+        serve(build_api(service, api), api)
+    finally:
+        service.close()
+    return 0
+
+
 def _eval_retrieval(args: argparse.Namespace) -> int:
     from ingest.pipeline import run_ingest
 
     from .eval.retrieval import METRICS
     from .eval.runs import run_retrieval
 
-    results = run_retrieval(load_config(args.config), args.dataset, split=args.split, pipelines=args.pipelines,
+    results = run_retrieval(_config(args), args.dataset, split=args.split, pipelines=args.pipelines,
                             chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, ingest=run_ingest,
                             say=None if args.json else print)
     if args.json:
@@ -302,7 +346,7 @@ def _eval_scope(args: argparse.Namespace) -> int:
     from .eval.runs import run_scope
     from .eval.scope import format_scope
 
-    results = run_scope(load_config(args.config), args.data, ingest=run_ingest, quiet=args.json)
+    results = run_scope(_config(args), args.data, ingest=run_ingest, quiet=args.json)
     print(json.dumps(results) if args.json else format_scope(results))
     return 0
 
@@ -313,7 +357,7 @@ def _eval_answers(args: argparse.Namespace) -> int:
     from .eval.answers import format_answers
     from .eval.runs import run_answers
 
-    figures = run_answers(load_config(args.config), args.squad, sample=args.sample, seed=args.seed,
+    figures = run_answers(_config(args), args.squad, sample=args.sample, seed=args.seed,
                           llm=not args.no_llm, ingest=run_ingest, quiet=args.json)
     print(json.dumps(figures) if args.json else format_answers(figures))
     return 0
@@ -345,7 +389,7 @@ def _train_embedder(args: argparse.Namespace) -> int:
     from .eval.beir import beir_texts
     from .train.embedder import train_embedder
 
-    config = load_config(args.config)
+    config = _config(args)
     pairs, source = _training_pairs(args, config)
     corpus = beir_texts(Path(args.beir)) if args.beir else None
     report = train_embedder(pairs, config.embedding, args.out, _train_settings(args), corpus=corpus, source=source)
@@ -360,7 +404,7 @@ def _train_reranker(args: argparse.Namespace) -> int:
     from .retriever import load_retriever
     from .train.reranker import train_reranker
 
-    config = load_config(args.config)
+    config = _config(args)
     pairs, source = _training_pairs(args, config)
     mining = config.candidates_only()
     embeddings = LocalEmbeddings(config.embedding)  # one model for the ingest of --beir and the mining
@@ -383,7 +427,7 @@ def _make_pairs(args: argparse.Namespace) -> int:
     from .retriever import load_retriever
     from .train.synthetic import load_template, make_pairs
 
-    config = load_config(args.config)
+    config = _config(args)
     template = load_template(config.chat.prompts_dir)
     stats = make_pairs(load_llm(config), load_retriever(config.candidates_only()), args.out, count=args.count, top=args.top,
                        template=template, seed=args.seed, progress=not args.json)
@@ -395,7 +439,7 @@ def _eval_embeddings(args: argparse.Namespace) -> int:
     from .eval.sts import evaluate_sts, read_sts, sts_file
     from .models import LocalEmbeddings
 
-    config = load_config(args.config)
+    config = _config(args)
     pairs = read_sts(sts_file(args.sts, args.split))
     figures = evaluate_sts(LocalEmbeddings(config.embedding), pairs, progress=not args.json)
     result = {"dataset": "stsbenchmark", "split": args.split, "model": config.embedding.model, **figures}
@@ -410,7 +454,7 @@ def _eval_embeddings(args: argparse.Namespace) -> int:
 def _models_list(args: argparse.Namespace) -> int:
     from .hub import list_models
 
-    rows = list_models(load_config(args.config), check=not args.no_load)
+    rows = list_models(_config(args), check=not args.no_load)
     print(json.dumps({"models": [row.to_json() for row in rows]}) if args.json
           else "\n".join(line for row in rows for line in row.lines()))
     return 0
@@ -420,7 +464,7 @@ def _models_fetch(args: argparse.Namespace) -> int:
     from .hub import fetch_models
 
     failed = 0
-    for key, ref, what, why in fetch_models(load_config(args.config)):
+    for key, ref, what, why in fetch_models(_config(args)):
         if why is None:
             print(f"{key}: {ref}: {what}", flush=True)
         else:
@@ -434,9 +478,27 @@ def _stats(args: argparse.Namespace) -> int:
 
     from .models import reranker_status
 
-    config = load_config(args.config)
+    config = _config(args)
     info = {**describe(config), "reranker": reranker_status(config.reranker)}
     print(json.dumps(info) if args.json else "\n".join(describe_lines(info)))
+    return 0
+
+
+def _collections(args: argparse.Namespace) -> int:
+    from ingest.status import describe
+
+    from .store import collection_names
+
+    config = _config(args)
+    rows = [describe(config.for_collection(name)) for name in collection_names(config)]
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print(f"no collections yet in {config.data_dir}; run rag-bot ingest DIR [--collection NAME]")
+    for row in [] if args.json else rows:
+        mark = "*" if row["collection"] == config.store.collection else " "
+        print(f"{mark} {row['collection']}: {row['files']} files, {row['chunks']} chunks, {row['model']}, "
+              f"folder {row['folder'] or '?'}")
     return 0
 
 

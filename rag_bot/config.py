@@ -186,6 +186,15 @@ class UIConfig(_Section):
         return value
 
 
+class APIConfig(_Section):
+    host: str = Field("127.0.0.1", description=(
+        "Address `rag-bot serve` listens on; another than loopback needs api.key."))
+    port: int = Field(7861, ge=1, le=65535, description="Port of the HTTP API.")
+    key: str | None = Field(None, min_length=8, description=(
+        "Bearer token every request must carry; null: $RAG_BOT_API_KEY, else none (loopback only)."))
+    max_queue: int = Field(64, ge=1, description="Questions waiting for the models; more get HTTP 429.")
+
+
 class Config(_Section):
     """The whole configuration. Build it with `load_config()`; `Config()` gives the defaults."""
 
@@ -200,6 +209,18 @@ class Config(_Section):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+    api: APIConfig = Field(default_factory=APIConfig)
+
+    def for_collection(self, name: str | None) -> "Config":
+        """This config over another collection of the same store (`--collection`, the API's `model`);
+        itself when `name` is None or already the configured one."""
+        if not name or name == self.store.collection:
+            return self
+        try:
+            store = StoreConfig.model_validate({**self.store.model_dump(), "collection": name})
+        except ValidationError as exc:
+            raise ConfigError(f"--collection: {name!r}: {exc.errors()[0]['msg']}") from exc
+        return self.model_copy(update={"store": store})
 
     def candidates_only(self) -> "Config":
         """This config with the reranker and the scope gate off: what mining training negatives and

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 
-def reply_json(result: dict[str, Any]) -> dict[str, Any]:
+def reply_json(result: dict[str, Any], full: bool = False) -> dict[str, Any]:
     """`RagChain.invoke()`'s result as plain JSON: answer, declined, reason, grounded, evidence,
-    scope and sources."""
+    scope and sources (`full`: each source with its snippet and scores)."""
     return {"answer": result["answer"], "declined": result["declined"], "reason": result["reason"],
             "grounded": result["grounded"], "evidence": [quote.to_json() for quote in result["evidence"]],
-            "scope": result["scope"], "sources": [source.to_json() for source in result["sources"]]}
+            "scope": result["scope"], "sources": [source.to_json(full) for source in result["sources"]]}
 
 
 def terminal_text(events: Iterable[dict[str, Any]]) -> Iterator[str]:

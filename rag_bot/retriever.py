@@ -338,11 +338,11 @@ class _Clock:
 
 
 def load_retriever(config: str | Config | None = None, *, embeddings: Any = None,
-                   reranker: Any = None) -> RagRetriever:
+                   reranker: Any = None, reranker_status: str | None = None) -> RagRetriever:
     """The retriever over the ingested collection, with every configured stage loaded once.
 
     `config` is a path, a `Config`, or None (see `load_config`). `embeddings` and `reranker`
-    may be passed in to share already loaded models.
+    may be passed in to share already loaded models (`reranker_status` says what that reranker is).
     """
     config = config if isinstance(config, Config) else load_config(config)
     client = open_client(config)
@@ -355,7 +355,7 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
     if config.reranker.enabled is False:
         reranker, status = None, "off (reranker.enabled: false)"
     elif reranker is not None:
-        status = "on: the cross-encoder passed in"
+        status = reranker_status or "on: the cross-encoder passed in"
     else:
         reranker, status = open_reranker(config.reranker)
     bm25 = None

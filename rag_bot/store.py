@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import random
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ if TYPE_CHECKING:
     from .protocols import Embedder
 
 log = logging.getLogger(__name__)
+# Chroma's local clients share one system per folder, made on first use: two threads opening the same
+# folder at once (the API's listing beside a question) can break it, so opening is one at a time.
+_OPENING = threading.Lock()
 
+FILES_SUFFIX = ".rag_bot_files"  # the ingest record's companion collection: `<collection>.rag_bot_files`
 META_MODEL = "rag_bot.embedding_model"
 META_DIMENSION = "rag_bot.embedding_dimension"
 META_FOLDER = "rag_bot.folder"  # the folder the collection mirrors
@@ -60,7 +65,8 @@ def open_client(config: Config) -> Any:
     if config.store.mode == "persistent":
         path = store_path(config)
         path.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(path), settings=settings)
+        with _OPENING:
+            return chromadb.PersistentClient(path=str(path), settings=settings)
     try:
         client = chromadb.HttpClient(host=config.store.host, port=config.store.port, settings=settings)
         client.heartbeat()
@@ -82,8 +88,9 @@ def reopen_client(config: Config) -> Any:
         from chromadb.api.shared_system_client import SharedSystemClient
 
         key = str(store_path(config))
-        SharedSystemClient._identifier_to_system.pop(key, None)
-        SharedSystemClient._identifier_to_refcount.pop(key, None)
+        with _OPENING:
+            SharedSystemClient._identifier_to_system.pop(key, None)
+            SharedSystemClient._identifier_to_refcount.pop(key, None)
     return open_client(config)
 
 
@@ -132,6 +139,16 @@ def get_collection(client: Any, name: str) -> Any | None:
         return client.get_collection(name)
     except Exception:  # chromadb raises NotFoundError (a ValueError subclass in some versions)
         return None
+
+
+def collection_names(config: Config) -> list[str]:
+    """The store's rag-bot collections (those with a recorded embedding model), sorted; creates nothing."""
+    if not store_exists(config):
+        return []
+    with server_errors(config, "listing the collections"):
+        found = open_client(config).list_collections()
+    return sorted(item.name for item in found
+                  if not item.name.endswith(FILES_SUFFIX) and META_MODEL in (item.metadata or {}))
 
 
 def context_header(metadata: dict[str, Any]) -> str:

@@ -1,0 +1,207 @@
+"""The HTTP API's logic with a fake chain: request and reply shapes (read back by the official openai
+client through FastAPI's test transport), auth, errors, the queue. The real server with the real
+models is tested in tests/test_serve.py."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Iterator
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from rag_bot.api import build_api, check_exposure, is_loopback
+from rag_bot.chain import Source
+from rag_bot.config import APIConfig
+from rag_bot.errors import ConfigError, StoreError
+from rag_bot.evidence import Quote
+from rag_bot.results import Retrieval
+from rag_bot.service import Busy, Collections
+from langchain_core.documents import Document
+
+
+class FakeChain:
+    """Streams the events a real chain gives for an answered or a declined question."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.inputs: list[Any] = []
+        self.retriever = FakeRetriever()
+
+    def stream(self, input: Any) -> Iterator[dict]:
+        self.inputs.append(input)
+        question = input["question"]
+        yield {"question": question}
+        if "pizza" in question:
+            yield {"sources": [], "timings": {}}
+            yield {"declined": "out_of_scope", "scope": {"score": 0.1, "threshold": 0.4}}
+            yield {"answer": "That question is outside these documents."}
+            return
+        yield {"sources": [Source(1, "guide.md", None, "Install", "Run <b>make run</b>.", 0.9, 0.8)]}
+        yield {"answer": f"From {self.name}: run make run "}
+        yield {"answer": "[1]."}
+        yield {"grounded": True}
+        yield {"evidence": [Quote(1, "Run <b>make run</b>.", 0.7)], "strength": 0.7, "quoted": False}
+
+
+class FakeRetriever:
+    reranker_status = "off"
+
+    def search(self, query: str, *, filter: Any = None, sources: Any = None, k: int | None = None) -> Retrieval:
+        self.asked = (query, filter, sources, k)
+        return Retrieval([Document("Run make run.", metadata={"source": "guide.md", "candidate_rank": 1})])
+
+
+class FakeService(Collections):
+    """The real queue and worker; chains are fakes, the collections a fixed list."""
+
+    def __init__(self, names: list[str], max_queue: int = 64) -> None:
+        from rag_bot.config import Config
+
+        super().__init__(Config(), max_queue=max_queue)
+        self.listed = names
+        self.fakes = {name: FakeChain(name) for name in names}
+
+    def names(self) -> list[str]:
+        return list(self.listed)
+
+    def chain(self, name: str | None = None) -> Any:
+        name = name or self.default
+        if name not in self.fakes:
+            raise StoreError(f"store.collection: no documents in collection {name!r}")
+        return self.fakes[name]
+
+
+@pytest.fixture
+def service() -> Iterator[FakeService]:
+    service = FakeService(["rag_bot", "notes"])
+    yield service
+    service.close()
+
+
+def client_for(service: FakeService, key: str | None = None, sent_key: str = "none") -> openai.OpenAI:
+    http = TestClient(build_api(service, APIConfig(key=key)))
+    return openai.OpenAI(base_url="http://testserver/v1", api_key=sent_key, http_client=http, max_retries=0)
+
+
+def test_completion_has_the_answer_the_sources_and_the_evidence(service):
+    client = client_for(service)
+    reply = client.chat.completions.create(model="notes", messages=[
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "how do I start?"},
+        {"role": "assistant", "content": "Which part?"}, {"role": "user", "content": "the chat"}])
+    text = reply.choices[0].message.content
+    assert text.startswith("From notes: run make run [1].")
+    assert '[1] "Run <b>make run</b>."' in text and "Sources:\n[1] guide.md" in text
+    extra = reply.model_extra["rag_bot"]
+    assert extra["declined"] is False and extra["grounded"] is True
+    assert extra["evidence"] == [{"n": 1, "text": "Run <b>make run</b>."}]
+    assert extra["sources"][0]["source"] == "guide.md" and extra["sources"][0]["rerank_score"] == 0.9
+    assert reply.model == "notes" and reply.choices[0].finish_reason == "stop"
+    asked = service.fakes["notes"].inputs[-1]
+    assert asked["question"] == "the chat"
+    assert [m["role"] for m in asked["history"]] == ["system", "user", "assistant"]
+
+
+def test_streamed_completion_gives_the_same_text_then_the_extra_field(service):
+    client = client_for(service)
+    whole = client.chat.completions.create(model="rag_bot", messages=[{"role": "user", "content": "start?"}])
+    chunks = list(client.chat.completions.create(model="rag_bot", stream=True,
+                                                 messages=[{"role": "user", "content": "start?"}]))
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert text.strip() == whole.choices[0].message.content
+    assert len([c for c in chunks if c.choices[0].delta.content]) >= 3  # pieces, not one block
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.model_extra["rag_bot"]["sources"][0]["source"] == "guide.md"
+
+
+def test_declined_question_is_a_normal_completion_marked_declined(service):
+    reply = client_for(service).chat.completions.create(
+        model="rag_bot", messages=[{"role": "user", "content": "best pizza?"}])
+    assert reply.choices[0].message.content == "That question is outside these documents."
+    extra = reply.model_extra["rag_bot"]
+    assert extra["declined"] is True and extra["reason"] == "out_of_scope" and extra["scope"]["threshold"] == 0.4
+
+
+def test_models_lists_collections_and_an_unknown_model_is_404(service):
+    client = client_for(service)
+    assert [model.id for model in client.models.list()] == ["rag_bot", "notes"]
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert "no collection named 'gpt-4o'" in str(caught.value) and "rag_bot, notes" in str(caught.value)
+
+
+def test_bad_requests_say_what_is_wrong(service):
+    client = client_for(service)
+    with pytest.raises(openai.BadRequestError, match="last message must be the user's question"):
+        client.chat.completions.create(model="rag_bot", messages=[{"role": "assistant", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="question is empty"):
+        client.chat.completions.create(model="rag_bot", messages=[{"role": "user", "content": "  "}])
+    http = TestClient(build_api(service, APIConfig()))
+    reply = http.post("/v1/chat/completions", json={"model": "rag_bot", "messages": []})
+    assert reply.status_code == 400 and reply.json()["error"]["message"].startswith("messages:")
+
+
+def test_retrieve_returns_passages_with_scores(service):
+    http = TestClient(build_api(service, APIConfig()))
+    reply = http.post("/v1/retrieve", json={"query": "start", "k": 3, "sources": ["guide.md"],
+                                            "filter": {"page": 1}, "model": "notes"})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["model"] == "notes" and body["results"][0]["source"] == "guide.md"
+    assert body["results"][0]["candidate_rank"] == 1
+    assert service.fakes["notes"].retriever.asked == ("start", {"page": 1}, ["guide.md"], 3)
+    assert http.post("/v1/retrieve", json={"query": ""}).status_code == 400
+
+
+def test_a_key_is_required_when_set(service):
+    with pytest.raises(openai.AuthenticationError, match="API key is required"):
+        client_for(service, key="s3cret-key", sent_key="wrong-key").models.list()
+    assert [m.id for m in client_for(service, key="s3cret-key", sent_key="s3cret-key").models.list()] == ["rag_bot", "notes"]
+    http = TestClient(build_api(service, APIConfig(key="s3cret-key")))
+    assert http.post("/v1/retrieve", json={"query": "start"}).status_code == 401
+    assert http.post("/v1/chat/completions", json={"model": "rag_bot", "messages": [
+        {"role": "user", "content": "start?"}]}).status_code == 401
+    assert http.get("/health").json()["status"] == "ok"  # health needs no key
+
+
+def test_key_from_the_environment(service, monkeypatch):
+    monkeypatch.setenv("RAG_BOT_API_KEY", "from-the-env")
+    http = TestClient(build_api(service, APIConfig()))
+    assert http.get("/v1/models").status_code == 401
+    assert http.get("/v1/models", headers={"Authorization": "Bearer from-the-env"}).status_code == 200
+
+
+def test_listening_beyond_loopback_needs_a_key(monkeypatch):
+    monkeypatch.delenv("RAG_BOT_API_KEY", raising=False)
+    check_exposure(APIConfig(host="127.0.0.1"))
+    check_exposure(APIConfig(host="0.0.0.0", key="long-enough"))
+    with pytest.raises(ConfigError, match="api.host: 0.0.0.0 is reachable from other machines; set api.key"):
+        check_exposure(APIConfig(host="0.0.0.0"))
+    assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("example.org")
+
+
+def test_a_failing_collection_is_503_with_its_message(service):
+    service.listed.append("broken")
+    with pytest.raises(openai.InternalServerError, match="no documents in collection 'broken'"):
+        client_for(service).chat.completions.create(model="broken", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_questions_beyond_the_queue_are_refused_with_429():
+    service = FakeService(["rag_bot"], max_queue=1)
+    release = threading.Event()
+    try:
+        blocked = service.run(release.wait)  # takes the one place in the queue
+        with pytest.raises(Busy, match="api.max_queue"):
+            service.run(lambda: None)
+        http = TestClient(build_api(service, APIConfig()))
+        reply = http.post("/v1/chat/completions", json={"model": "rag_bot", "messages": [
+            {"role": "user", "content": "start?"}], "stream": True})
+        assert reply.status_code == 429 and reply.json()["error"]["code"] == "busy"
+        release.set()
+        assert blocked.result(timeout=5) is True
+        assert service.run(lambda: 7).result(timeout=5) == 7
+    finally:
+        release.set()
+        service.close()
