@@ -69,6 +69,8 @@ def _ingest_parser(commands: Any) -> None:
     ingest.add_argument("--dry-run", action="store_true", help="print what would change; write nothing")
     ingest.add_argument("--rebuild", action="store_true", help="delete the collection and ingest afresh")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.add_argument("--watch", action="store_true",
+                        help="keep mirroring the folder: ingest again after each burst of changes, until Ctrl+C")
 
 
 def _search_parser(commands: Any) -> None:
@@ -218,8 +220,10 @@ def _ingest(args: argparse.Namespace) -> int:
     from .models import LocalEmbeddings
 
     config = _config(args)
-    progress = False if (args.no_progress or args.json) else None
     embeddings = LocalEmbeddings(config.embedding)
+    if args.watch:
+        return _watch(args, config, embeddings)
+    progress = False if (args.no_progress or args.json) else None
     report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress,
                         embeddings=embeddings)
     from .filter_training import refresh_filter
@@ -232,6 +236,33 @@ def _ingest(args: argparse.Namespace) -> int:
         if scope:
             print(scope["message"])
     return report.exit_code
+
+
+def _watch(args: argparse.Namespace, config: Config, embeddings: Any) -> int:
+    from ingest.watch import watch_folder
+
+    from .filter_training import refresh_filter
+
+    if args.dry_run:
+        raise UsageError("--watch and --dry-run: choose one (a dry run writes nothing to keep in sync)")
+
+    def report(done: Any) -> None:
+        changed = bool(done.added or done.updated or done.deleted)
+        scope = refresh_filter(config, embeddings, corpus_changed=changed)
+        if args.json:
+            print(json.dumps({**done.to_json(), **({"filter": scope} if scope else {})}), flush=True)
+        elif changed or done.skipped or first:  # a run that found nothing new stays quiet
+            print(done.summary() + (f"\n{scope['message']}" if scope else ""), flush=True)
+        first.clear()
+
+    def failed(exc: RagBotError) -> None:
+        print(f"error: {exc} (still watching)", file=sys.stderr, flush=True)
+
+    first = [True]
+    print(f"watching {args.folder} (Ctrl+C to stop)", file=sys.stderr, flush=True)
+    watch_folder(config, args.folder, embeddings=embeddings, on_report=report, on_error=failed, rebuild=args.rebuild)
+    print("stopped watching", file=sys.stderr, flush=True)
+    return 0
 
 
 def _search(args: argparse.Namespace) -> int:

@@ -205,10 +205,12 @@ def usable_filter(config: Config) -> bool:
         return False
 
 
-def refresh_filter(config: Config, embeddings: Any) -> dict | None:
+def refresh_filter(config: Config, embeddings: Any, corpus_changed: bool = False) -> dict | None:
     """After the store was re-embedded with another model, retrain a scope filter trained for the
     old one from what it was trained on (the corpus, or its examples file), so that switching the
-    embedder is one command: `ingest DIR --rebuild`."""
+    embedder is one command: `ingest DIR --rebuild`. With `corpus_changed` (a watched folder, an
+    upload or a delete changed the documents), a filter trained from the corpus is retrained too:
+    its questions come from the documents, so new topics must not be declined."""
     from .errors import RagBotError
 
     path = filter_path(config)
@@ -218,9 +220,13 @@ def refresh_filter(config: Config, embeddings: Any) -> dict | None:
         old = ScopeFilter.load(path)
     except RagBotError:
         return None  # a damaged or older file: the retriever names it and says how to retrain
-    if old.embedding_model == config.embedding.model:
-        return None
     corpus = old.trained_on == "corpus"
+    if old.embedding_model == config.embedding.model:
+        if not (corpus_changed and corpus and config.filter.enabled):
+            return None
+        scope = fit_filter(config, embeddings)
+        return {"retrained": True, "path": str(path), "trained_on": "corpus", "threshold": round(scope.threshold, 4),
+                "message": f"scope filter: retrained from the changed corpus (threshold {scope.threshold:.3f})"}
     examples = Path(old.trained_on) if old.trained_on and not corpus else None
     if not config.filter.enabled or not (corpus or (examples and examples.is_file())):
         hint = f"--examples {examples}" if examples else "--from-corpus (or --examples FILE)"

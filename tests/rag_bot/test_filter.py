@@ -133,3 +133,30 @@ def test_re_embedding_retrains_the_filter_from_what_it_was_trained_on(tmp_path, 
     old_filter(str(examples))
     disabled = config.model_copy(update={"filter": config.filter.model_copy(update={"enabled": False})})
     assert not _refresh_filter(disabled, Encoder())["retrained"]
+
+
+@pytest.mark.slow
+def test_a_changed_corpus_retrains_a_filter_trained_from_it(tmp_path, minilm, docs_copy):
+    from ingest.pipeline import run_ingest
+    from rag_bot.filter import filter_path
+    from rag_bot.filter_training import fit_filter, refresh_filter
+    from tests.conftest import make_config
+
+    config = make_config(tmp_path, retriever={"hybrid": False})
+    run_ingest(config, docs_copy, progress=False, embeddings=minilm)
+    assert refresh_filter(config, minilm, corpus_changed=True) is None  # no filter: nothing to retrain
+    fit_filter(config, minilm)
+    path = filter_path(config)
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "threshold": 0.123456}))
+    assert refresh_filter(config, minilm) is None  # the documents did not change
+    assert ScopeFilter.load(path).threshold == 0.123456
+    got = refresh_filter(config, minilm, corpus_changed=True)
+    assert got["retrained"] and got["trained_on"] == "corpus" and "changed corpus" in got["message"]
+    assert ScopeFilter.load(path).threshold == pytest.approx(saved["threshold"])  # same corpus, same result
+
+    examples = tmp_path / "examples.csv"
+    rows = [f"how do I configure part {i}?,answer" for i in range(12)] + [f"tell me joke {i},ignore" for i in range(12)]
+    examples.write_text("text,label\n" + "\n".join(rows) + "\n")
+    fit_filter(config, minilm, examples)
+    assert refresh_filter(config, minilm, corpus_changed=True) is None  # labelled by hand: kept
