@@ -304,7 +304,7 @@ def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str],
         digest = _sha256_or_empty(candidate.path)
         if row and row.sha256 == digest:
             plan.unchanged.append(candidate.source)
-            plan.touched.append(FileRow(row.source, candidate.size, candidate.mtime_ns, digest, row.chunks))
+            plan.touched.append(FileRow(row.source, candidate.size, candidate.mtime_ns, digest, row.chunks, row.ingested))
         elif row:
             plan.updated.append(Change(candidate, digest, is_new=False))
         else:

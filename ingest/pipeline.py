@@ -206,7 +206,7 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
             _skip(report, change, exc)
             continue
         docs.extend(chunks)
-        rows.append(FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks)))
+        rows.append(FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks), time.time()))
     return docs, rows
 
 

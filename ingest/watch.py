@@ -20,6 +20,7 @@ from .pipeline import IngestReport, run_ingest
 log = logging.getLogger(__name__)
 
 DEBOUNCE_MS = 1000  # quiet time after the last change before a run starts
+FIRST_RUN_AFTER_MS = 300  # the watcher runs this long before the first ingest
 
 
 def watch_folder(config: Config, folder: str | Path, *, embeddings: Any,
@@ -44,9 +45,15 @@ def watch_folder(config: Config, folder: str | Path, *, embeddings: Any,
         except RagBotError as exc:
             on_error(exc)
 
-    once(rebuild)
-    for batch in watch(root, watch_filter=changes, debounce=debounce_ms, stop_event=stop, raise_interrupt=False):
+    # The first run starts once the watcher is live (its first, empty yield after `rust_timeout`), so
+    # a change made while it runs, or just after it reported, comes in the next batch, never lost.
+    started = False
+    for batch in watch(root, watch_filter=changes, debounce=debounce_ms, stop_event=stop, raise_interrupt=False,
+                       yield_on_timeout=True, rust_timeout=FIRST_RUN_AFTER_MS):
+        if started and not batch:
+            continue  # a quiet spell
         log.info("%d changes in %s", len(batch), root)
-        once()
+        once(rebuild and not started)
+        started = True
         if stop is not None and stop.is_set():
             break

@@ -324,8 +324,10 @@ def _chat(args: argparse.Namespace) -> int:
     chain = LazyChain(lambda: load_chain(config))
     chain.warm_up()
     print(f"rag-bot chat: open http://{ui.host}:{ui.port} in your browser (Ctrl+C to stop)", flush=True)
+    app = build_app(chain, note=f"Reranking {reranker_status(config.reranker)}",
+                    documents=_library(config) if ui.documents else None)
     try:
-        launch(build_app(chain, note=f"Reranking {reranker_status(config.reranker)}"), ui)
+        launch(app, ui, max_file_mb=config.ingest.max_file_mb)
     except OSError as exc:
         raise ConfigError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
                           "choose another port with --port or ui.port") from exc
@@ -351,6 +353,22 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         service.close()
     return 0
+
+
+def _library(config: Config) -> Any:
+    """The chat's Documents tab's shelf: uploads and deletes ingest at once and retrain a corpus-trained filter."""
+    from ingest.library import Library
+
+    from .filter_training import refresh_filter
+    from .models import LocalEmbeddings
+
+    embeddings = LocalEmbeddings(config.embedding)
+
+    def retrained(report: Any) -> str | None:
+        scope = refresh_filter(config, embeddings, corpus_changed=True)
+        return scope["message"] if scope else None
+
+    return Library(config, embeddings, after_change=retrained)
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:

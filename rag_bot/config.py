@@ -177,6 +177,8 @@ class UIConfig(_Section):
     auth: str | None = Field(None, description="user:password to require a login; null: no login.")
     share: bool = Field(False, description="Ask Gradio for a public share link (sends traffic through its servers).")
     max_queue: int = Field(64, ge=1, description="Questions waiting for the LLM; more are refused with a message.")
+    documents: bool = Field(True, description=(
+        "Show the Documents tab: upload files into the collection's folder and delete them, each followed by an ingest."))
 
     @field_validator("auth")
     @classmethod

@@ -23,6 +23,7 @@ from .errors import RagBotError
 
 if TYPE_CHECKING:
     from .chain import RagChain
+    from .protocols import DocumentShelf
 
 log = logging.getLogger(__name__)
 
@@ -61,35 +62,50 @@ class LazyChain:
         threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
 
 
-def build_app(get_chain: Callable[[], RagChain], title: str = TITLE, note: str = "") -> Any:
+def build_app(get_chain: Callable[[], RagChain], title: str = TITLE, note: str = "",
+              documents: DocumentShelf | None = None) -> Any:
     """The Gradio Blocks app; `get_chain()` returns the chain (see `LazyChain`); `note` is shown
-    under the title as text (which stages run)."""
+    under the title as text (which stages run); `documents` adds the Documents tab (upload, delete)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"## {title}\nAnswers come from your ingested documents only; each one cites its sources."
                     + (f"\n\n<small>{markdown_text(note)}</small>" if note else ""), elem_id="header")
-        with gr.Row():
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chat", feedback_options=None)
-                question = gr.Textbox(placeholder="Ask a question about your documents", show_label=False,
-                                      elem_id="question", autofocus=True, max_length=2000)
-                with gr.Row():
-                    send = gr.Button("Send", variant="primary", elem_id="send")
-                    clear = gr.Button("Clear chat", elem_id="clear")
-            with gr.Column(scale=2):
-                gr.Markdown("### Sources")
-                sources = gr.HTML(f"<p>{SOURCES_HINT}</p>", elem_id="sources")
+        with gr.Tab("Chat", id="chat-tab", elem_id="chat-tab"):
+            _chat_tab(get_chain)
+        if documents is not None:
+            from .documents_tab import documents_tab
 
-        def respond(message: str, history: list) -> Iterator[tuple[list, str, str]]:
-            yield from answer_events(get_chain, message, history)
-
-        for trigger in (question.submit, send.click):
-            trigger(respond, [question, chatbot], [chatbot, question, sources], concurrency_limit=1,
-                    concurrency_id="answer")  # one queue for both triggers
-        clear.click(lambda: ([], "", f"<p>{SOURCES_HINT}</p>"), None, [chatbot, question, sources], queue=False)
+            with gr.Tab("Documents", id="documents-tab", elem_id="documents-tab") as tab:
+                listing, outputs = documents_tab(documents)
+            tab.select(listing, None, outputs, queue=False)
+            app.load(listing, None, outputs, queue=False)
     return app
+
+
+def _chat_tab(get_chain: Callable[[], RagChain]) -> None:
+    import gradio as gr
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chat", feedback_options=None)
+            question = gr.Textbox(placeholder="Ask a question about your documents", show_label=False,
+                                  elem_id="question", autofocus=True, max_length=2000)
+            with gr.Row():
+                send = gr.Button("Send", variant="primary", elem_id="send")
+                clear = gr.Button("Clear chat", elem_id="clear")
+        with gr.Column(scale=2):
+            gr.Markdown("### Sources")
+            sources = gr.HTML(f"<p>{SOURCES_HINT}</p>", elem_id="sources")
+
+    def respond(message: str, history: list) -> Iterator[tuple[list, str, str]]:
+        yield from answer_events(get_chain, message, history)
+
+    for trigger in (question.submit, send.click):
+        trigger(respond, [question, chatbot], [chatbot, question, sources], concurrency_limit=1,
+                concurrency_id="answer")  # one queue for both triggers
+    clear.click(lambda: ([], "", f"<p>{SOURCES_HINT}</p>"), None, [chatbot, question, sources], queue=False)
 
 
 def answer_events(get_chain: Callable[[], RagChain], message: str, history: list) -> Iterator[tuple[list, str, str]]:
@@ -251,12 +267,14 @@ class LoginThrottle:
         return bool(ok)
 
 
-def launch(app: Any, ui: UIConfig, *, block: bool = True) -> Any:
-    """Serve the app on `ui.host`:`ui.port`, with a login when `ui.auth` is set; never shared unless asked."""
+def launch(app: Any, ui: UIConfig, *, block: bool = True, max_file_mb: float | None = None) -> Any:
+    """Serve the app on `ui.host`:`ui.port`, with a login when `ui.auth` is set; never shared unless
+    asked; uploads larger than `max_file_mb` are refused by Gradio before they are stored."""
     import gradio as gr
 
     theme = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
     auth = LoginThrottle(ui.auth) if ui.auth else None
     app.queue(default_concurrency_limit=1, max_size=ui.max_queue)
     return app.launch(server_name=ui.host, server_port=ui.port, auth=auth, share=ui.share, inbrowser=False,
-                      prevent_thread_lock=not block, quiet=True, theme=theme, footer_links=[])
+                      prevent_thread_lock=not block, quiet=True, theme=theme, footer_links=[],
+                      max_file_size=f"{max_file_mb:g}mb" if max_file_mb else None)

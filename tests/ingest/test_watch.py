@@ -4,6 +4,7 @@ folder gives, run by run; in process with fake embeddings, and through the CLI w
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import signal
 import subprocess
@@ -126,14 +127,23 @@ def test_cli_watch_prints_each_run_and_stops_on_ctrl_c(tmp_path: Path):
     config.write_text("data_dir: data\nreranker: {enabled: false}\n")
     watcher = subprocess.Popen([RAG_BOT, "--config", str(config), "ingest", str(folder), "--watch", "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in watcher.stdout], daemon=True).start()
+
+    def next_run() -> dict:
+        try:
+            return json.loads(lines.get(timeout=120))
+        except queue.Empty:
+            raise AssertionError("no ingest run reported within 120 s of the change") from None
+
     try:
-        first = json.loads(watcher.stdout.readline())
+        first = next_run()
         assert first["files"]["added"] == 1
         (folder / "b.md").write_text("# Pears\n\nPears ripen after they are picked.\n")
-        second = json.loads(watcher.stdout.readline())
+        second = next_run()
         assert second["files"] == {"added": 1, "updated": 0, "deleted": 0, "unchanged": 1, "skipped": 0}
         (folder / "a.md").unlink()
-        third = json.loads(watcher.stdout.readline())
+        third = next_run()
         assert third["files"]["deleted"] == 1 and third["chunks"]["total"] == 1
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(timeout=30) == 0

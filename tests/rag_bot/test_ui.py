@@ -350,3 +350,114 @@ def test_a_running_chat_follows_ingests_and_rebuilds(tmp_path, gguf_path, monkey
     open_client(load_config(str(config))).delete_collection("rag_bot")  # as a rebuild does, first
     content, _ = sources_of("When is the office closed for the summer party?")
     assert "is being rebuilt" in content and "try again in a moment" in content
+
+
+@pytest.fixture
+def served_chat(tmp_path, gguf_path):
+    """`rag-bot chat` (the real CLI wiring) over a copy of examples/docs with its corpus-trained scope
+    filter, answering in the shipped extract mode; stopped at the end."""
+    import shutil
+    import subprocess
+    import urllib.request
+
+    from tests.conftest import EXAMPLE_DOCS, RAG_BOT
+
+    docs = tmp_path / "docs"
+    shutil.copytree(EXAMPLE_DOCS, docs)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nllm: {{model_path: {gguf_path}}}\n")
+    for command in (["ingest", str(docs), "--no-progress"], ["train-filter", "--from-corpus"]):
+        subprocess.run([RAG_BOT, "--config", str(config), *command], check=True, capture_output=True, timeout=600)
+    port = free_port()
+    server = subprocess.Popen([RAG_BOT, "--config", str(config), "chat", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield url, docs
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wait_for_status(page, text: str) -> str:
+    page.wait_for_function(f"document.querySelector('#doc-status textarea').value.includes({text!r})", timeout=180_000)
+    return page.locator("#doc-status textarea").input_value()
+
+
+@pytest.mark.slow
+def test_upload_ask_delete_ask_again_in_a_real_browser(browser, served_chat, tmp_path):
+    url, docs = served_chat
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    page.get_by_role("tab", name="Documents").click()
+    page.wait_for_function("document.querySelector('#files').innerText.includes('getting-started.md')", timeout=30_000)
+    assert page.locator("#doc-folder textarea").input_value() == str(docs.resolve())
+
+    upload = tmp_path / "upload" / "lighthouse.md"
+    upload.parent.mkdir()
+    upload.write_text("# Karrow Point\n\nThe lighthouse on Karrow Point was built in 1911 by the engineer Maud Ellery. "
+                      "Its light can be seen twenty nautical miles out to sea.\n")
+    page.locator("#upload input[type=file]").set_input_files(str(upload))
+    status = wait_for_status(page, "chunks in collection")
+    assert status.startswith("Added: lighthouse.md\nscope filter: retrained from the changed corpus")
+    assert (docs / "lighthouse.md").read_text() == upload.read_text()
+    assert "lighthouse.md" in page.locator("#files").inner_text()
+
+    page.get_by_role("tab", name="Chat").click()
+    ask(page, "Who built the lighthouse on Karrow Point?")
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=120_000)
+    answer = last_answer(page)
+    assert "Maud Ellery" in answer and "lighthouse.md" in page.locator("#sources").inner_text(), answer
+
+    page.get_by_role("tab", name="Documents").click()
+    choice = page.locator("#delete-choice input")
+    choice.click()
+    choice.fill("lighthouse")
+    page.get_by_role("option", name="lighthouse.md").click()
+    page.locator("#delete").click()
+    status = wait_for_status(page, "Removed: lighthouse.md")
+    assert not (docs / "lighthouse.md").exists()
+    assert "lighthouse.md" not in page.locator("#files").inner_text()
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#clear").click()
+    ask(page, "Who built the lighthouse on Karrow Point?")
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Karrow') && "
+                           "(document.querySelector('#chat').innerText.includes('Sources') || "
+                           "document.querySelector('#chat').innerText.includes('out of scope') || "
+                           "document.querySelector('#chat').innerText.includes(\"don't\"))", timeout=120_000)
+    time.sleep(1.0)
+    again = last_answer(page)
+    assert "Maud Ellery" not in again and "lighthouse.md" not in again, again
+
+
+@pytest.mark.slow
+def test_the_upload_route_needs_the_login_too(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from ingest.library import Library
+    from tests.conftest import FakeEmbeddings, make_config
+
+    chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
+    library = Library(make_config(tmp_path, embedding={"model": "fake"}), FakeEmbeddings(size=16))
+    app = build_app(lambda: chain, documents=library)
+    port = free_port()
+    launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False, max_file_mb=1)
+    body = (b"--X\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.md\"\r\n"
+            b"Content-Type: text/markdown\r\n\r\nhello\r\n--X--\r\n")
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/gradio_api/upload", data=body, method="POST",
+                                         headers={"Content-Type": "multipart/form-data; boundary=X"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        assert not list(tmp_path.rglob("x.md"))
+    finally:
+        app.close()

@@ -1,0 +1,148 @@
+"""A collection's documents as the chat's Documents tab manages them: list them, add uploads
+(copied into the folder the collection mirrors, then an incremental ingest), remove files (deleted
+from that folder, then the ingest removes their chunks).
+
+Nothing is written outside the folder: an upload keeps only its base name, hidden, control-character
+and unsupported names are refused, a link of the same name is never written through, files above
+`ingest.max_file_mb` are refused, and a file lands under its final name only when complete."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rag_bot.config import Config
+from rag_bot.errors import InputError, UsageError
+from rag_bot.names import shown
+from rag_bot.store import META_FOLDER, fresh_metadata, get_collection, open_client, pages
+
+from . import loaders
+from .index import read_files
+from .pipeline import IngestReport, run_ingest
+
+log = logging.getLogger(__name__)
+
+
+def safe_name(name: str) -> str:
+    """The base name an upload is stored under; `InputError` when none is usable."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if not base or base in (".", "..") or base.startswith(".") or any(ord(c) < 32 or c == "\x7f" for c in base):
+        raise InputError(f"{shown(name)}: not a usable file name (hidden, empty or with control characters); "
+                         "rename the file and add it again")
+    if Path(base).suffix.lower() not in loaders.extensions():
+        raise InputError(f"{shown(base)}: rag-bot cannot read {Path(base).suffix or 'files without an extension'}; "
+                         f"supported: {', '.join(sorted(loaders.extensions()))}")
+    return base
+
+
+class Library:
+    """The documents of the configured collection and the folder it mirrors.
+
+    `after_change(report)` runs after each ingest that changed something (the CLI retrains a
+    corpus-trained scope filter there) and may return a line to show."""
+
+    def __init__(self, config: Config, embeddings: Any,
+                 after_change: Callable[[IngestReport], str | None] | None = None) -> None:
+        self.config = config
+        self.embeddings = embeddings
+        self.after_change = after_change
+        self._lock = threading.Lock()  # one change at a time from this process (the store's lease covers others)
+
+    def folder(self) -> Path | None:
+        """The folder the collection mirrors (recorded by its ingests), or None before the first one."""
+        from rag_bot.store import store_exists
+
+        if not store_exists(self.config):
+            return None
+        collection = get_collection(open_client(self.config), self.config.store.collection)
+        recorded = fresh_metadata(collection).get(META_FOLDER) if collection is not None else None
+        return Path(recorded) if recorded and Path(recorded).is_dir() else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per ingested file: source, chunks, pages, size, modified and ingested times."""
+        files = read_files(self.config)
+        counted = self._pages()
+        return [{"source": row.source, "chunks": row.chunks, "pages": counted.get(row.source, 0), "size": row.size,
+                 "modified": row.mtime_ns / 1e9, "ingested": row.ingested or None}
+                for row in sorted(files.values(), key=lambda row: row.source.lower())]
+
+    def _pages(self) -> dict[str, int]:
+        collection = get_collection(open_client(self.config), self.config.store.collection)
+        seen: dict[str, set] = {}
+        for page in pages(collection, ["metadatas"]) if collection is not None else []:
+            for meta in page["metadatas"]:
+                if meta.get("page") is not None:
+                    seen.setdefault(str(meta["source"]), set()).add(meta["page"])
+        return {source: len(found) for source, found in seen.items()}
+
+    def add(self, uploads: list[Path], progress: bool = False) -> str:
+        """Copy `uploads` (each kept under its base name) into the folder, then ingest; the summary."""
+        folder = self._folder()
+        limit = self.config.ingest.max_file_mb * 1024 * 1024
+        refused: list[str] = []
+        with self._lock:
+            for upload in uploads:
+                try:
+                    self._copy(Path(upload), folder, limit)
+                except InputError as exc:
+                    refused.append(str(exc))
+            return self._sync(folder, progress, refused)
+
+    def _copy(self, upload: Path, folder: Path, limit: float) -> None:
+        name = safe_name(upload.name)
+        if upload.stat().st_size > limit:
+            raise InputError(f"{shown(name)}: {upload.stat().st_size / 1048576:.3g} MB is more than ingest.max_file_mb "
+                             f"({self.config.ingest.max_file_mb:g} MB); not added")
+        target = folder / name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            raise InputError(f"{shown(name)}: the folder has a link or folder of that name; not replaced")
+        if target.resolve().parent != folder.resolve():
+            raise InputError(f"{shown(name)}: would land outside {folder}; not added")
+        partial = folder / f".{name}.{os.getpid()}.part"  # hidden: an ingest beside it skips it
+        try:
+            shutil.copyfile(upload, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    def remove(self, sources: list[str], progress: bool = False) -> str:
+        """Delete ingested files from the folder, then ingest (their chunks go); the summary."""
+        folder = self._folder()
+        known = read_files(self.config)
+        refused: list[str] = []
+        with self._lock:
+            for source in sources:
+                path = Path(os.path.normpath(folder / source))
+                if source not in known or not path.is_relative_to(folder):
+                    refused.append(f"{shown(source)}: not a file of this collection; nothing deleted")
+                    continue
+                path.unlink(missing_ok=True)
+            return self._sync(folder, progress, refused)
+
+    def _folder(self) -> Path:
+        folder = self.folder()
+        if folder is None:
+            raise UsageError(f"collection {self.config.store.collection!r} mirrors no folder yet: run "
+                             "`rag-bot ingest DIR` once, then add documents here")
+        return folder.resolve()
+
+    def _sync(self, folder: Path, progress: bool, refused: list[str]) -> str:
+        started = time.monotonic()
+        report = run_ingest(self.config, folder, progress=progress, embeddings=self.embeddings)
+        lines = [f"{label}: {', '.join(shown(name) for name in names)}" for label, names in
+                 (("Added", report.added), ("Updated", report.updated), ("Removed", report.deleted)) if names]
+        lines += [f"Not added: {reason}" for reason in refused]
+        lines += [f"Skipped: {shown(skip.source)}: {skip.reason}" for skip in report.skipped]
+        if report.added or report.updated or report.deleted:
+            note = self.after_change(report) if self.after_change else None
+            lines += [note] if note else []
+        elif not refused and not report.skipped:
+            lines.append("Nothing changed.")
+        lines.append(f"{report.chunks_total} chunks in collection {report.collection!r} "
+                     f"({time.monotonic() - started:.1f} s)")
+        return "\n".join(lines)

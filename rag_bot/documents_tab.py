@@ -1,0 +1,81 @@
+"""The chat's Documents tab: the collection's files (chunks, pages, size, when modified and
+ingested), upload (drag and drop, many files at once) and delete, each followed by the incremental
+ingest with a progress bar and the per-file summary. The work is done by a `DocumentShelf` that
+the CLI passes in (`ingest.library.Library`); names and summaries are shown as plain text."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import RagBotError
+
+if TYPE_CHECKING:
+    from .protocols import DocumentShelf
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["File", "Chunks", "Pages", "Size", "Modified", "Ingested"]
+
+
+def documents_tab(shelf: DocumentShelf) -> Any:
+    """Add the tab's components to the Blocks being built; returns the event that fills the table on load."""
+    import gradio as gr
+
+    folder = gr.Textbox(label="Folder this collection mirrors", interactive=False, elem_id="doc-folder")
+    table = gr.Dataframe(headers=COLUMNS, datatype="str", interactive=False, elem_id="files", wrap=True)
+    upload = gr.File(file_count="multiple", label="Add documents: drop files here or click to choose",
+                     elem_id="upload")
+    with gr.Row():
+        chosen = gr.Dropdown(choices=[], multiselect=True, label="Files to delete", elem_id="delete-choice", scale=3)
+        delete = gr.Button("Delete from the folder and the store", variant="stop", elem_id="delete", scale=1)
+    status = gr.Textbox(label="Last change", interactive=False, lines=6, elem_id="doc-status")
+
+    def listing() -> tuple[str, list[list[str]], Any]:
+        try:
+            where = shelf.folder()
+            rows = shelf.rows()
+        except RagBotError as exc:
+            return f"(unavailable: {exc})", [], gr.update(choices=[], value=[])
+        shown = str(where) if where else "none yet: run rag-bot ingest DIR once"
+        return shown, [row_cells(row) for row in rows], gr.update(choices=[row["source"] for row in rows], value=[])
+
+    def added(files: list | None, progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
+        paths = [Path(item if isinstance(item, str) else item.name) for item in files or []]
+        summary = _run(lambda: shelf.add(paths, progress=True)) if paths else "No files chosen."
+        return (summary, *listing(), None)
+
+    def deleted(sources: list[str] | None, progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
+        summary = _run(lambda: shelf.remove(list(sources), progress=True)) if sources else "Choose files to delete first."
+        return (summary, *listing())
+
+    upload.upload(added, [upload], [status, folder, table, chosen, upload], concurrency_limit=1,
+                  concurrency_id="documents")
+    delete.click(deleted, [chosen], [status, folder, table, chosen], concurrency_limit=1, concurrency_id="documents")
+    return listing, [folder, table, chosen]
+
+
+def row_cells(row: dict[str, Any]) -> list[str]:
+    """A table row as text: sizes in KB/MB, times as local date and time."""
+    return [row["source"], str(row["chunks"]), str(row["pages"] or ""), _size(row["size"]), _when(row["modified"]),
+            _when(row["ingested"]) if row["ingested"] else "?"]
+
+
+def _run(work: Any) -> str:
+    try:
+        return work()
+    except RagBotError as exc:
+        return f"Not done: {exc}"
+    except Exception as exc:  # a bug: readable here, details in the server log
+        log.exception("the documents change failed")
+        return f"Something went wrong ({type(exc).__name__}); the details are in the server log."
+
+
+def _size(size: int) -> str:
+    return f"{size / 1048576:.1f} MB" if size >= 1048576 else f"{max(1, round(size / 1024))} KB"
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
