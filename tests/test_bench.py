@@ -52,3 +52,14 @@ def test_scaling_benchmark_smoke(tmp_path: Path):
     assert row["ingest_chunks_per_s"] > 0 and row["peak_rss_mb_ingest"] > 0 and row["peak_rss_mb_query"] > 0
     assert {"embed", "mmr", "bm25", "rerank", "total"} <= set(row["query_ms"])
     assert not (tmp_path / "work" / "chunks-60").exists()  # removed unless --keep
+
+
+def test_api_concurrency_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "api.json"
+    from tests.conftest import free_port
+
+    bench("api_concurrency.py", "--clients", "2", "--rounds", "1", "--modes", "extract", "--port", str(free_port()),
+          "--out", str(out))
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["answered"] == run["requests"] == 2 and run["failures"] == []
+    assert run["concurrent_ms"]["p50"] > 0 and run["alone_ms"]["p95"] >= run["alone_ms"]["p50"]
