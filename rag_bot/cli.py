@@ -312,20 +312,20 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from .chain import load_chain
     from .models import reranker_status
     from .prompts import load_prompts, prompts_dir
-    from .ui import LazyChain, build_app, launch
+    from .service import Collections
+    from .ui import build_app, launch
 
     config = _config(args)
     ui = config.ui.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
                                       if value is not None})
     load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
-    chain = LazyChain(lambda: load_chain(config))
-    chain.warm_up()
+    service = Collections(config)  # one set of models for every collection the picker offers
+    service.warm_up()
     print(f"rag-bot chat: open http://{ui.host}:{ui.port} in your browser (Ctrl+C to stop)", flush=True)
-    app = build_app(chain, note=f"Reranking {reranker_status(config.reranker)}",
-                    documents=_library(config) if ui.documents else None)
+    app = build_app(service.chain, note=f"Reranking {reranker_status(config.reranker)}",
+                    documents=_libraries(config) if ui.documents else None, collections=service.names)
     try:
         launch(app, ui, max_file_mb=config.ingest.max_file_mb)
     except OSError as exc:
@@ -355,20 +355,28 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _library(config: Config) -> Any:
-    """The chat's Documents tab's shelf: uploads and deletes ingest at once and retrain a corpus-trained filter."""
+def _libraries(config: Config) -> Callable[[str | None], Any]:
+    """The Documents tab's shelf of each collection: uploads and deletes ingest at once and retrain a
+    corpus-trained scope filter."""
     from ingest.library import Library
 
     from .filter_training import refresh_filter
     from .models import LocalEmbeddings
 
     embeddings = LocalEmbeddings(config.embedding)
+    shelves: dict[str, Library] = {}
 
-    def retrained(report: Any) -> str | None:
-        scope = refresh_filter(config, embeddings, corpus_changed=True)
-        return scope["message"] if scope else None
+    def shelf(name: str | None) -> Library:
+        chosen = config.for_collection(name)
+        if chosen.store.collection not in shelves:
+            def retrained(report: Any) -> str | None:
+                scope = refresh_filter(chosen, embeddings, corpus_changed=True)
+                return scope["message"] if scope else None
 
-    return Library(config, embeddings, after_change=retrained)
+            shelves[chosen.store.collection] = Library(chosen, embeddings, after_change=retrained)
+        return shelves[chosen.store.collection]
+
+    return shelf
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:

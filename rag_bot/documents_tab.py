@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import RagBotError
 
@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 COLUMNS = ["File", "Chunks", "Pages", "Size", "Modified", "Ingested"]
 
 
-def documents_tab(shelf: DocumentShelf) -> Any:
-    """Add the tab's components to the Blocks being built; returns the event that fills the table on load."""
+def documents_tab(shelves: Callable[[str | None], DocumentShelf], picker: Any = None) -> tuple[Callable, list]:
+    """Add the tab's components to the Blocks being built. `shelves(collection)` gives the shelf of
+    the collection the `picker` dropdown shows (None: the configured one). Returns the function that
+    fills the tab and its outputs, for the caller to run on page load, tab select and a new pick."""
     import gradio as gr
 
     folder = gr.Textbox(label="Folder this collection mirrors", interactive=False, elem_id="doc-folder")
@@ -33,7 +35,8 @@ def documents_tab(shelf: DocumentShelf) -> Any:
         delete = gr.Button("Delete from the folder and the store", variant="stop", elem_id="delete", scale=1)
     status = gr.Textbox(label="Last change", interactive=False, lines=6, elem_id="doc-status")
 
-    def listing() -> tuple[str, list[list[str]], Any]:
+    def listing(collection: str | None = None) -> tuple[str, list[list[str]], Any]:
+        shelf = shelves(collection or None)
         try:
             where = shelf.folder()
             rows = shelf.rows()
@@ -42,18 +45,23 @@ def documents_tab(shelf: DocumentShelf) -> Any:
         shown = str(where) if where else "none yet: run rag-bot ingest DIR once"
         return shown, [row_cells(row) for row in rows], gr.update(choices=[row["source"] for row in rows], value=[])
 
-    def added(files: list | None, progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
+    def added(files: list | None, collection: str | None = None, progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
         paths = [Path(item if isinstance(item, str) else item.name) for item in files or []]
+        shelf = shelves(collection or None)
         summary = _run(lambda: shelf.add(paths, progress=True)) if paths else "No files chosen."
-        return (summary, *listing(), None)
+        return (summary, *listing(collection), None)
 
-    def deleted(sources: list[str] | None, progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
+    def deleted(sources: list[str] | None, collection: str | None = None,
+                progress: Any = gr.Progress(track_tqdm=True)) -> tuple:
+        shelf = shelves(collection or None)
         summary = _run(lambda: shelf.remove(list(sources), progress=True)) if sources else "Choose files to delete first."
-        return (summary, *listing())
+        return (summary, *listing(collection))
 
-    upload.upload(added, [upload], [status, folder, table, chosen, upload], concurrency_limit=1,
+    picked = [picker] if picker is not None else []
+    upload.upload(added, [upload, *picked], [status, folder, table, chosen, upload], concurrency_limit=1,
                   concurrency_id="documents")
-    delete.click(deleted, [chosen], [status, folder, table, chosen], concurrency_limit=1, concurrency_id="documents")
+    delete.click(deleted, [chosen, *picked], [status, folder, table, chosen], concurrency_limit=1,
+                 concurrency_id="documents")
     return listing, [folder, table, chosen]
 
 

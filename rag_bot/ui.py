@@ -62,29 +62,44 @@ class LazyChain:
         threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
 
 
-def build_app(get_chain: Callable[[], RagChain], title: str = TITLE, note: str = "",
-              documents: DocumentShelf | None = None) -> Any:
+def build_app(get_chain: Callable[..., RagChain], title: str = TITLE, note: str = "",
+              documents: Callable[[str | None], DocumentShelf] | None = None,
+              collections: Callable[[], list[str]] | None = None) -> Any:
     """The Gradio Blocks app; `get_chain()` returns the chain (see `LazyChain`); `note` is shown
-    under the title as text (which stages run); `documents` adds the Documents tab (upload, delete)."""
+    under the title as text (which stages run); `documents(collection)` adds the Documents tab
+    (upload, delete); `collections()` adds a picker of the store's collections, and then the chat
+    asks `get_chain(name)` for the picked one."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
     with gr.Blocks(title=title) as app:
         gr.Markdown(f"## {title}\nAnswers come from your ingested documents only; each one cites its sources."
                     + (f"\n\n<small>{markdown_text(note)}</small>" if note else ""), elem_id="header")
+        picker = None
+        if collections is not None:
+            picker = gr.Dropdown(choices=[], label="Collection", elem_id="collection", interactive=True)
+
+            def choices() -> Any:
+                names = collections()
+                return gr.update(choices=names, value=names[0] if names else None)
+
+            app.load(choices, None, picker, queue=False)
         with gr.Tab("Chat", id="chat-tab", elem_id="chat-tab"):
-            _chat_tab(get_chain)
+            _chat_tab(get_chain, picker)
         if documents is not None:
             from .documents_tab import documents_tab
 
             with gr.Tab("Documents", id="documents-tab", elem_id="documents-tab") as tab:
-                listing, outputs = documents_tab(documents)
-            tab.select(listing, None, outputs, queue=False)
-            app.load(listing, None, outputs, queue=False)
+                listing, outputs = documents_tab(documents, picker)
+            inputs = [picker] if picker is not None else None
+            tab.select(listing, inputs, outputs, queue=False)
+            app.load(listing, inputs, outputs, queue=False)
+            if picker is not None:
+                picker.change(listing, inputs, outputs, queue=False)
     return app
 
 
-def _chat_tab(get_chain: Callable[[], RagChain]) -> None:
+def _chat_tab(get_chain: Callable[..., RagChain], picker: Any = None) -> None:
     import gradio as gr
 
     with gr.Row():
@@ -99,13 +114,20 @@ def _chat_tab(get_chain: Callable[[], RagChain]) -> None:
             gr.Markdown("### Sources")
             sources = gr.HTML(f"<p>{SOURCES_HINT}</p>", elem_id="sources")
 
-    def respond(message: str, history: list) -> Iterator[tuple[list, str, str]]:
-        yield from answer_events(get_chain, message, history)
+    def respond(message: str, history: list, collection: str | None = None) -> Iterator[tuple[list, str, str]]:
+        chain = (lambda: get_chain(collection)) if collection else get_chain
+        yield from answer_events(chain, message, history)
 
+    def cleared() -> tuple[list, str, str]:
+        return [], "", f"<p>{SOURCES_HINT}</p>"
+
+    picked = [picker] if picker is not None else []
     for trigger in (question.submit, send.click):
-        trigger(respond, [question, chatbot], [chatbot, question, sources], concurrency_limit=1,
+        trigger(respond, [question, chatbot, *picked], [chatbot, question, sources], concurrency_limit=1,
                 concurrency_id="answer")  # one queue for both triggers
-    clear.click(lambda: ([], "", f"<p>{SOURCES_HINT}</p>"), None, [chatbot, question, sources], queue=False)
+    clear.click(cleared, None, [chatbot, question, sources], queue=False)
+    if picker is not None:  # another collection: a new conversation
+        picker.change(cleared, None, [chatbot, question, sources], queue=False)
 
 
 def answer_events(get_chain: Callable[[], RagChain], message: str, history: list) -> Iterator[tuple[list, str, str]]:

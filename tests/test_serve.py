@@ -113,6 +113,28 @@ def test_collections_are_models_and_each_answers_from_its_own_folder(api):
         openai_client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 
 
+def test_a_running_server_sees_a_new_ingest_without_a_restart(api, chat_config_file, tmp_path):
+    openai_client = client(api)
+    first = openai_client.chat.completions.create(
+        model="notes", messages=[{"role": "user", "content": "When was the lighthouse on Karrow Point built?"}])
+    assert [source["source"] for source in first.model_extra["rag_bot"]["sources"]] == ["lighthouse.md"]
+    folder = Path(json.loads(subprocess.run([RAG_BOT, "--config", str(chat_config_file), "stats", "--collection",
+                                             "notes", "--json"], capture_output=True, text=True, check=True,
+                                            timeout=120).stdout)["folder"])
+    (folder / "ferry.md").write_text("# Ferry\n\nThe ferry to Karrow Point leaves the harbour at seven every morning.\n")
+    try:
+        subprocess.run([RAG_BOT, "--config", str(chat_config_file), "ingest", str(folder), "--collection", "notes",
+                        "--no-progress"], check=True, capture_output=True, timeout=300)
+        reply = openai_client.chat.completions.create(
+            model="notes", messages=[{"role": "user", "content": "When does the ferry to Karrow Point leave?"}])
+        assert reply.model_extra["rag_bot"]["sources"][0]["source"] == "ferry.md"
+        assert "seven every morning" in reply.choices[0].message.content
+    finally:
+        (folder / "ferry.md").unlink()
+        subprocess.run([RAG_BOT, "--config", str(chat_config_file), "ingest", str(folder), "--collection", "notes",
+                        "--no-progress"], check=True, capture_output=True, timeout=300)
+
+
 def test_retrieve_gives_every_score(api):
     request = urllib.request.Request(api + "/v1/retrieve", method="POST", headers={"Content-Type": "application/json"},
                                      data=json.dumps({"query": "How do I ingest a folder?", "k": 3}).encode())

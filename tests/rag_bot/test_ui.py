@@ -355,7 +355,7 @@ def test_a_running_chat_follows_ingests_and_rebuilds(tmp_path, gguf_path, monkey
 @pytest.fixture
 def served_chat(tmp_path, gguf_path):
     """`rag-bot chat` (the real CLI wiring) over a copy of examples/docs with its corpus-trained scope
-    filter, answering in the shipped extract mode; stopped at the end."""
+    filter, answering in the shipped extract mode, and a second collection `notes`; stopped at the end."""
     import shutil
     import subprocess
     import urllib.request
@@ -366,7 +366,12 @@ def served_chat(tmp_path, gguf_path):
     shutil.copytree(EXAMPLE_DOCS, docs)
     config = tmp_path / "config.yaml"
     config.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nllm: {{model_path: {gguf_path}}}\n")
-    for command in (["ingest", str(docs), "--no-progress"], ["train-filter", "--from-corpus"]):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "orchard.md").write_text("# The orchard\n\nThe old orchard behind the mill grows Bramley apples and "
+                                      "Conference pears; it was planted by Ada Penrose in 1898.\n")
+    for command in (["ingest", str(docs), "--no-progress"], ["train-filter", "--from-corpus"],
+                    ["ingest", str(notes), "--no-progress", "--collection", "notes"]):
         subprocess.run([RAG_BOT, "--config", str(config), *command], check=True, capture_output=True, timeout=600)
     port = free_port()
     server = subprocess.Popen([RAG_BOT, "--config", str(config), "chat", "--port", str(port)],
@@ -396,7 +401,7 @@ def test_upload_ask_delete_ask_again_in_a_real_browser(browser, served_chat, tmp
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(url)
     page.get_by_role("tab", name="Documents").click()
-    page.wait_for_function("document.querySelector('#files').innerText.includes('getting-started.md')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#files')?.innerText.includes('getting-started.md')", timeout=30_000)
     assert page.locator("#doc-folder textarea").input_value() == str(docs.resolve())
 
     upload = tmp_path / "upload" / "lighthouse.md"
@@ -447,7 +452,7 @@ def test_the_upload_route_needs_the_login_too(tmp_path):
 
     chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
     library = Library(make_config(tmp_path, embedding={"model": "fake"}), FakeEmbeddings(size=16))
-    app = build_app(lambda: chain, documents=library)
+    app = build_app(lambda: chain, documents=lambda name: library)
     port = free_port()
     launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False, max_file_mb=1)
     body = (b"--X\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.md\"\r\n"
@@ -461,3 +466,22 @@ def test_the_upload_route_needs_the_login_too(tmp_path):
         assert not list(tmp_path.rglob("x.md"))
     finally:
         app.close()
+
+
+@pytest.mark.slow
+def test_the_collection_picker_switches_chat_and_documents(browser, served_chat):
+    url, _ = served_chat
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(url)
+    picker = page.locator("#collection input")
+    page.wait_for_function("document.querySelector('#collection input')?.value === 'rag_bot'", timeout=30_000)
+    picker.click()
+    offered = [text.replace("✓", "").strip() for text in page.get_by_role("option").all_inner_texts()]
+    assert sorted(offered) == ["notes", "rag_bot"]  # the picked one carries a tick
+    page.get_by_role("option", name="notes").click()
+    ask(page, "Who planted the old orchard behind the mill?")
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=120_000)
+    assert "Ada Penrose" in last_answer(page) and "orchard.md" in page.locator("#sources").inner_text()
+    page.get_by_role("tab", name="Documents").click()
+    page.wait_for_function("document.querySelector('#files').innerText.includes('orchard.md')", timeout=30_000)
+    assert "getting-started.md" not in page.locator("#files").inner_text()
