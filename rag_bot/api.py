@@ -107,7 +107,7 @@ def is_loopback(host: str) -> bool:
 def build_api(service: Collections, api: APIConfig) -> FastAPI:
     """The FastAPI app over `service`; `api` gives the key (and the queue size was given to `service`)."""
     key = api_key(api)
-    app = FastAPI(title="rag-bot", version=__version__, description=(
+    app = FastAPI(title="rag-bot", version=__version__, redoc_url=None, description=(
         "Answers from your ingested documents, OpenAI-compatible, with the sources and evidence of each answer."))
 
     async def authorised(request: Request) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,6 +168,10 @@ def test_key_is_required_and_the_openapi_schema_is_served(chat_config_file):
         assert "rag_bot" in [model.id for model in client(base, "test-key-123").models.list()]
         with urllib.request.urlopen(base + "/openapi.json", timeout=10) as reply:
             assert "/v1/chat/completions" in json.load(reply)["paths"]
+        with urllib.request.urlopen(base + "/docs", timeout=10) as reply:
+            assert "openapi.json" in reply.read().decode()
+        with pytest.raises(urllib.error.HTTPError):  # no other page than /docs
+            urllib.request.urlopen(base + "/redoc", timeout=10)
     finally:
         stop(server)
 
