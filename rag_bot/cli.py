@@ -535,8 +535,11 @@ def _stats(args: argparse.Namespace) -> int:
 
     from .models import reranker_status
 
+    from .models import LocalEmbeddings
+
     config = _config(args)
-    info = {**describe(config), "reranker": reranker_status(config.reranker)}
+    info = {**describe(config), "encoder": LocalEmbeddings(config.embedding).describe_backend(),
+            "reranker": reranker_status(config.reranker)}
     print(json.dumps(info) if args.json else "\n".join(describe_lines(info)))
     return 0
 

@@ -40,6 +40,10 @@ class EmbeddingConfig(_Section):
         "auto",
         description="auto uses bfloat16 on CPUs with native bf16 (AVX-512 BF16 or AMX), else float32.",
     )
+    backend: Literal["auto", "torch", "onnx"] = Field("auto", description=(
+        "torch (sentence-transformers), onnx (an ONNX export run by onnxruntime, float32), or auto: torch "
+        "where it runs bfloat16 natively or on a GPU, else onnx."))
+    export_dir: Path | None = Field(None, description="Where ONNX exports are kept; null: <data_dir>/models/onnx.")
 
 
 class ChunkingConfig(_Section):
@@ -115,6 +119,10 @@ class RerankerConfig(_Section):
     min_score: float | None = Field(None, description="Drop passages scoring below this (0-1 for the default model).")
     batch_size: int = Field(32, ge=1, le=4096, description="Query-passage pairs per forward pass.")
     device: str = Field("cpu", description="torch device for the cross-encoder.")
+    backend: Literal["auto", "torch", "onnx"] = Field("auto", description=(
+        "torch, onnx (an ONNX export run by onnxruntime, float32), or auto: torch where bf16 is native or on a "
+        "GPU, else onnx."))
+    export_dir: Path | None = Field(None, description="Where ONNX exports are kept; null: <data_dir>/models/onnx.")
     fuse: bool = Field(False, description="Order by reciprocal rank fusion of the reranker's order and the "
                        "retrieval order, instead of the reranker's alone (for a reranker trained on few pairs).")
 
@@ -251,8 +259,12 @@ class Config(_Section):
                 "llm": self.llm.model_copy(update={"model_path": llm_path}),
                 "chat": self.chat.model_copy(update={"prompts_dir": prompts_dir}),
                 "store": self.store.model_copy(update={"path": store_path}),
-                "embedding": self.embedding.model_copy(update={"model": model}),
-                "reranker": self.reranker.model_copy(update={"model": reranker}),
+                "embedding": self.embedding.model_copy(update={
+                    "model": model, "export_dir": _absolute(self.embedding.export_dir, base_dir)
+                    if self.embedding.export_dir else data_dir / "models" / "onnx"}),
+                "reranker": self.reranker.model_copy(update={
+                    "model": reranker, "export_dir": _absolute(self.reranker.export_dir, base_dir)
+                    if self.reranker.export_dir else data_dir / "models" / "onnx"}),
             }
         )
 

@@ -101,12 +101,31 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
         from sentence_transformers import CrossEncoder
 
         with quiet_transformers():
-            return CrossEncoder(source.path, device=pick_device(config.device))
+            model = CrossEncoder(source.path, device=pick_device(config.device))
     except Exception as exc:
         raise ModelError(
             f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {first_line(exc)}); "
             f"{RERANKER_WAYS_OUT}"
         ) from exc
+    if backend_choice(config.backend, config.device) == "torch":
+        return model
+    from .onnx_backend import OnnxCrossEncoder
+
+    try:
+        return OnnxCrossEncoder(model, Path(config.export_dir or Path.home() / ".cache" / "rag-bot" / "onnx"),
+                                str(source.path))
+    except ModelError as exc:
+        if config.backend == "onnx":
+            raise
+        log.warning("%s; reranking with torch instead", exc)
+        return model
+
+
+def backend_choice(setting: str, device: str) -> str:
+    """`torch` or `onnx` for a `backend` setting: `auto` is torch where bf16 runs natively or on a GPU, else onnx."""
+    if setting != "auto":
+        return setting
+    return "torch" if pick_device(device) != "cpu" or use_bf16(device, "auto") else "onnx"
 
 
 RERANKER_WAYS_OUT = ("run `rag-bot models fetch` where the hub is reachable, point reranker.model at a local "
@@ -162,8 +181,10 @@ class LocalEmbeddings(Embeddings):
         self._key = key
         self._model: Any = None
         self._tokenizer: Any = None
+        self._onnx: Any = None
+        self._onnx_failed: str | None = None
         # One lock each: the tokenizer must not wait while the model loads in the background.
-        self._locks = {"_model": threading.Lock(), "_tokenizer": threading.Lock()}
+        self._locks = {"_model": threading.Lock(), "_tokenizer": threading.Lock(), "_onnx": threading.Lock()}
 
     def _once(self, attribute: str, load: Any) -> Any:
         """Load `attribute` with `load()` the first time, once even under threads."""
@@ -201,8 +222,37 @@ class LocalEmbeddings(Embeddings):
 
     @property
     def bf16(self) -> bool:
-        """Whether encoding runs under bfloat16 autocast."""
-        return use_bf16(self.config.device, self.config.precision)
+        """Whether encoding runs under bfloat16 autocast (torch backend only)."""
+        return self.backend == "torch" and use_bf16(self.config.device, self.config.precision)
+
+    @property
+    def backend(self) -> str:
+        """What encodes: `torch` or `onnx` (`auto`: torch where bf16 runs natively or on a GPU, else onnx;
+        torch again if the export failed)."""
+        if self.config.backend != "auto":
+            return self.config.backend
+        if self._onnx_failed or pick_device(self.config.device) != "cpu" or use_bf16(self.config.device,
+                                                                                      self.config.precision):
+            return "torch"  # (with precision: float32 on a bf16 CPU, onnx float32 is the faster float32)
+        return "onnx"
+
+    def describe_backend(self) -> str:
+        """One line for `rag-bot stats`: what encodes and why."""
+        reason = {"torch": "bfloat16 autocast" if self.bf16 else "float32", "onnx": "onnxruntime, float32"}
+        why = f" (embedding.backend: auto{'; ONNX export failed: ' + self._onnx_failed if self._onnx_failed else ''})" \
+            if self.config.backend == "auto" else ""
+        return f"{self.backend}, {reason[self.backend]}{why}"
+
+    @property
+    def onnx(self) -> Any:
+        """The `OnnxEncoder`, exported (once, cached in embedding.export_dir) on first access."""
+        return self._once("_onnx", self._load_onnx)
+
+    def _load_onnx(self) -> Any:
+        from .onnx_backend import OnnxEncoder
+
+        export_dir = self.config.export_dir or Path.home() / ".cache" / "rag-bot" / "onnx"
+        return OnnxEncoder(self.model, Path(export_dir), resolve_model_path(self.name, self._key))
 
     @property
     def dimension(self) -> int:
@@ -244,6 +294,14 @@ class LocalEmbeddings(Embeddings):
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> Any:
         """Encode texts to a float32 numpy array of normalised vectors."""
+        if self.backend == "onnx":
+            try:
+                return self.onnx.encode(list(texts), batch_size or self.config.batch_size)
+            except ModelError as exc:
+                if self.config.backend == "onnx":
+                    raise
+                log.warning("%s; encoding with torch instead", exc)
+                self._onnx_failed = first_line(exc)
         model = self.model
         with precision_context(self.config.device, self.config.precision):
             vectors = model.encode(

@@ -63,3 +63,14 @@ def test_api_concurrency_benchmark_smoke(tmp_path: Path):
     run = json.loads(out.read_text())["runs"][0]
     assert run["answered"] == run["requests"] == 2 and run["failures"] == []
     assert run["concurrent_ms"]["p50"] > 0 and run["alone_ms"]["p95"] >= run["alone_ms"]["p50"]
+
+
+@pytest.mark.skipif(not SCIFACT.exists(), reason=f"{SCIFACT} is not on this machine")
+def test_backends_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "backends.json"
+    bench("backends.py", "--limit", "10", "--queries", "3", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert {"torch-float32", "onnx-float32"} <= set(result["backends"]) and result["cpu_flags"] is not None
+    onnx = result["backends"]["onnx-float32"]
+    assert onnx["cosine_to_float32_min"] > 0.9999 and onnx["ingest_chunks_per_s"] > 0
+    assert onnx["rerank_20_ms"]["p50"] > 0 and result["auto_picks"].split(",")[0] in ("torch", "onnx")

@@ -67,6 +67,7 @@ def test_first_command_ingests_the_examples_and_prints_the_summary(tmp_path):
     assert stats["store"] == str(tmp_path / "data" / "chroma")
     assert stats["chunking"] == "size 200, overlap 30" and stats["ingest_running"] is None
     assert stats["folder"] == str(EXAMPLE_DOCS.resolve())
+    assert stats["encoder"].split(",")[0] in ("torch", "onnx") and "embedding.backend: auto" in stats["encoder"]
 
 
 def test_a_config_with_only_data_dir_searches_offline_and_says_the_reranker_is_off(tmp_path, monkeypatch):
