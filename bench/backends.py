@@ -76,7 +76,7 @@ def ndcg(name: str, settings: dict, tmp: Path, data: Path) -> float:
     config = Config.model_validate({"data_dir": str(tmp / f"{name}-beir"), "embedding": settings,
                                     "reranker": {"enabled": False}, "filter": {"enabled": False}}).resolved(tmp)
     results = run_retrieval(config, data, pipelines="dense", ingest=ingest)
-    return float(results["pipelines"]["dense"]["nDCG@10"])
+    return float(results["pipelines"]["dense"]["ndcg@10"])
 
 
 def main() -> None:
