@@ -325,7 +325,8 @@ def _chat(args: argparse.Namespace) -> int:
     service.warm_up()
     print(f"rag-bot chat: open http://{ui.host}:{ui.port} in your browser (Ctrl+C to stop)", flush=True)
     app = build_app(service.chain, note=f"Reranking {reranker_status(config.reranker)}",
-                    documents=_libraries(config) if ui.documents else None, collections=service.names)
+                    documents=_libraries(config, service.embeddings) if ui.documents else None,
+                    collections=service.names)
     try:
         launch(app, ui, max_file_mb=config.ingest.max_file_mb)
     except OSError as exc:
@@ -355,15 +356,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _libraries(config: Config) -> Callable[[str | None], Any]:
-    """The Documents tab's shelf of each collection: uploads and deletes ingest at once and retrain a
-    corpus-trained scope filter."""
+def _libraries(config: Config, embeddings: Any) -> Callable[[str | None], Any]:
+    """The Documents tab's shelf of each collection: uploads and deletes ingest at once (with the
+    chat's own embedding model) and retrain a corpus-trained scope filter."""
     from ingest.library import Library
 
     from .filter_training import refresh_filter
-    from .models import LocalEmbeddings
 
-    embeddings = LocalEmbeddings(config.embedding)
     shelves: dict[str, Library] = {}
 
     def shelf(name: str | None) -> Library:

@@ -112,8 +112,7 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
     from .onnx_backend import OnnxCrossEncoder
 
     try:
-        return OnnxCrossEncoder(model, Path(config.export_dir or Path.home() / ".cache" / "rag-bot" / "onnx"),
-                                str(source.path))
+        return OnnxCrossEncoder(model, Path(config.export_dir or DEFAULT_EXPORT_DIR), str(source.path))
     except ModelError as exc:
         if config.backend == "onnx":
             raise
@@ -121,11 +120,16 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
         return model
 
 
-def backend_choice(setting: str, device: str) -> str:
-    """`torch` or `onnx` for a `backend` setting: `auto` is torch where bf16 runs natively or on a GPU, else onnx."""
+# where ONNX exports go when the config was not resolved against a data folder
+DEFAULT_EXPORT_DIR = Path.home() / ".cache" / "rag-bot" / "onnx"
+
+
+def backend_choice(setting: str, device: str, precision: str = "auto") -> str:
+    """`torch` or `onnx` for a `backend` setting: `auto` is torch where it runs bf16 (natively, or as
+    asked) or on a GPU, else onnx (the faster float32)."""
     if setting != "auto":
         return setting
-    return "torch" if pick_device(device) != "cpu" or use_bf16(device, "auto") else "onnx"
+    return "torch" if pick_device(device) != "cpu" or use_bf16(device, precision) else "onnx"
 
 
 RERANKER_WAYS_OUT = ("run `rag-bot models fetch` where the hub is reachable, point reranker.model at a local "
@@ -229,12 +233,9 @@ class LocalEmbeddings(Embeddings):
     def backend(self) -> str:
         """What encodes: `torch` or `onnx` (`auto`: torch where bf16 runs natively or on a GPU, else onnx;
         torch again if the export failed)."""
-        if self.config.backend != "auto":
-            return self.config.backend
-        if self._onnx_failed or pick_device(self.config.device) != "cpu" or use_bf16(self.config.device,
-                                                                                      self.config.precision):
-            return "torch"  # (with precision: float32 on a bf16 CPU, onnx float32 is the faster float32)
-        return "onnx"
+        if self._onnx_failed and self.config.backend == "auto":
+            return "torch"
+        return backend_choice(self.config.backend, self.config.device, self.config.precision)
 
     def describe_backend(self) -> str:
         """One line for `rag-bot stats`: what encodes and why."""
@@ -251,8 +252,8 @@ class LocalEmbeddings(Embeddings):
     def _load_onnx(self) -> Any:
         from .onnx_backend import OnnxEncoder
 
-        export_dir = self.config.export_dir or Path.home() / ".cache" / "rag-bot" / "onnx"
-        return OnnxEncoder(self.model, Path(export_dir), resolve_model_path(self.name, self._key))
+        export_dir = Path(self.config.export_dir or DEFAULT_EXPORT_DIR)
+        return OnnxEncoder(self.model, export_dir, resolve_model_path(self.name, self._key))
 
     @property
     def dimension(self) -> int:

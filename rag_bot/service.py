@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .config import Config
 from .errors import RagBotError
+from .models import LocalEmbeddings
 from .store import collection_names
 
 if TYPE_CHECKING:
@@ -42,7 +43,8 @@ class Collections:
         self.config = config
         self.max_queue = max_queue
         self._llm = llm
-        self._models: tuple[Any, Any, str] | None = None  # embeddings, reranker, reranker status
+        self.embeddings = LocalEmbeddings(config.embedding)  # loads on first use; shared with ingest jobs
+        self._reranker: tuple[Any, str] | None = None  # the cross-encoder and its status line
         self._chains: dict[str, RagChain] = {}
         self._lock = threading.Lock()
         self._waiting = 0
@@ -70,23 +72,20 @@ class Collections:
         with self._lock:
             if name not in self._chains:
                 config = self.config.for_collection(name)
-                embeddings, reranker, status = self._shared_models()
-                retriever = load_retriever(config, embeddings=embeddings, reranker=reranker, reranker_status=status)
+                reranker, status = self._shared_reranker()
+                retriever = load_retriever(config, embeddings=self.embeddings, reranker=reranker,
+                                           reranker_status=status)
                 self._llm = self._llm or load_llm(config)
                 self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm)
             return self._chains[name]
 
-    def _shared_models(self) -> tuple[Any, Any, str]:
-        if self._models is None:
-            from .models import LocalEmbeddings, open_reranker
+    def _shared_reranker(self) -> tuple[Any, str]:
+        if self._reranker is None:
+            from .models import open_reranker
 
-            embeddings = LocalEmbeddings(self.config.embedding)
-            if self.config.reranker.enabled is False:
-                reranker, status = None, "off (reranker.enabled: false)"
-            else:
-                reranker, status = open_reranker(self.config.reranker)
-            self._models = (embeddings, reranker, status)
-        return self._models
+            off = (None, "off (reranker.enabled: false)")
+            self._reranker = off if self.config.reranker.enabled is False else open_reranker(self.config.reranker)
+        return self._reranker
 
     def warm_up(self) -> None:
         """Build the default collection's chain and load the LLM on the worker, before the first question."""

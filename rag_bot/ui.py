@@ -91,9 +91,9 @@ def build_app(get_chain: Callable[..., RagChain], title: str = TITLE, note: str 
 
             with gr.Tab("Documents", id="documents-tab", elem_id="documents-tab") as tab:
                 listing, outputs = documents_tab(documents, picker)
+            # filled when opened (it reads every chunk's metadata to count pages), not on each page load
             inputs = [picker] if picker is not None else None
             tab.select(listing, inputs, outputs, queue=False)
-            app.load(listing, inputs, outputs, queue=False)
             if picker is not None:
                 picker.change(listing, inputs, outputs, queue=False)
     return app
