@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from llm_latency import QUESTIONS
-from scifact import ROOT, machine
+from scifact import ROOT, cpu_flags, machine
 
 RAG_BOT = str(Path(sys.executable).parent / "rag-bot")
 WORK = ROOT / ".rag_bot" / "bench-api"  # inside the checkout (git-ignored)
@@ -34,16 +34,6 @@ OFF_TOPIC = "what is the best pizza topping?"
 def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)  # p95: nearest rank
     return {"p50": round(statistics.median(ordered), 1), "p95": round(ordered[math.ceil(0.95 * len(ordered)) - 1], 1)}
-
-
-def cpu_flags() -> list[str]:
-    wanted = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni"}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(wanted & set(flags))
 
 
 def prepare(mode: str) -> Path:

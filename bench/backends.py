@@ -1,5 +1,6 @@
-"""The bi-encoder's backends side by side in one run: torch float32, torch bfloat16 (where the CPU has
-native bf16), and ONNX Runtime float32 (`embedding.backend`).
+"""The encoders' backends side by side in one run: torch float32, torch bfloat16 (where the CPU has
+native bf16), ONNX Runtime float32 and ONNX Runtime int8 (`embedding.backend`, `embedding.quantize`;
+the same for the reranker).
 
 For each: our ingest of the first N SciFact abstracts into a fresh store (chunks/s; the model loaded
 and the ONNX export made beforehand, so each side times the same work), the agreement of its vectors
@@ -9,7 +10,7 @@ head, the cost of a real MiniLM cross-encoder), and with `--ndcg` SciFact nDCG@1
 pipeline over the whole corpus. The CPU's flags go into the results. Writes
 bench/results/backends.json.
 
-    .venv/bin/python bench/backends.py [--limit 1500] [--ndcg]
+    .venv/bin/python bench/backends.py [--limit 1500] [--queries 100] [--ndcg] [--backend all|NAME,...]
 """
 
 from __future__ import annotations
@@ -21,21 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from api_concurrency import cpu_flags
-from scifact import DATA, ROOT, local_cross_encoder, machine, test_queries, write_corpus
+from scifact import (DATA, ROOT, chosen_backends, cpu_flags, local_cross_encoder, machine, reranker_settings,
+                     test_queries, write_corpus)
 
 from ingest.pipeline import run_ingest
 from rag_bot.config import Config
 from rag_bot.models import LocalEmbeddings, native_bf16
 from rag_bot.store import get_collection, open_client
-
-
-def backends() -> dict[str, dict]:
-    chosen = {"torch-float32": {"backend": "torch", "precision": "float32"}}
-    if native_bf16():
-        chosen["torch-bfloat16"] = {"backend": "torch", "precision": "bfloat16"}
-    chosen["onnx-float32"] = {"backend": "onnx", "precision": "float32"}
-    return chosen
 
 
 def ingest_rate(name: str, settings: dict, folder: Path, tmp: Path) -> tuple[float, int, list[str]]:
@@ -53,7 +46,7 @@ def rerank_ms(settings: dict, tmp: Path, queries: list[str], passages: list[str]
 
     from rag_bot.models import load_cross_encoder, precision_context
 
-    config = Config.model_validate({"reranker": {"model": str(local_cross_encoder()), "backend": settings["backend"]}})
+    config = Config.model_validate({"reranker": {"model": str(local_cross_encoder()), **reranker_settings(settings)}})
     config = config.resolved(tmp)
     model = load_cross_encoder(config.reranker)
     precision = settings["precision"]
@@ -84,6 +77,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=1500, help="abstracts to ingest for the speed figure")
     parser.add_argument("--queries", type=int, default=100, help="SciFact test queries for the rerank timing")
+    parser.add_argument("--backend", default="all", help="all, or a comma-separated list: torch-float32 (always "
+                        "first: the reference), torch-bfloat16, onnx-float32, onnx-int8")
     parser.add_argument("--ndcg", action="store_true", help="also SciFact nDCG@10 per backend (whole corpus)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "backends.json")
     args = parser.parse_args()
@@ -94,7 +89,10 @@ def main() -> None:
         folder = tmp / "scifact"
         documents = write_corpus(folder, args.limit, args.data)
         reference = None
-        for name, settings in backends().items():
+        chosen = chosen_backends(args.backend)
+        chosen = {"torch-float32": chosen_backends("torch-float32")["torch-float32"],
+                  **{name: settings for name, settings in chosen.items() if name not in ("torch-float32", "auto")}}
+        for name, settings in chosen.items():
             rate, chunks, texts = ingest_rate(name, settings, folder, tmp)
             vectors = LocalEmbeddings(Config.model_validate({"embedding": settings}).resolved(tmp).embedding).encode(texts)
             reference = vectors if reference is None else reference
@@ -111,7 +109,8 @@ def main() -> None:
         row["speed_vs_torch_float32"] = round(row["ingest_chunks_per_s"] / base["ingest_chunks_per_s"], 2)
         row["rerank_p50_vs_torch_float32"] = round(row["rerank_20_ms"]["p50"] / base["rerank_20_ms"]["p50"], 2)
     auto = LocalEmbeddings(Config().embedding)
-    results = {"command": f"python bench/backends.py --limit {args.limit}" + (" --ndcg" if args.ndcg else ""),
+    command = f"python bench/backends.py --limit {args.limit} --queries {args.queries}" + (" --ndcg" if args.ndcg else "")
+    results = {"command": command + (f" --backend {args.backend}" if args.backend != "all" else ""),
                "machine": machine(), "cpu_flags": cpu_flags(), "documents": documents,
                "auto_picks": auto.describe_backend(), "backends": rows, "when": time.strftime("%Y-%m-%d")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

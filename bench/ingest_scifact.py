@@ -7,7 +7,11 @@ writes the same chunks (text and metadata) with LangChain's naive path (its defa
 loaded beforehand), and re-ingests the unchanged folder (in-process and through the CLI). Prints the figures and writes
 bench/results/ingest_scifact.json.
 
-    .venv/bin/python bench/ingest_scifact.py [--data ../shared/data/scifact] [--limit N]
+`--backend` ingests the folder once per encoder (each into a fresh store, the model loaded and, for
+ONNX, exported beforehand), side by side against the same LangChain figure; the other figures come from
+the first one. The CPU's flags go into the results.
+
+    .venv/bin/python bench/ingest_scifact.py [--data ../shared/data/scifact] [--limit N] [--backend auto|all|NAME,...]
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from scifact import DATA, ROOT, machine, write_corpus
+from scifact import DATA, ROOT, chosen_backends, cpu_flags, machine, write_corpus
 
 from ingest.pipeline import run_ingest
 from rag_bot.config import Config
@@ -30,9 +34,13 @@ from rag_bot.models import LocalEmbeddings
 from rag_bot.store import get_collection, open_client
 
 
-def raw_encode(embeddings: LocalEmbeddings, texts: list[str], bf16: bool) -> float:
+def raw_encode(embeddings: LocalEmbeddings, texts: list[str], bf16: bool, torch_only: bool = False) -> float:
     import torch
 
+    if embeddings.backend == "onnx" and not torch_only:  # the bare ONNX session, as the pipeline runs it
+        started = time.perf_counter()
+        embeddings.onnx.encode(texts, embeddings.config.batch_size)
+        return time.perf_counter() - started
     model = embeddings.model
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     started = time.perf_counter()
@@ -66,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--limit", type=int, default=None, help="only the first N abstracts (smoke runs)")
+    parser.add_argument("--backend", default="auto", help="auto (the config's choice), all, or a comma-separated "
+                        "list of torch-float32, torch-bfloat16, onnx-float32, onnx-int8")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest_scifact.json")
     args = parser.parse_args()
 
@@ -74,22 +84,34 @@ def main() -> None:
         folder = tmp / "scifact"
         folder.mkdir()
         documents = write_corpus(folder, args.limit, args.data)
-        config = Config.model_validate({"data_dir": str(tmp / "data")}).resolved(tmp)
-        (tmp / "config.yaml").write_text(f"data_dir: {tmp / 'data'}\n")
-
-        embeddings = LocalEmbeddings(config.embedding)
-        started = time.perf_counter()
-        embeddings.model  # loaded apart, so both sides below time the same work
-        load_seconds = time.perf_counter() - started
-        report = run_ingest(config, folder, progress=True, embeddings=embeddings)
+        rows: dict[str, dict] = {}
+        first = None
+        for name, settings in chosen_backends(args.backend).items():
+            config = Config.model_validate({"data_dir": str(tmp / f"data-{name}"), "embedding": settings}).resolved(tmp)
+            embeddings = LocalEmbeddings(config.embedding)
+            started = time.perf_counter()
+            embeddings.model  # loaded apart, so both sides below time the same work
+            load_seconds = time.perf_counter() - started
+            embeddings.encode(["warm up: for onnx the export is made (or read) before the clock starts"])
+            report = run_ingest(config, folder, progress=True, embeddings=embeddings)
+            rows[name] = {"encoder": embeddings.encoder, "ingest_seconds": round(report.seconds, 2),
+                          "ingest_chunks_per_s": round(report.chunks_total / report.seconds, 1)}
+            print(f"{name}: {rows[name]}", flush=True)
+            if first is None:
+                first = (config, embeddings, report, load_seconds,
+                         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        assert first is not None
+        config, embeddings, report, load_seconds, peak_rss_mb = first
+        first_settings = next(iter(chosen_backends(args.backend).values()))
+        (tmp / "config.yaml").write_text(json.dumps({"data_dir": str(config.data_dir), "embedding": first_settings}))
         ingest_seconds = report.seconds
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         chunks = report.chunks_total
 
         stored = get_collection(open_client(config), config.store.collection).get(include=["documents", "metadatas"])
         texts = stored["documents"]
         raw_same = raw_encode(embeddings, texts, embeddings.bf16)
-        raw_fp32 = raw_encode(embeddings, texts, False) if embeddings.bf16 else raw_same
+        raw_fp32 = raw_encode(embeddings, texts, False, torch_only=True) \
+            if embeddings.bf16 or embeddings.backend == "onnx" else raw_same
         naive = naive_langchain(stored, tmp / "naive")
 
         again = run_ingest(config, folder, progress=False, embeddings=LocalEmbeddings(config.embedding))
@@ -99,11 +121,16 @@ def main() -> None:
         cli_again = time.perf_counter() - started
 
     results = {
-        "command": "python bench/ingest_scifact.py" + (f" --limit {args.limit}" if args.limit else ""),
+        "command": "python bench/ingest_scifact.py" + (f" --limit {args.limit}" if args.limit else "")
+        + (f" --backend {args.backend}" if args.backend != "auto" else ""),
         "machine": machine(),
+        "cpu_flags": cpu_flags(),
+        "backends": {name: {**row, "vs_langchain_naive": round(naive / row["ingest_seconds"], 3)}
+                     for name, row in rows.items()},
         "documents": documents,
         "chunks": chunks,
         "precision": "bfloat16" if embeddings.bf16 else "float32",
+        "encoder": embeddings.encoder,
         "ingest_seconds": round(ingest_seconds, 2),
         "ingest_chunks_per_s": round(chunks / ingest_seconds, 1),
         "raw_encode_chunks_per_s_same_precision": round(chunks / raw_same, 1),

@@ -24,6 +24,47 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU features that decide which backend is fastest (bf16, AMX, AVX-512, AVX2, VNNI)."""
+    wanted = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni", "avx512_vnni"}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(wanted & set(flags))
+
+
+# The encoders a benchmark can compare (`--backend`): settings of the embedding and reranker sections.
+BACKENDS = {
+    "torch-float32": {"backend": "torch", "precision": "float32"},
+    "torch-bfloat16": {"backend": "torch", "precision": "bfloat16"},
+    "onnx-float32": {"backend": "onnx", "precision": "float32"},
+    "onnx-int8": {"backend": "onnx", "precision": "float32", "quantize": "int8"},
+}
+
+
+def chosen_backends(spec: str) -> dict[str, dict]:
+    """`auto` (what the config picks: {} settings), `all` (every backend this CPU runs well: bfloat16
+    only with native bf16), or a comma-separated list of BACKENDS names."""
+    from rag_bot.models import native_bf16
+
+    if spec == "auto":
+        return {"auto": {}}
+    if spec == "all":
+        return {name: settings for name, settings in BACKENDS.items() if name != "torch-bfloat16" or native_bf16()}
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise SystemExit(f"--backend: unknown {', '.join(unknown)}; use auto, all, or some of {', '.join(BACKENDS)}")
+    return {name: BACKENDS[name] for name in names}
+
+
+def reranker_settings(settings: dict) -> dict:
+    """The reranker section for an embedding backend's settings (the reranker has no precision key)."""
+    return {key: value for key, value in settings.items() if key in ("backend", "quantize")}
+
+
 def write_corpus(folder: Path, limit: int | None = None, data: Path = DATA) -> int:
     """One .txt file per abstract (title, blank line, text), named by its BEIR id."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from rag_bot.bm25 import bm25_path, rebuild_bm25
 from rag_bot.config import Config
 from rag_bot.errors import StoreError
-from rag_bot.store import (LEGACY_OWNER, META_UNPUBLISHED, META_VERSION, check_model, fresh_metadata, get_collection,
+from rag_bot.store import (LEGACY_OWNER, META_UNPUBLISHED, META_VERSION, check_encoder, check_model, fresh_metadata, get_collection,
                            open_client, open_vectorstore, record_model, store_key, update_metadata)
 
 from .discover import Candidate
@@ -241,6 +241,7 @@ class IngestIndex:
         old chunks searchable until the next run replaces them."""
         from langchain_core.indexing import index
 
+        check_encoder(self.collection, self.embeddings, self.config.chunking.context_header)
         result = index(
             self._renewing(docs),
             self.manager,
@@ -284,7 +285,8 @@ class IngestIndex:
     def finish(self) -> int:
         """Record the model's dimension and return the chunk count."""
         if self.embeddings.loaded:
-            record_model(self.collection, self.config.embedding.model, self.embeddings.dimension)
+            record_model(self.collection, self.config.embedding.model, self.embeddings.dimension,
+                         getattr(self.embeddings, "encoder", None))
         return self.collection.count()
 
 

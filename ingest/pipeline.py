@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,7 +128,7 @@ def _dry_run(config: Config, root: Path, files: list[Candidate], keep: set[str],
     if plan.changed:  # split without embedding: how many chunks at most would be written
         splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
                             config.chunking.context_header)
-        report.chunks_written = len(_split_all(plan.changed, splitter, report)[0])
+        report.chunks_written = sum(len(chunks) for chunks, _ in _split_all(plan.changed, splitter, report))
 
 
 def _sync(config: Config, root: Path, files: list[Candidate], keep: set[str], rebuild: bool, embeddings: Any,
@@ -142,8 +143,18 @@ def _sync(config: Config, root: Path, files: list[Candidate], keep: set[str], re
             index.mark_changing()
         report.chunks_deleted = index.delete_sources(plan.deleted)
         _index_changes(index, plan.changed, embeddings, config, report, progress)
+        _return_free_memory()  # what the model's batches used, before the keyword index is built
         report.chunks_total = index.finish()
         index.publish()
+
+
+def _return_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps them after a run of large,
+    differently sized tensors); nothing happens where there is no glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _fill_plan(report: IngestReport, plan: Any) -> None:
@@ -153,50 +164,71 @@ def _fill_plan(report: IngestReport, plan: Any) -> None:
     report.deleted = plan.deleted
 
 
+SORT_WINDOW = 8192  # chunks read ahead and sorted by length before they are embedded
+
+
 def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
                    config: Config, report: IngestReport, progress: bool | None) -> None:
-    """Split every changed file, then embed and store the chunks shortest first, so that each
-    batch pads little (as fast as one big `encode` call), and record the files at the end.
+    """Split the changed files a window at a time and embed and store each window's chunks shortest
+    first, so that each batch pads little (as fast as one big `encode` call), then record the files.
 
-    All chunks go through one `index()` call whose clean-up of stale chunks runs after the last
-    batch (see `IngestIndex.write`), so it does not matter how a file's chunks are spread over
-    batches. A crash loses only the unfinished batch: the stored chunks are their own record,
-    so the next run embeds only what is missing.
+    Only one window of chunks (`SORT_WINDOW`) is held at a time, so memory does not grow with the
+    size of the folder. All chunks go through one `index()` call whose clean-up of stale chunks runs
+    after the last batch (see `IngestIndex.write`), so it does not matter how a file's chunks are
+    spread over batches. A crash loses only the unfinished batch: the stored chunks are their own
+    record, so the next run embeds only what is missing. The progress bar counts the bytes of the
+    files whose chunks have been stored.
     """
     if not changes:
         return
     from tqdm.auto import tqdm
 
     disable = None if progress is None else not progress
+    rows: list[FileRow] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-model") as pool:
         if hasattr(type(embeddings), "model") and not embeddings.loaded:
-            pool.submit(lambda: embeddings.model)  # load the model while the files are read
+            pool.submit(lambda: embeddings.model)  # load the model while the first files are read
         splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
                             config.chunking.context_header)
-        with tqdm(total=len(changes), unit="file", desc="reading", disable=disable) as bar:
-            docs, rows = _split_all(changes, splitter, report, bar.update)
-    docs.sort(key=lambda doc: len(doc.page_content))
-    with tqdm(total=len(docs), unit="chunk", desc="embedding", disable=disable) as bar:
-        result = index.write(_counted(docs, bar.update), rows, config.ingest.write_batch)
+        total = sum(change.candidate.size for change in changes)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="ingesting", disable=disable) as bar:
+            windows = _sorted_windows(_split_all(changes, splitter, report), rows, bar.update)
+            result = index.write((doc for window in windows for doc in window), rows, config.ingest.write_batch)
     report.chunks_written += result["num_added"] + result["num_updated"]
     report.chunks_deleted += result["num_deleted"]
 
 
-def _counted(docs: list, step: Callable[[int], Any]) -> Iterator[Any]:
-    for doc in docs:
-        step(1)
-        yield doc
+def _sorted_windows(split: Iterator[tuple[list, FileRow]], rows: list[FileRow],
+                    step: Callable[[float], Any]) -> Iterator[Iterator[Any]]:
+    """Windows of at least `SORT_WINDOW` chunks (whole files), each sorted shortest first; the files
+    of a window join `rows` as it is read, and each chunk handed on advances `step` by its share of its
+    file's bytes."""
+    window: list[tuple[Any, float]] = []
+    for chunks, row in split:
+        rows.append(row)
+        share = row.size / len(chunks) if chunks else 0.0
+        window.extend((chunk, share) for chunk in chunks)
+        if not chunks:
+            step(row.size)
+        if len(window) >= SORT_WINDOW:
+            yield _counted(window, step)
+            window = []
+    if window:
+        yield _counted(window, step)
 
 
-def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
-               step: Callable[[int], Any] = lambda n: None) -> tuple[list, list[FileRow]]:
-    """Load and split the changed files into (chunks, file rows). A file that fails to load is
-    reported and left as it was in the store."""
-    docs: list = []
-    rows: list[FileRow] = []
+def _counted(window: list[tuple[Any, float]], step: Callable[[float], Any]) -> Iterator[Any]:
+    window.sort(key=lambda item: len(item[0].page_content))
+    for chunk, share in window:
+        step(share)
+        yield chunk
+
+
+def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport) -> Iterator[tuple[list, FileRow]]:
+    """Load and split the changed files one by one into (chunks, file row). A file that fails to load
+    is reported and left as it was in the store."""
     for change in changes:
         candidate = change.candidate
-        step(1)
         try:
             sections = loaders.load(candidate.path)
             title = document_title(sections, candidate.source) if splitter.context_header else None
@@ -205,9 +237,8 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
         except InputError as exc:
             _skip(report, change, exc)
             continue
-        docs.extend(chunks)
-        rows.append(FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks), time.time()))
-    return docs, rows
+        yield chunks, FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks),
+                              time.time())
 
 
 def check_storable(chunks: list) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .config import Config
 from .store import META_VERSION, contextual_text, fresh_metadata, pages, store_key
@@ -44,13 +45,32 @@ class Bm25Index:
         self.version = version  # the collection's version stamp when the index was built
 
     @classmethod
-    def build(cls, ids: list[str], texts: list[str], version: str | None = None) -> "Bm25Index":
+    def build(cls, ids: list[str], texts: Iterable[str], version: str | None = None) -> "Bm25Index":
+        """The index over `texts` (one per id, in order): see `build_paged`."""
+        return cls.build_paged([(list(ids), list(texts))], version)
+
+    @classmethod
+    def build_paged(cls, parts: Iterable[tuple[list[str], list[str]]], version: str | None = None) -> "Bm25Index":
+        """The index over (ids, texts) parts, tokenised a part at a time: only each text's token ids
+        (4 bytes a token) are kept, never all the texts, so memory stays small for a large store."""
         import bm25s
 
+        ids: list[str] = []
+        token_ids: list[array] = []
+        vocab: dict[str, int] = {}
+        for part_ids, part_texts in parts:
+            if not part_ids:
+                continue
+            tokens = _tokenize(part_texts, return_ids=True)
+            local = [0] * len(tokens.vocab)  # this part's token ids -> ids in the whole vocabulary
+            for token, index in tokens.vocab.items():
+                local[index] = vocab.setdefault(token, len(vocab))
+            token_ids.extend(array("i", [local[t] for t in doc]) for doc in tokens.ids)
+            ids.extend(part_ids)
         model = bm25s.BM25()
-        if texts:
-            model.index(_tokenize(texts, return_ids=True), show_progress=False)
-        return cls(model, list(ids), version)
+        if ids:
+            model.index(bm25s.tokenization.Tokenized(ids=token_ids, vocab=vocab), show_progress=False)
+        return cls(model, ids, version)
 
     def save(self, path: Path) -> None:
         """Write to a sibling folder, then swap it in: readers never see half an index."""
@@ -96,20 +116,20 @@ class Bm25Index:
 def rebuild_bm25(config: Config, collection: Any, version: str | None = None) -> Bm25Index:
     """Build the BM25 index from everything in the collection and save it, stamped with `version`
     (default: the collection's version stamp now)."""
-    ids: list[str] = []
-    texts: list[str] = []
     header = config.chunking.context_header
-    for page in pages(collection, ["documents", "metadatas"] if header else ["documents"]):
-        ids.extend(page["ids"])
-        if header:
-            texts.extend(contextual_text(text, meta or {}) for text, meta in zip(page["documents"], page["metadatas"]))
-        else:
-            texts.extend(page["documents"])
+
+    def parts() -> Iterator[tuple[list[str], list[str]]]:
+        for page in pages(collection, ["documents", "metadatas"] if header else ["documents"]):
+            texts = page["documents"]
+            if header:
+                texts = [contextual_text(text, meta or {}) for text, meta in zip(texts, page["metadatas"])]
+            yield page["ids"], texts
+
     if version is None:
         version = fresh_metadata(collection).get(META_VERSION)
-    index = Bm25Index.build(ids, texts, version)
+    index = Bm25Index.build_paged(parts(), version)
     index.save(bm25_path(config))
-    log.info("BM25 index rebuilt over %d chunks", len(ids))
+    log.info("BM25 index rebuilt over %d chunks", len(index.ids))
     return index
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,6 +19,12 @@ from .errors import ModelError, first_line
 from .hub import ModelSource, find_model
 
 log = logging.getLogger(__name__)
+
+# oneDNN (torch's bfloat16 matmuls on CPU) keeps up to 1,024 compiled kernels, one set per input shape;
+# an ingest meets hundreds of shapes (batches of chunks of every length), and that cache alone held
+# about 360 MB in a 30k-chunk ingest. 16 measured smaller and no slower (BENCHMARKS.md, issue 17). Read
+# when oneDNN makes its first kernel, so it is set here, before any model runs; the environment wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
 def resolve_model_path(ref: str, key: str) -> str:
@@ -107,12 +114,13 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
             f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {first_line(exc)}); "
             f"{RERANKER_WAYS_OUT}"
         ) from exc
-    if backend_choice(config.backend, config.device) == "torch":
+    if backend_choice(config.backend, config.device, quantize=config.quantize) == "torch":
         return model
     from .onnx_backend import OnnxCrossEncoder
 
     try:
-        return OnnxCrossEncoder(model, Path(config.export_dir or DEFAULT_EXPORT_DIR), str(source.path))
+        return OnnxCrossEncoder(model, Path(config.export_dir or DEFAULT_EXPORT_DIR), str(source.path),
+                                int8=config.quantize == "int8")
     except ModelError as exc:
         if config.backend == "onnx":
             raise
@@ -124,11 +132,13 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
 DEFAULT_EXPORT_DIR = Path.home() / ".cache" / "rag-bot" / "onnx"
 
 
-def backend_choice(setting: str, device: str, precision: str = "auto") -> str:
+def backend_choice(setting: str, device: str, precision: str = "auto", quantize: str = "none") -> str:
     """`torch` or `onnx` for a `backend` setting: `auto` is torch where it runs bf16 (natively, or as
-    asked) or on a GPU, else onnx (the faster float32)."""
+    asked) or on a GPU, else onnx (the faster float32); int8 always runs on onnx."""
     if setting != "auto":
         return setting
+    if quantize == "int8":
+        return "onnx"
     return "torch" if pick_device(device) != "cpu" or use_bf16(device, precision) else "onnx"
 
 
@@ -235,11 +245,26 @@ class LocalEmbeddings(Embeddings):
         torch again if the export failed)."""
         if self._onnx_failed and self.config.backend == "auto":
             return "torch"
-        return backend_choice(self.config.backend, self.config.device, self.config.precision)
+        return backend_choice(self.config.backend, self.config.device, self.config.precision, self.config.quantize)
+
+    @property
+    def encoder(self) -> str:
+        """What makes the vectors, as a collection records it: `torch bfloat16`, `torch float32`,
+        `onnx float32` or `onnx int8` (loads the ONNX export for the last two)."""
+        if self.backend == "onnx":
+            try:
+                return f"onnx {self.onnx.precision}"
+            except ModelError as exc:
+                if self.config.backend == "onnx":
+                    raise
+                self._onnx_failed = first_line(exc)
+        return f"torch {'bfloat16' if self.bf16 else 'float32'}"
 
     def describe_backend(self) -> str:
         """One line for `rag-bot stats`: what encodes and why."""
-        reason = {"torch": "bfloat16 autocast" if self.bf16 else "float32", "onnx": "onnxruntime, float32"}
+        int8 = self.config.quantize == "int8"
+        reason = {"torch": "bfloat16 autocast" if self.bf16 else "float32",
+                  "onnx": f"onnxruntime, {'int8 asked (float32 if its check fails)' if int8 else 'float32'}"}
         why = f" (embedding.backend: auto{'; ONNX export failed: ' + self._onnx_failed if self._onnx_failed else ''})" \
             if self.config.backend == "auto" else ""
         return f"{self.backend}, {reason[self.backend]}{why}"
@@ -253,7 +278,8 @@ class LocalEmbeddings(Embeddings):
         from .onnx_backend import OnnxEncoder
 
         export_dir = Path(self.config.export_dir or DEFAULT_EXPORT_DIR)
-        return OnnxEncoder(self.model, export_dir, resolve_model_path(self.name, self._key))
+        return OnnxEncoder(self.model, export_dir, resolve_model_path(self.name, self._key),
+                           int8=self.config.quantize == "int8")
 
     @property
     def dimension(self) -> int:

@@ -34,7 +34,7 @@ from .filter import NEAREST, ScopeFilter, filter_path, gate_features
 from .models import LocalEmbeddings, open_reranker, precision_context
 from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
 from .results import Retrieval, ScopeCheck
-from .store import (META_LEASE, META_VERSION, check_model, get_collection, nearest_chunks, open_client,
+from .store import (META_LEASE, META_VERSION, check_encoder, check_model, get_collection, nearest_chunks, open_client,
                     open_vectorstore, pages, reopen_client, server_errors, store_location)
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class RagRetriever(BaseRetriever):
         if collection is None:
             raise _being_rebuilt(self.config.store.collection)
         check_model(collection, self.config.embedding.model, what="query")
+        check_encoder(collection, self.embeddings, self.config.chunking.context_header, what="query")
         self.client, self.collection = client, collection
         self.vectorstore = open_vectorstore(self.config, self.embeddings, client)
         if self.bm25 is not None:
@@ -352,6 +353,7 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
                          f"{store_location(config)}; run `rag-bot ingest DIR` first")
     check_model(collection, config.embedding.model, what="query")
     embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
+    check_encoder(collection, embeddings, config.chunking.context_header, what="query")
     if config.reranker.enabled is False:
         reranker, status = None, "off (reranker.enabled: false)"
     elif reranker is not None:

@@ -38,6 +38,8 @@ META_FOLDER = "rag_bot.folder"  # the folder the collection mirrors
 META_RECIPE = "rag_bot.chunking"  # how its chunks were cut: "size N, overlap M"
 META_LEASE = "rag_bot.ingest_lease"  # the running ingest: "token expires-epoch holder", or ""
 META_VERSION = "rag_bot.version"  # changed by every ingest that changed the collection
+META_ENCODER = "rag_bot.encoder"  # what made the vectors: "torch bfloat16", "onnx int8", ... (LocalEmbeddings.encoder)
+MIX_MIN_COSINE = 0.995  # another encoder's vectors may join a collection when they agree this closely
 META_UNPUBLISHED = "rag_bot.unpublished"  # "1" from an ingest's first change until its new version is stamped
 # Before the ingest record moved into the store: the id and host:path of the local record that kept it.
 LEGACY_OWNER, LEGACY_OWNER_AT = "rag_bot.record", "rag_bot.record_at"
@@ -227,9 +229,38 @@ def check_model(collection: Any, model: str, what: str = "ingest") -> None:
         )
 
 
-def record_model(collection: Any, model: str, dimension: int) -> None:
-    """Write the model and dimension into the collection's metadata (kept with other keys)."""
-    update_metadata(collection, {META_MODEL: model, META_DIMENSION: dimension})
+def record_model(collection: Any, model: str, dimension: int, encoder: str | None = None) -> None:
+    """Write the model, dimension and encoder into the collection's metadata (kept with other keys)."""
+    update_metadata(collection, {META_MODEL: model, META_DIMENSION: dimension, **({META_ENCODER: encoder} if encoder else {})})
+
+
+def check_encoder(collection: Any, embeddings: Any, context_header: bool, what: str = "ingest") -> None:
+    """Refuse to mix vectors of the same model made by another encoder (torch or ONNX; float32,
+    bfloat16 or int8) when they differ: when the recorded encoder is not this one, a few stored chunks
+    are embedded again and compared with their stored vectors (cosine at least `MIX_MIN_COSINE`)."""
+    recorded = fresh_metadata(collection).get(META_ENCODER)
+    current = getattr(embeddings, "encoder", None) if recorded else None
+    if not recorded or current is None or recorded == current:
+        return
+    got = collection.get(limit=8, include=["documents", "metadatas", "embeddings"])
+    if not got["ids"]:
+        return
+    import numpy as np
+
+    texts = [contextual_text(text, meta or {}) if context_header else text
+             for text, meta in zip(got["documents"], got["metadatas"])]
+    stored = np.asarray(got["embeddings"], dtype=np.float64)
+    fresh = np.asarray(embeddings.embed_documents(texts), dtype=np.float64)
+    cosine = np.sum(stored * fresh, axis=1) / np.clip(
+        np.linalg.norm(stored, axis=1) * np.linalg.norm(fresh, axis=1), 1e-12, None)
+    worst = float(cosine.min())
+    if worst < MIX_MIN_COSINE:
+        raise StoreError(
+            f"embedding.backend: collection {collection.name!r} was embedded by {recorded}, this config runs "
+            f"{current}, and their vectors differ (cosine {worst:.4f} < {MIX_MIN_COSINE}); to {what} with {current}, "
+            f"re-run ingest with --rebuild, or set embedding.backend / embedding.quantize back")
+    log.info("collection %r was embedded by %s; %s agrees with it (cosine %.4f): mixing is safe",
+             collection.name, recorded, current, worst)
 
 
 def fresh_metadata(collection: Any) -> dict[str, Any]:

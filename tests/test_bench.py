@@ -26,9 +26,11 @@ def bench(script: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(not SCIFACT.exists(), reason=f"{SCIFACT} is not on this machine")
 def test_ingest_benchmark_smoke(tmp_path: Path):
     out = tmp_path / "ingest.json"
-    bench("ingest_scifact.py", "--limit", "25", "--out", str(out))
+    bench("ingest_scifact.py", "--limit", "25", "--backend", "torch-float32,onnx-int8", "--out", str(out))
     result = json.loads(out.read_text())
-    assert result["documents"] == 25 and result["chunks"] >= 25
+    assert result["documents"] == 25 and result["chunks"] >= 25 and result["cpu_flags"] is not None
+    assert [row["encoder"] for row in result["backends"].values()] == ["torch float32", "onnx int8"]
+    assert all(row["ingest_chunks_per_s"] > 0 and row["vs_langchain_naive"] > 0 for row in result["backends"].values())
     for key in ("ingest_chunks_per_s", "raw_encode_chunks_per_s_same_precision", "langchain_naive_chunks_per_s",
                 "ours_vs_langchain_naive_speedup", "reingest_unchanged_seconds_cli", "peak_rss_mb_ingest"):
         assert result[key] > 0, key
@@ -70,7 +72,8 @@ def test_backends_benchmark_smoke(tmp_path: Path):
     out = tmp_path / "backends.json"
     bench("backends.py", "--limit", "10", "--queries", "3", "--out", str(out))
     result = json.loads(out.read_text())
-    assert {"torch-float32", "onnx-float32"} <= set(result["backends"]) and result["cpu_flags"] is not None
+    assert {"torch-float32", "onnx-float32", "onnx-int8"} <= set(result["backends"]) and result["cpu_flags"] is not None
+    assert result["backends"]["onnx-int8"]["cosine_to_float32_min"] >= 0.995
     onnx = result["backends"]["onnx-float32"]
     assert onnx["cosine_to_float32_min"] > 0.9999 and onnx["ingest_chunks_per_s"] > 0
     assert onnx["rerank_20_ms"]["p50"] > 0 and result["auto_picks"].split(",")[0] in ("torch", "onnx")

@@ -273,3 +273,63 @@ def test_context_headers_are_embedded_and_keyword_indexed_but_not_stored(tmp_pat
     with pytest.raises(StoreError, match=r"was chunked with size 40, overlap 8, context header, but the config "
                                          r"says size 40, overlap 8; .*--rebuild"):
         ingest(plain, docs)
+
+
+def test_windows_of_chunks_store_what_one_window_stores(tmp_path, config, docs_copy, monkeypatch):
+    """Chunks are read and sorted a window at a time (memory does not grow with the folder): with
+    windows of 3 chunks the store, the files table and the keyword index equal a one-window run."""
+    import ingest.pipeline as pipeline
+    from rag_bot.bm25 import Bm25Index, bm25_path
+
+    whole = fresh_config(tmp_path, "whole")
+    ingest(whole, docs_copy)
+    monkeypatch.setattr(pipeline, "SORT_WINDOW", 3)
+    windowed = fresh_config(tmp_path, "windowed")
+    steps: list[float] = []
+    original = pipeline._counted
+    monkeypatch.setattr(pipeline, "_counted", lambda window, step: original(window, lambda n: (steps.append(n), step(n))))
+    report = ingest(windowed, docs_copy)
+    assert report.exit_code == 0 and collection_state(windowed) == collection_state(whole)
+    assert {k: (r.chunks, r.sha256) for k, r in read_files(windowed).items()} == \
+        {k: (r.chunks, r.sha256) for k, r in read_files(whole).items()}
+    assert sum(steps) == pytest.approx(sum(p.stat().st_size for p in docs_copy.iterdir()))  # the bar reaches the end
+    one, other = Bm25Index.load(bm25_path(whole)), Bm25Index.load(bm25_path(windowed))
+    for query in ["incremental ingest", "reranker model", "where is the data kept"]:
+        assert one.search(query, 5) == other.search(query, 5)
+
+
+class Labelled(FakeEmbeddings):
+    """Fake vectors that say which encoder made them; `tilt` moves every vector off the original."""
+
+    encoder: str = "fake float32"
+    tilt: float = 0.0
+
+    def embed_documents(self, texts):
+        import numpy as np
+
+        vectors = np.asarray(super().embed_documents(texts))
+        vectors[:, 0] += self.tilt
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).tolist()
+
+
+def test_vectors_from_another_encoder_join_only_when_they_agree(config, docs_copy):
+    from rag_bot.store import META_ENCODER, check_encoder, fresh_metadata
+
+    def encoder_recorded():
+        return fresh_metadata(get_collection(open_client(config), config.store.collection))[META_ENCODER]
+
+    ingest(config, docs_copy, embeddings=Labelled(size=16))
+    assert encoder_recorded() == "fake float32"
+    append_a_line(docs_copy)
+    before = collection_state(config)
+    with pytest.raises(StoreError, match=r"embedded by fake float32, this config runs fake int8, and their vectors "
+                                         r"differ \(cosine 0\.\d+ < 0\.995\).*--rebuild"):
+        ingest(config, docs_copy, embeddings=Labelled(size=16, encoder="fake int8", tilt=1.0))
+    assert collection_state(config) == before  # refused before anything was written
+    with pytest.raises(StoreError, match="to query with fake int8"):
+        check_encoder(get_collection(open_client(config), "rag_bot"), Labelled(size=16, encoder="fake int8", tilt=1.0),
+                      False, what="query")
+    report = ingest(config, docs_copy, embeddings=Labelled(size=16, encoder="fake bfloat16", tilt=0.001))
+    assert report.exit_code == 0 and report.updated and encoder_recorded() == "fake bfloat16"
+    ingest(config, docs_copy, embeddings=Labelled(size=16), rebuild=True)
+    assert encoder_recorded() == "fake float32"

@@ -3,6 +3,7 @@ reused, exported again when the model changes; `auto` picks torch where bf16 is 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -79,3 +80,58 @@ def test_onnx_cross_encoder_scores_match_torch(tmp_path: Path, cross_encoder_dir
     assert np.allclose(got, expected, atol=1e-4)  # so the same order, up to ties closer than that
     assert float(np.ptp(expected)) > 1e-3  # the scores differ: the comparison means something
     assert len(list((tmp_path / "onnx").glob("*-reranker/model.onnx"))) == 1
+
+
+def test_int8_needs_the_onnx_backend():
+    from pydantic import ValidationError
+
+    from rag_bot.config import RerankerConfig
+
+    with pytest.raises(ValidationError, match="quantize: int8 runs on the onnx backend"):
+        EmbeddingConfig(backend="torch", quantize="int8")
+    with pytest.raises(ValidationError, match="quantize: int8 runs on the onnx backend"):
+        RerankerConfig(backend="torch", quantize="int8")
+    assert LocalEmbeddings(EmbeddingConfig(quantize="int8")).backend == "onnx"  # auto: int8 implies onnx
+
+
+@pytest.mark.slow
+def test_int8_is_used_only_within_its_cosine_bound(tmp_path: Path, monkeypatch, caplog):
+    import rag_bot.onnx_backend as onnx_backend
+
+    sample = texts()
+    torch32 = LocalEmbeddings(EmbeddingConfig(backend="torch", precision="float32")).encode(sample)
+    config = EmbeddingConfig(backend="onnx", quantize="int8", export_dir=tmp_path / "onnx")
+    int8 = LocalEmbeddings(config)
+    assert int8.encoder == "onnx int8"
+    vectors = int8.encode(sample)
+    cosines = (vectors * torch32).sum(axis=1)
+    short = np.array([len(int8.tokenizer.encode(text).ids) < 16 for text in sample])
+    assert short.any() and np.allclose(cosines[short], 1.0, atol=1e-4)  # short texts stay float32
+    # int8 scales activations per batch: passages measured 0.9946-0.998 here, the probes' check 0.9951
+    assert 0.994 <= float(cosines[~short].min()) < 0.99999  # quantised: close to, not equal to, float32
+    folder = next((tmp_path / "onnx").glob("*/model.int8-v*.onnx")).parent
+    check = next(folder.glob("int8-v*.json")).read_text()
+    assert json.loads(check)["min_cosine"] >= 0.995
+
+    # A bound the model cannot meet: float32, with one warning naming the key.
+    monkeypatch.setattr(onnx_backend, "INT8_MIN_COSINE", 0.99999999)
+    strict = LocalEmbeddings(config)
+    assert strict.encoder == "onnx float32"
+    assert "embedding.quantize: int8 moves this model too far from float32" in caplog.text
+    assert float((strict.encode(sample) * torch32).sum(axis=1).min()) > 0.9999
+    assert next(folder.glob("int8-v*.json")).read_text() == check  # measured once, kept
+
+
+@pytest.mark.slow
+def test_int8_cross_encoder_scores_stay_close(tmp_path: Path, cross_encoder_dir):
+    from rag_bot.config import RerankerConfig
+    from rag_bot.models import load_cross_encoder
+
+    pairs = [("where does rag-bot keep its data?", text) for text in texts()]
+    float32 = load_cross_encoder(RerankerConfig(model=str(cross_encoder_dir), backend="torch"))
+    int8 = load_cross_encoder(RerankerConfig(model=str(cross_encoder_dir), quantize="int8",
+                                             export_dir=tmp_path / "onnx"))
+    assert int8.precision == "int8"
+    expected = float32.predict(pairs, batch_size=16, show_progress_bar=False)
+    got = int8.predict(pairs, batch_size=16, show_progress_bar=False)
+    assert float(np.max(np.abs(got - expected))) <= 0.05

@@ -294,3 +294,16 @@ def test_fused_rerank_weighs_the_reranker_against_the_retrieval_order(config):
     ranked = fused.rerank("q", docs(), 3)
     # a: 1/61 + 1/62 > c: 1/63 + 1/61 > b: 1/62 + 1/63; the scores stay the reranker's
     assert [d.id for d in ranked] == list("acb") and [d.metadata["rerank_score"] for d in ranked] == [4.0, 10.0, 3.0]
+
+
+def test_keyword_index_built_in_parts_equals_one_build():
+    """The BM25 index tokenises the store a page at a time: parts merge into the same vocabulary and
+    scores as one build over everything (empty and stop-word-only texts included)."""
+    texts = [p.read_text(errors="ignore") for p in sorted(EXAMPLE_DOCS.glob("*.md"))] + ["", "the and of", "ingest ingest"]
+    ids = [f"c{i}" for i in range(len(texts))]
+    one = Bm25Index.build(ids, texts)
+    parts = Bm25Index.build_paged([(ids[i:i + 2], texts[i:i + 2]) for i in range(0, len(ids), 2)])
+    assert parts.ids == one.ids
+    for query in ["incremental ingest", "reranker", "the", "data folder config"]:
+        assert [(i, round(s, 5)) for i, s in parts.search(query, 4)] == [(i, round(s, 5)) for i, s in one.search(query, 4)]
+        assert one.search(query, 4) or query == "the"
