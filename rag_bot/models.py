@@ -251,14 +251,22 @@ class LocalEmbeddings(Embeddings):
     def encoder(self) -> str:
         """What makes the vectors, as a collection records it: `torch bfloat16`, `torch float32`,
         `onnx float32` or `onnx int8` (loads the ONNX export for the last two)."""
-        if self.backend == "onnx":
-            try:
-                return f"onnx {self.onnx.precision}"
-            except ModelError as exc:
-                if self.config.backend == "onnx":
-                    raise
-                self._onnx_failed = first_line(exc)
-        return f"torch {'bfloat16' if self.bf16 else 'float32'}"
+        onnx = self._onnx_or_none()
+        return f"onnx {onnx.precision}" if onnx is not None else f"torch {'bfloat16' if self.bf16 else 'float32'}"
+
+    def _onnx_or_none(self) -> Any:
+        """The ONNX encoder when the backend is onnx, else None; under `auto` an export that fails is
+        said once and torch runs instead (`backend: onnx` raises)."""
+        if self.backend != "onnx":
+            return None
+        try:
+            return self.onnx
+        except ModelError as exc:
+            if self.config.backend == "onnx":
+                raise
+            log.warning("%s; encoding with torch instead", exc)
+            self._onnx_failed = first_line(exc)
+            return None
 
     def describe_backend(self) -> str:
         """One line for `rag-bot stats`: what encodes and why."""
@@ -321,14 +329,9 @@ class LocalEmbeddings(Embeddings):
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> Any:
         """Encode texts to a float32 numpy array of normalised vectors."""
-        if self.backend == "onnx":
-            try:
-                return self.onnx.encode(list(texts), batch_size or self.config.batch_size)
-            except ModelError as exc:
-                if self.config.backend == "onnx":
-                    raise
-                log.warning("%s; encoding with torch instead", exc)
-                self._onnx_failed = first_line(exc)
+        onnx = self._onnx_or_none()
+        if onnx is not None:
+            return onnx.encode(list(texts), batch_size or self.config.batch_size)
         model = self.model
         with precision_context(self.config.device, self.config.precision):
             vectors = model.encode(
