@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from array import array
+from functools import cache
+from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -51,25 +52,22 @@ class Bm25Index:
 
     @classmethod
     def build_paged(cls, parts: Iterable[tuple[list[str], list[str]]], version: str | None = None) -> "Bm25Index":
-        """The index over (ids, texts) parts, tokenised a part at a time: only each text's token ids
-        (4 bytes a token) are kept, never all the texts, so memory stays small for a large store."""
+        """The index over (ids, texts) parts, tokenised a part at a time. Only each text's distinct
+        tokens and their counts are kept (8 bytes each), never the texts or their token lists, and
+        the score matrix is filled from them part by part: memory stays small for a large store."""
         import bm25s
 
         ids: list[str] = []
-        token_ids: list[array] = []
-        vocab: dict[str, int] = {}
+        postings = _Postings()
         for part_ids, part_texts in parts:
-            if not part_ids:
-                continue
-            tokens = _tokenize(part_texts, return_ids=True)
-            local = [0] * len(tokens.vocab)  # this part's token ids -> ids in the whole vocabulary
-            for token, index in tokens.vocab.items():
-                local[index] = vocab.setdefault(token, len(vocab))
-            token_ids.extend(array("i", [local[t] for t in doc]) for doc in tokens.ids)
-            ids.extend(part_ids)
-        model = bm25s.BM25()
+            if part_ids:
+                postings.add(_tokenize(part_texts, return_ids=True))
+                ids.extend(part_ids)
+        model = _postings_bm25()()
         if ids:
-            model.index(bm25s.tokenization.Tokenized(ids=token_ids, vocab=vocab), show_progress=False)
+            if not postings.vocab:  # no text has a word to index: one token that no query holds
+                postings.vocab[""] = 0
+            model.index(bm25s.tokenization.Tokenized(ids=postings, vocab=postings.vocab), show_progress=False)
         return cls(model, ids, version)
 
     def save(self, path: Path) -> None:
@@ -111,6 +109,81 @@ class Bm25Index:
         k = min(k, len(self.ids))
         documents, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return [(self.ids[int(i)], float(s)) for i, s in zip(documents[0], scores[0]) if s > 0]
+
+
+class _Postings:
+    """Each text's distinct token ids (in one vocabulary over all parts) and their counts, a part
+    at a time, with every text's length in tokens."""
+
+    def __init__(self) -> None:
+        self.vocab: dict[str, int] = {}
+        self.parts: list[tuple[Any, Any, Any]] = []  # (distinct tokens per text, token ids, counts)
+        self.lengths: list[Any] = []
+
+    def add(self, tokens: Any) -> None:
+        import numpy as np
+
+        local = np.array([self.vocab.setdefault(token, len(self.vocab)) for token in tokens.vocab], dtype=np.int64)
+        lengths = np.array([len(doc) for doc in tokens.ids], dtype=np.int64)
+        flat = np.fromiter(chain.from_iterable(tokens.ids), dtype=np.int64, count=int(lengths.sum()))
+        width = len(self.vocab)
+        keys = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths) * width + local[flat]
+        distinct, counts = np.unique(keys, return_counts=True)  # by text, then token id
+        per_text = np.bincount(distinct // width, minlength=len(lengths))
+        self.parts.append((per_text, (distinct % width).astype(np.int32), counts.astype(np.float32)))
+        self.lengths.append(lengths)
+
+
+@cache
+def _postings_bm25() -> type:
+    """bm25s's BM25 (Lucene scoring, its defaults), with the score matrix built from `_Postings`
+    through the library's `build_index_from_ids` hook: the same matrix as its own build, without
+    the token lists and the several corpus-sized arrays that build holds at once. (A function so
+    that bm25s loads only when an index is built.)"""
+    import bm25s
+
+    class PostingsBM25(bm25s.BM25):
+        build_index_from_ids = _scores_from_postings
+
+    return PostingsBM25
+
+
+def _scores_from_postings(self, unique_token_ids: Any, corpus_token_ids: Any, show_progress: bool = True,
+                          leave_progress: bool = False) -> dict[str, Any]:
+    """The CSC score matrix (texts x tokens) bm25s keeps, from `_Postings` (`corpus_token_ids`)."""
+    import numpy as np
+
+    postings: _Postings = corpus_token_ids
+    self.nonoccurrence_array = None  # used by BM25L and BM25+ only, never by Lucene's scoring
+    n_vocab = len(unique_token_ids)
+    lengths = np.concatenate(postings.lengths)
+    average = lengths.mean() or 1.0
+    frequency = np.zeros(n_vocab, dtype=np.int64)  # texts holding each token
+    for _, tokens, _ in postings.parts:
+        frequency += np.bincount(tokens, minlength=n_vocab)
+    n_docs = len(lengths)
+    idf = np.log(1 + (n_docs - frequency + 0.5) / (frequency + 0.5)).astype(np.float32)
+    indptr = np.zeros(n_vocab + 1, dtype=np.int64)
+    np.cumsum(frequency, out=indptr[1:])
+    data = np.empty(int(indptr[-1]), dtype=np.float32)
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    free = indptr[:-1].copy()  # next free slot in each token's column
+    first = 0
+    while postings.parts:
+        per_text, tokens, counts = postings.parts.pop(0)
+        texts = np.arange(first, first + len(per_text), dtype=np.int32)
+        first += len(per_text)
+        norm = self.k1 * ((1 - self.b) + self.b * lengths[texts] / average)  # float64, as bm25s computes it
+        scores = idf[tokens] * (counts / (np.repeat(norm, per_text) + counts))
+        order = np.argsort(tokens, kind="stable")  # texts stay in order within a column
+        column = tokens[order]
+        starts = np.flatnonzero(np.diff(column, prepend=-1))  # where each token's run begins
+        sizes = np.diff(np.r_[starts, len(column)])
+        slots = free[column] + np.arange(len(column)) - np.repeat(starts, sizes)
+        data[slots] = scores[order]
+        indices[slots] = np.repeat(texts, per_text)[order]
+        free[column[starts]] += sizes
+    return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
 
 
 def rebuild_bm25(config: Config, collection: Any, version: str | None = None) -> Bm25Index:

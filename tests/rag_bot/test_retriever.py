@@ -296,14 +296,30 @@ def test_fused_rerank_weighs_the_reranker_against_the_retrieval_order(config):
     assert [d.id for d in ranked] == list("acb") and [d.metadata["rerank_score"] for d in ranked] == [4.0, 10.0, 3.0]
 
 
-def test_keyword_index_built_in_parts_equals_one_build():
-    """The BM25 index tokenises the store a page at a time: parts merge into the same vocabulary and
-    scores as one build over everything (empty and stop-word-only texts included)."""
-    texts = [p.read_text(errors="ignore") for p in sorted(EXAMPLE_DOCS.glob("*.md"))] + ["", "the and of", "ingest ingest"]
+def test_keyword_index_built_in_parts_equals_bm25s_own_build():
+    """The BM25 index tokenises the store a page at a time and fills its score matrix from each text's
+    distinct tokens: the same scores as bm25s's own index over all the texts at once (empty and
+    stop-word-only texts included), and a store with no word to index searches to nothing."""
+    import bm25s
+    import Stemmer
+
+    texts = [p.read_text(errors="ignore") for p in sorted(EXAMPLE_DOCS.glob("*.md"))]
+    texts = [t[i:i + 700] for t in texts for i in range(0, len(t), 500)] + ["", "the and of", "ingest ingest"]
     ids = [f"c{i}" for i in range(len(texts))]
-    one = Bm25Index.build(ids, texts)
-    parts = Bm25Index.build_paged([(ids[i:i + 2], texts[i:i + 2]) for i in range(0, len(ids), 2)])
-    assert parts.ids == one.ids
-    for query in ["incremental ingest", "reranker", "the", "data folder config"]:
-        assert [(i, round(s, 5)) for i, s in parts.search(query, 4)] == [(i, round(s, 5)) for i, s in one.search(query, 4)]
-        assert one.search(query, 4) or query == "the"
+
+    def tokens(batch: list[str]) -> object:
+        return bm25s.tokenize(batch, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+
+    reference = bm25s.BM25()
+    reference.index(tokens(texts), show_progress=False)
+    for size in (len(texts), 7):
+        parts = Bm25Index.build_paged([(ids[i:i + size], texts[i:i + size]) for i in range(0, len(ids), size)])
+        assert parts.ids == ids
+        for query in ["incremental ingest", "reranker model", "the", "data folder config", "zzz unknown"]:
+            found, scores = reference.retrieve(tokens([query]), k=6, show_progress=False) if query != "the" else ([[]], [[]])
+            expected = [(ids[i], round(float(s), 5)) for i, s in zip(found[0], scores[0]) if s > 0]
+            assert [(i, round(s, 5)) for i, s in parts.search(query, 6)] == expected
+            assert expected or query in ("the", "zzz unknown")
+    assert Bm25Index.build(["a", "b"], ["", "the and"]).search("ingest", 3) == []
+
+
