@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import unicodedata
 from functools import cache
 from itertools import chain
 from pathlib import Path
@@ -44,6 +45,7 @@ class Bm25Index:
         self._model = model
         self.ids = ids
         self.version = version  # the collection's version stamp when the index was built
+        self._vocabulary: frozenset[str] | None = None  # every indexed word, accents folded (`mentions`)
 
     @classmethod
     def build(cls, ids: list[str], texts: Iterable[str], version: str | None = None) -> "Bm25Index":
@@ -100,6 +102,18 @@ class Bm25Index:
         model = bm25s.BM25.load(str(path)) if ids else bm25s.BM25()
         return cls(model, ids, version)
 
+    def mentions(self, term: str) -> bool:
+        """Does any chunk hold every word of `term` (as BM25 reads words: lower case, stemmed, accents
+        ignored)? A term with no such word (a stop word, a single letter) counts as mentioned."""
+        vocabulary = self._words()
+        return all(forms & vocabulary for forms in word_forms(term))
+
+    def _words(self) -> frozenset[str]:
+        if self._vocabulary is None:
+            vocab = getattr(self._model, "vocab_dict", None) or {}
+            self._vocabulary = frozenset(fold_accents(token) for token in vocab if token)
+        return self._vocabulary
+
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         if not self.ids:
             return []
@@ -109,6 +123,27 @@ class Bm25Index:
         k = min(k, len(self.ids))
         documents, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return [(self.ids[int(i)], float(s)) for i, s in zip(documents[0], scores[0]) if s > 0]
+
+
+def word_forms(text: str) -> list[set[str]]:
+    """Each word of `text` (stop words dropped) in the forms the index may hold it: stemmed as the
+    index stems, accents folded before or after the stemmer (it treats "hervé" as a word of its own),
+    and an acronym's plural without its s."""
+    import bm25s
+    import Stemmer
+
+    stem = Stemmer.Stemmer("english").stemWord
+    words = bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False)[0]
+    forms = [{fold_accents(word), fold_accents(stem(word)), stem(fold_accents(word))} for word in words]
+    for word, found in zip(words, forms):  # "pdfs": the stemmer keeps an s after no vowel
+        if len(word) > 3 and word.endswith("s"):
+            found.add(fold_accents(word[:-1]))
+    return forms
+
+
+def fold_accents(word: str) -> str:
+    """"hervé" -> "herve": a question typed without accents still finds the word."""
+    return unicodedata.normalize("NFKD", word).encode("ascii", "ignore").decode() or word
 
 
 class _Postings:

@@ -29,7 +29,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
-from .evidence import Evidence, EvidenceFinder, Quote
+from .evidence import Evidence, EvidenceFinder, Quote, named_terms
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
@@ -86,11 +86,11 @@ class RagChain(Runnable):
     `{"role": "user"|"assistant", "content": str}` messages or `(question, answer)` pairs.
 
     `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`, then
-    `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered"}`
-    when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
+    `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered",
+    "unmentioned": [terms the documents never mention]}` when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
     `{"grounded": bool}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
     `{"evidence": [Quote], "strength": float, "quoted": bool}` (quoted: the reply is made of these quotes). `invoke()` gathers them into `{"question", "answer",
-    "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings"}`.
+    "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings", "unmentioned"}`.
     """
 
     def __init__(self, retriever: RagRetriever, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
@@ -129,10 +129,12 @@ class RagChain(Runnable):
         sources = [Source.from_document(n, doc) for n, doc in enumerate(used, 1)]
         with _timed(timings, "evidence"):
             evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
+        missing = self.unmentioned(question, used)
         yield {"sources": sources, "timings": timings}
-        if evidence.strength < self.chat.min_evidence:
-            yield {"abstained": NOT_COVERED}
-            yield {"answer": self.prompts.format("not_covered", question=question)}
+        if evidence.strength < self.chat.min_evidence or missing:
+            why = f" They never mention {_listed(missing)}." if missing else ""
+            yield {"abstained": NOT_COVERED, "unmentioned": missing}
+            yield {"answer": self.prompts.format("not_covered", question=question, why=why)}
             yield {"evidence": evidence.quotes, "strength": evidence.strength}
             return
         if mode == "extract":
@@ -141,6 +143,21 @@ class RagChain(Runnable):
             yield {"evidence": evidence.quotes, "strength": evidence.strength, "quoted": True}
             return
         yield from self._generate(question, user, used, evidence, timings, start, config)
+
+    def unmentioned(self, question: str, used: list[Document]) -> list[str]:
+        """The names, numbers and technical terms of the question ("Ollama", "1895", "int8") that no
+        chunk of the collection holds (the keyword index knows all its words) and the passages found
+        do not hold either, file names and headings included: the documents cannot answer a question
+        about them."""
+        terms = named_terms(question) if self.chat.check_terms else []
+        if not terms:
+            return []
+        from .bm25 import Bm25Index
+
+        found = Bm25Index.build([str(n) for n in range(len(used))], [
+            f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used])
+        index = getattr(self.retriever, "bm25", None)
+        return [term for term in terms if not found.mentions(term) and not (index is not None and index.mentions(term))]
 
     def _decline(self, question: str, retrieval: Retrieval) -> Iterator[dict]:
         if not retrieval.declined:
@@ -261,7 +278,8 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
 def gather(events: Iterable[dict]) -> dict[str, Any]:
     """`RagChain.stream()`'s events gathered into the `invoke()` result."""
     result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
-                              "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {}}
+                              "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {},
+                              "unmentioned": []}
     for event in events:
         if "answer" in event:
             result["answer"] += event["answer"]
@@ -271,11 +289,17 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
             result["declined"], result["reason"] = True, event["declined"]
         if "abstained" in event:
             result["reason"] = event["abstained"]
-        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope"):
+        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope", "unmentioned"):
             if key in event:
                 result[key] = event[key]
     result["answer"] = result["answer"].strip()
     return result
+
+
+def _listed(terms: list[str]) -> str:
+    """'"a"', '"a" or "b"', '"a", "b" or "c"'."""
+    quoted = [f'"{term}"' for term in terms]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
 def _passage(n: int, doc: Document, text: str) -> str:

@@ -28,6 +28,8 @@ _TITLE_LINE = re.compile(r"(?m)^((?:[^\s.!?:;,]+[ \t]+){0,7}[^\s.!?:;,]+)[ \t]*\
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.'-]*[A-Za-z0-9]|[A-Za-z0-9]")
+# a technical term: letters and digits mixed (int8, GPT-4, MPEG-3, 1600s) or a capital inside a word (macOS)
+_TECHNICAL = re.compile(r"\b[\w.-]*(?:\d[\w.-]*[A-Za-z]|[A-Za-z][\w.-]*\d)[\w.-]*\b|\b[a-z]+[A-Z]\w*\b")
 MAX_QUOTES = 3
 QUOTE_MARGIN = 0.15  # a second or third quote must score within this of the best
 MIN_SENTENCE_WORDS = 4
@@ -148,6 +150,18 @@ class EvidenceFinder:
         source = " ".join(passages).lower()
         unsupported += [token for token in _facts(text) if token.lower() not in source]
         return Grounding(not unsupported, round(float(best.min()), 4), tuple(unsupported))
+
+
+def named_terms(question: str) -> list[str]:
+    """The names, numbers and technical terms a question asks about ("Ollama", "1895", "int8"): the
+    words whose absence from the documents means they cannot answer it. Capitalised words that start
+    a sentence are left out (they are capitalised for that reason)."""
+    found = _facts(question) + [term.strip(".-") for term in _TECHNICAL.findall(question)]
+    terms: list[str] = []
+    for term in found:
+        if len(term) > 1 and term.lower() not in STOPWORDS and term.lower() not in (t.lower() for t in terms):
+            terms.append(term)
+    return terms
 
 
 def _content_words(text: str) -> list[str]:

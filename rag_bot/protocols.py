@@ -31,9 +31,12 @@ class CrossEncoderModel(Protocol):
 
 
 class KeywordIndex(Protocol):
-    """The BM25 index over the collection's chunks: the best `k` (chunk id, score) for a query."""
+    """The BM25 index over the collection's chunks: the best `k` (chunk id, score) for a query, and
+    whether any chunk holds every word of a term."""
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]: ...
+
+    def mentions(self, term: str) -> bool: ...
 
 
 class ChunkCollection(Protocol):

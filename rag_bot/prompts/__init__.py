@@ -23,7 +23,7 @@ TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "answer.txt": (frozenset({"context", "question"}), frozenset()),
     "condense.txt": (frozenset({"history", "question"}), frozenset()),
     "decline.txt": (frozenset(), frozenset({"question", "why", "topics"})),
-    "not_covered.txt": (frozenset(), frozenset({"question"})),
+    "not_covered.txt": (frozenset(), frozenset({"question", "why"})),
     "documents_say.txt": (frozenset({"quotes"}), frozenset({"question"})),
     "nothing_found.txt": (frozenset(), frozenset({"question"})),
     "no_answer.txt": (frozenset(), frozenset({"question"})),

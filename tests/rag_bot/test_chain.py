@@ -226,6 +226,21 @@ def test_extract_mode_quotes_the_documents_without_any_llm_call():
     assert result["grounded"] is True and result["evidence"][0].n == 1
 
 
+def test_a_question_about_something_no_document_mentions_says_so_without_calling_the_llm():
+    llm = FakeLLM()
+    result = chain_with(FakeRetriever(DOCS), llm).invoke("How do I ingest a folder with Ollama or LM-Studio2?")
+    assert llm.calls == [] and result["reason"] == NOT_COVERED and result["declined"] is False
+    assert result["unmentioned"] == ["Ollama", "LM-Studio2"]
+    assert result["answer"].startswith("The documents don't say. They never mention \"Ollama\" or \"LM-Studio2\".")
+    assert len(result["sources"]) == 3 and result["evidence"]  # the closest passages stay listed
+    # names the passages do hold (any case, accents ignored) are no reason to abstain
+    for question in ("Does ingest DIR walk a folder?", "Is any Telemetry sent?", "Is any télémetry sent?"):
+        result = chain_with(FakeRetriever(DOCS), llm).invoke(question)
+        assert result["reason"] is None and result["unmentioned"] == [], question
+    off = chain_with(FakeRetriever(DOCS), FakeLLM(), check_terms=False).invoke("How do I ingest a folder with Ollama?")
+    assert off["reason"] is None and off["answer"]
+
+
 def test_weak_evidence_says_the_documents_do_not_say_without_calling_the_llm():
     llm = FakeLLM()
     result = chain_with(FakeRetriever(DOCS), llm, min_evidence=0.3).invoke("Which colour is the logo?")

@@ -323,3 +323,13 @@ def test_keyword_index_built_in_parts_equals_bm25s_own_build():
     assert Bm25Index.build(["a", "b"], ["", "the and"]).search("ingest", 3) == []
 
 
+
+
+def test_keyword_index_says_which_terms_the_collection_mentions():
+    """`mentions` reads words as BM25 does (any case, stemmed), with accents folded and an acronym's
+    plural; a term with no indexable word (a stop word, one letter) counts as mentioned."""
+    index = Bm25Index.build(["a", "b"], ["Hervé served the Byzantine emperors in 1050.", "Export a PDF with int8 tensors."])
+    for term in ("Herve", "hervé", "Byzantine", "emperor", "1050", "PDFs", "INT8", "the", "GPT-4"[-1]):
+        assert index.mentions(term), term
+    for term in ("Ollama", "1600s", "GPT-4", "Lutheran"):
+        assert not index.mentions(term), term
