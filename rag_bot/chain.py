@@ -157,7 +157,8 @@ class RagChain(Runnable):
         found = Bm25Index.build([str(n) for n in range(len(used))], [
             f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used])
         index = getattr(self.retriever, "bm25", None)
-        return [term for term in terms if not found.mentions(term) and not (index is not None and index.mentions(term))]
+        return [term for term in terms
+                if not found.mentions(term) and not (index is not None and index.mentions(term))]
 
     def _decline(self, question: str, retrieval: Retrieval) -> Iterator[dict]:
         if not retrieval.declined:

@@ -190,8 +190,8 @@ class ChatConfig(_Section):
         "generate: the LLM's answer, checked against the passages; extract: the quoted evidence only, no LLM; "
         "auto: generate, but an answer the passages do not support is replaced by the quoted evidence."))
     min_evidence: float = Field(0.35, ge=-1.0, le=1.0, description=(
-        "Below this cosine similarity between the question and the best passage sentence, the reply is "
-        "'the documents don't say' (no LLM call). Calibrated on SQuAD 2.0 (rag-bot eval answers)."))
+        "Below this cosine similarity between the question and the best passage sentence (or clause of one), "
+        "the reply is 'the documents don't say' (no LLM call). Calibrated on SQuAD 2.0 (rag-bot eval answers)."))
     check_terms: bool = Field(True, description=(
         "'The documents don't say' when the question names something (a name, number or technical term "
         "such as 'Ollama', '1895', 'int8') that no chunk of the collection mentions (no LLM call)."))

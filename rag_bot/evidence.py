@@ -33,6 +33,9 @@ _TECHNICAL = re.compile(r"\b[\w.-]*(?:\d[\w.-]*[A-Za-z]|[A-Za-z][\w.-]*\d)[\w.-]
 MAX_QUOTES = 3
 QUOTE_MARGIN = 0.15  # a second or third quote must score within this of the best
 MIN_SENTENCE_WORDS = 4
+MIN_CLAUSE_WORDS = 3
+# where a sentence splits into clauses: commas, semicolons, colons, brackets, dashes between words
+_CLAUSE_BREAK = re.compile(r"\s*[,;:()]\s*|\s+--?\s+")
 RELEVANT_SENTENCES = 5  # a generated claim must be supported by one of the question's best sentences
 
 
@@ -57,11 +60,15 @@ class Evidence:
     vectors: Any  # the sentences' embeddings (normalised), in the same order
     similarities: list[float]  # cosine of each sentence to the question
     quotes: list[Quote] = field(default_factory=list)
+    clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits)
 
     @property
     def strength(self) -> float:
-        """The best sentence's cosine similarity to the question (0 when the passages have no sentence)."""
-        return max(self.similarities, default=0.0)
+        """How well the passages cover the question: the best cosine similarity to it of a sentence or
+        of a clause of one (a long list sentence that holds "PDF (page numbers are kept)" scores low
+        as a whole against "Are page numbers kept for PDF files?"; the clause scores high). 0 when the
+        passages have no sentence."""
+        return max(max(self.similarities, default=0.0), self.clause_similarity)
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,10 @@ class EvidenceFinder:
         question_vector = np.asarray(self.embeddings.embed_query(question))
         similarities = (vectors @ question_vector).tolist()
         evidence = Evidence(question, sentences, vectors, similarities)
+        clauses = [clause for _, sentence in sentences for clause in _clauses(sentence)]
+        if clauses:
+            clause_vectors = np.asarray(self.embeddings.embed_documents(clauses))
+            evidence.clause_similarity = float((clause_vectors @ question_vector).max())
         evidence.quotes = self.quotes(evidence, answer)
         return evidence
 
@@ -150,6 +161,13 @@ class EvidenceFinder:
         source = " ".join(passages).lower()
         unsupported += [token for token in _facts(text) if token.lower() not in source]
         return Grounding(not unsupported, round(float(best.min()), 4), tuple(unsupported))
+
+
+def _clauses(sentence: str) -> list[str]:
+    """The clauses of a sentence that splits into two or more of at least three words each."""
+    parts = [part.strip(" `'\"") for part in _CLAUSE_BREAK.split(sentence)]
+    clauses = [part for part in parts if len(part.split()) >= MIN_CLAUSE_WORDS]
+    return clauses if len(parts) > 1 else []
 
 
 def named_terms(question: str) -> list[str]:

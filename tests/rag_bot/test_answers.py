@@ -148,3 +148,16 @@ def test_a_claim_must_be_supported_by_a_sentence_that_answers_the_question():
     # every word of this answer is in the passages, but only the config sentence says them together
     assert not finder.grounding("In the config.yaml file.", evidence, passages).grounded
     assert finder.grounding("In the data folder, .rag_bot next to config.yaml [1].", evidence, passages).grounded
+
+
+def test_evidence_strength_reads_the_clauses_of_a_long_list_sentence():
+    """A long sentence listing many things scores low as a whole against a question about one of them;
+    its clause "PDF (page numbers are kept)" does not, so the evidence is strong and quotes the sentence."""
+    finder = EvidenceFinder(WordEmbeddings())
+    listing = ("Plain text, Markdown, PDF (page numbers are kept), HTML, Word documents, CSV tables, "
+               "and source code files in Python, JavaScript, Go, Rust, Java and C are read.")
+    evidence = finder.find("Are page numbers kept?", [(1, listing)])
+    assert max(evidence.similarities) < 0.5 and evidence.strength > 0.9
+    assert evidence.quotes[0].text == listing
+    plain = finder.find("Are page numbers kept?", [(1, "The page numbers of a PDF are kept with every chunk.")])
+    assert plain.clause_similarity == 0.0 and plain.strength == max(plain.similarities)
