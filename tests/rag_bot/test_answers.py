@@ -131,6 +131,10 @@ def test_readme_questions_get_the_right_evidence_and_off_topic_ones_say_why(chat
     # on topic, but the documents never say how the default language model is built
     uncovered = ask(chat_config_file, "How many attention heads does the default language model have?")
     assert uncovered["reason"] in ("not_covered", "out_of_scope") or uncovered["grounded"] is False, uncovered
+    # on topic, naming something no example document mentions: said plainly, the term named, no LLM answer
+    unnamed = ask(extract, "How do I use rag-bot with Ollama?")
+    assert unnamed["reason"] == "not_covered" and unnamed["unmentioned"] == ["Ollama"], unnamed
+    assert 'They never mention "Ollama"' in unnamed["answer"] and unnamed["grounded"] is None
     answered = ask(chat_config_file, README_QUESTIONS[0][0])  # the real GGUF, checked: grounded or replaced by quotes
     assert answered["grounded"] in (True, False) and answered["evidence"]
     assert "getting-started.md" in {s["source"] for s in answered["sources"]}
