@@ -158,7 +158,9 @@ class _Postings:
     def add(self, tokens: Any) -> None:
         import numpy as np
 
-        local = np.array([self.vocab.setdefault(token, len(self.vocab)) for token in tokens.vocab], dtype=np.int64)
+        local = np.zeros(len(tokens.vocab), dtype=np.int64)  # this part's token ids -> ids in the whole vocabulary
+        for token, index in tokens.vocab.items():
+            local[index] = self.vocab.setdefault(token, len(self.vocab))
         lengths = np.array([len(doc) for doc in tokens.ids], dtype=np.int64)
         flat = np.fromiter(chain.from_iterable(tokens.ids), dtype=np.int64, count=int(lengths.sum()))
         width = len(self.vocab)
