@@ -19,11 +19,13 @@ def reply_json(result: dict[str, Any], full: bool = False) -> dict[str, Any]:
 
 def terminal_text(events: Iterable[dict[str, Any]]) -> Iterator[str]:
     """Pieces of text to print as `RagChain.stream()` events arrive: the answer as it is written,
-    the notice when it is replaced by the quotes, then the evidence and the numbered sources."""
+    the notice when it is replaced by the quotes, then the evidence (the closest passages' sentences
+    when the documents don't say) and the numbered sources."""
     sources: list = []
     quotes: list = []
-    quoted = False
+    quoted = abstained = False
     for event in events:
+        abstained = abstained or "abstained" in event
         sources = event.get("sources", sources)
         quotes = event.get("evidence", quotes)
         quoted = quoted or bool(event.get("quoted"))
@@ -34,6 +36,7 @@ def terminal_text(events: Iterable[dict[str, Any]]) -> Iterator[str]:
             yield event["final"]
     yield "\n"
     if quotes and not quoted:  # a reply made of the quotes already shows them
-        yield "\nEvidence:\n" + "".join(f'[{quote.n}] "{quote.text}"\n' for quote in quotes)
+        heading = "\nClosest passages:\n" if abstained else "\nEvidence:\n"
+        yield heading + "".join(f'[{quote.n}] "{quote.text}"\n' for quote in quotes)
     if sources:
         yield "\nSources:\n" + "".join(f"[{source.n}] {source.label()}\n" for source in sources)

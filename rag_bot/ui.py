@@ -31,6 +31,7 @@ TITLE = "rag-bot"
 SOURCES_HINT = "Sources of the latest answer appear here."
 SOURCES_MARK = "\n\n**Sources**  \n"
 EVIDENCE_MARK = "\n\n**Evidence**  \n"
+CLOSEST_MARK = "\n\n**Closest passages**  \n"  # the quotes under "the documents don't say"
 # System fonts only: the browser fetches nothing from the internet.
 FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "monospace"]
@@ -146,7 +147,7 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
     yield list(history), "", panel
     found: list = []
     quotes: list = []
-    text, quoted = "", False
+    text, quoted, abstained = "", False, False
     try:
         for event in get_chain().stream({"question": message, "history": earlier}):
             if "sources" in event:
@@ -159,6 +160,7 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
             if "final" in event:  # the generated answer was not supported: the quotes replace it
                 text = event["final"]
             quoted = quoted or bool(event.get("quoted"))
+            abstained = abstained or "abstained" in event
             quotes = event.get("evidence", quotes)
             history[-1] = {"role": "assistant", "content": markdown_text(text)}
             yield list(history), "", panel
@@ -173,24 +175,26 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
         yield history, "", "<p>Something went wrong; see the server log.</p>"
         return
     if found:
-        history[-1] = {"role": "assistant", "content": _with_references(text, [] if quoted else quotes, found)}
+        history[-1] = {"role": "assistant", "content": _with_references(text, [] if quoted else quotes, found,
+                                                                          abstained)}
         yield list(history), "", panel
 
 
 def _earlier_turns(history: list) -> list[dict[str, str]]:
     """The earlier turns without the evidence and sources appended to each answer: the condense
     prompt needs their words, not the references."""
-    return [{"role": turn["role"], "content": _plain(re.split(r"\n\n\*\*(?:Evidence|Sources)\*\*",
+    return [{"role": turn["role"], "content": _plain(re.split(r"\n\n\*\*(?:Evidence|Closest passages|Sources)\*\*",
                                                              message_text(turn.get("content")))[0])}
             for turn in history if turn.get("role") in ("user", "assistant")]
 
 
-def _with_references(text: str, quotes: list, found: list) -> str:
+def _with_references(text: str, quotes: list, found: list, closest: bool = False) -> str:
     """The finished answer as Markdown: the text, the quoted evidence (unless the reply is made of
-    the quotes already: pass none), then the numbered sources; every piece escaped."""
+    the quotes already: pass none; `closest`: headed as the closest passages, under "the documents
+    don't say"), then the numbered sources; every piece escaped."""
     content = markdown_text(text.strip())
     if quotes:
-        content += EVIDENCE_MARK + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
+        content += (CLOSEST_MARK if closest else EVIDENCE_MARK) + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
     refs = "\n".join(f"\\[{source.n}\\] {markdown_text(source.label())}  " for source in found)
     return f"{content}{SOURCES_MARK}{refs}"
 

@@ -12,6 +12,7 @@ from rag_bot.chain import NOT_COVERED, NOTHING_FOUND, OUT_OF_SCOPE, RagChain, So
 from rag_bot.config import ChatConfig
 from rag_bot.errors import ConfigError
 from rag_bot.prompts import load_prompts
+from rag_bot.reply import terminal_text
 from rag_bot.results import Retrieval, ScopeCheck
 from tests.conftest import WordEmbeddings
 
@@ -237,6 +238,10 @@ def test_a_question_about_something_no_document_mentions_says_so_without_calling
     for question in ("Does ingest DIR walk a folder?", "Is any Telemetry sent?", "Is any télémetry sent?"):
         result = chain_with(FakeRetriever(DOCS), llm).invoke(question)
         assert result["reason"] is None and result["unmentioned"] == [], question
+    printed = "".join(terminal_text(chain_with(FakeRetriever(DOCS), llm).stream("Can I ingest with Ollama?")))
+    assert "\nClosest passages:\n[1] " in printed and "Evidence:" not in printed  # quotes, not proof
+    answered = "".join(terminal_text(chain_with(FakeRetriever(DOCS), FakeLLM()).stream("How do I ingest a folder?")))
+    assert "\nEvidence:\n[1] " in answered
     off = chain_with(FakeRetriever(DOCS), FakeLLM(), check_terms=False).invoke("How do I ingest a folder with Ollama?")
     assert off["reason"] is None and off["answer"]
 
