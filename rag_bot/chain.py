@@ -129,7 +129,7 @@ class RagChain(Runnable):
         sources = [Source.from_document(n, doc) for n, doc in enumerate(used, 1)]
         with _timed(timings, "evidence"):
             evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
-        missing = self.unmentioned(question, used)
+            missing = self.unmentioned(question, used)
         yield {"sources": sources, "timings": timings}
         if evidence.strength < self.chat.min_evidence or missing:
             why = f" They never mention {_listed(missing)}." if missing else ""
@@ -152,13 +152,16 @@ class RagChain(Runnable):
         terms = named_terms(question) if self.chat.check_terms else []
         if not terms:
             return []
+        index = getattr(self.retriever, "bm25", None)
+        if index is not None:
+            terms = [term for term in terms if not index.mentions(term)]
+        if not terms:
+            return []
         from .bm25 import Bm25Index
 
         found = Bm25Index.build([str(n) for n in range(len(used))], [
             f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used])
-        index = getattr(self.retriever, "bm25", None)
-        return [term for term in terms
-                if not found.mentions(term) and not (index is not None and index.mentions(term))]
+        return [term for term in terms if not found.mentions(term)]
 
     def _decline(self, question: str, retrieval: Retrieval) -> Iterator[dict]:
         if not retrieval.declined:
