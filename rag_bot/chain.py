@@ -101,7 +101,8 @@ class RagChain(Runnable):
         self.prompts = prompts
         self.chat = chat or ChatConfig()
         self.stop = stop or []
-        self.evidence = evidence or EvidenceFinder(retriever.embeddings, grounding_level=self.chat.grounding_level)
+        self.evidence = evidence or EvidenceFinder(retriever.embeddings, grounding_level=self.chat.grounding_level,
+                                                   clauses_below=self.chat.min_evidence)
         self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
@@ -274,7 +275,8 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
     prompts = prompts or load_prompts(prompts_dir(config))
     retriever = retriever or load_retriever(config)
     llm = llm or load_llm(config)
-    evidence = EvidenceFinder(retriever.embeddings, retriever.reranker, config.chat.grounding_level)
+    evidence = EvidenceFinder(retriever.embeddings, retriever.reranker, config.chat.grounding_level,
+                              clauses_below=config.chat.min_evidence)
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
                     evidence=evidence)
 

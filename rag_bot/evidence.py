@@ -60,7 +60,7 @@ class Evidence:
     vectors: Any  # the sentences' embeddings (normalised), in the same order
     similarities: list[float]  # cosine of each sentence to the question
     quotes: list[Quote] = field(default_factory=list)
-    clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits)
+    clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits or none was read)
 
     @property
     def strength(self) -> float:
@@ -91,10 +91,13 @@ class EvidenceFinder:
     """Sentence-level evidence with the embedding model, ordered by the cross-encoder when one is given."""
 
     def __init__(self, embeddings: Embedder, cross_encoder: CrossEncoderModel | None = None,
-                 grounding_level: float = 0.55) -> None:
+                 grounding_level: float = 0.55, clauses_below: float = 1.0) -> None:
         self.embeddings = embeddings
         self.cross_encoder = cross_encoder
         self.grounding_level = grounding_level
+        # clauses are embedded only when no whole sentence reaches this (the abstain level): they can
+        # only raise the strength, and they cost about half again the evidence step
+        self.clauses_below = clauses_below
 
     def find(self, question: str, passages: Sequence[tuple[int, str]], answer: str | None = None) -> Evidence:
         """Score every sentence of the numbered passages; pick up to three quotes that best support
@@ -112,7 +115,7 @@ class EvidenceFinder:
         similarities = (vectors @ question_vector).tolist()
         evidence = Evidence(question, sentences, vectors, similarities)
         clauses = [clause for _, sentence in sentences for clause in _clauses(sentence)]
-        if clauses:
+        if clauses and max(similarities) < self.clauses_below:
             clause_vectors = np.asarray(self.embeddings.embed_documents(clauses))
             evidence.clause_similarity = float((clause_vectors @ question_vector).max())
         evidence.quotes = self.quotes(evidence, answer)

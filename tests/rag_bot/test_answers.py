@@ -165,3 +165,6 @@ def test_evidence_strength_reads_the_clauses_of_a_long_list_sentence():
     assert evidence.quotes[0].text == listing
     plain = finder.find("Are page numbers kept?", [(1, "The page numbers of a PDF are kept with every chunk.")])
     assert plain.clause_similarity == 0.0 and plain.strength == max(plain.similarities)
+    # clauses are read only when no whole sentence reaches the abstain level (they can only raise it)
+    at_level = EvidenceFinder(WordEmbeddings(), clauses_below=0.3).find("Are page numbers kept?", [(1, listing)])
+    assert at_level.clause_similarity == 0.0 and at_level.strength == max(at_level.similarities)
