@@ -61,8 +61,8 @@ def chosen_backends(spec: str) -> dict[str, dict]:
 
 
 def reranker_settings(settings: dict) -> dict:
-    """The reranker section for an embedding backend's settings (the reranker has no precision key)."""
-    return {key: value for key, value in settings.items() if key in ("backend", "quantize")}
+    """The reranker section for an embedding backend's settings."""
+    return {key: value for key, value in settings.items() if key in ("backend", "precision", "quantize")}
 
 
 def write_corpus(folder: Path, limit: int | None = None, data: Path = DATA) -> int:

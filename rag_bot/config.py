@@ -128,9 +128,11 @@ class RerankerConfig(_Section):
     min_score: float | None = Field(None, description="Drop passages scoring below this (0-1 for the default model).")
     batch_size: int = Field(32, ge=1, le=4096, description="Query-passage pairs per forward pass.")
     device: str = Field("cpu", description="torch device for the cross-encoder.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="As embedding.precision, for the cross-encoder on the torch backend.")
     backend: Literal["auto", "torch", "onnx"] = Field("auto", description=(
-        "torch, onnx (an ONNX export run by onnxruntime, float32), or auto: torch where bf16 is native or on a "
-        "GPU, else onnx."))
+        "torch, onnx (an ONNX export run by onnxruntime, float32), or auto: torch where it runs bfloat16 "
+        "natively or on a GPU, else onnx."))
     quantize: Literal["none", "int8"] = Field("none", description=(
         "int8: run the ONNX export quantised to int8 (implies the onnx backend), used only when its scores stay "
         "within 0.02 of float32 on probe pairs (else float32, with one warning)."))

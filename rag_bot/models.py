@@ -114,7 +114,7 @@ def load_cross_encoder(config: Any, source: ModelSource | None = None) -> Any:
             f"reranker.model: cannot load {config.model!r} ({type(exc).__name__}: {first_line(exc)}); "
             f"{RERANKER_WAYS_OUT}"
         ) from exc
-    if backend_choice(config.backend, config.device, quantize=config.quantize) == "torch":
+    if backend_choice(config.backend, config.device, config.precision, config.quantize) == "torch":
         return model
     from .onnx_backend import OnnxCrossEncoder
 

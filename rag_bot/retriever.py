@@ -254,7 +254,7 @@ class RagRetriever(BaseRetriever):
         if self.reranker is None:
             raise ModelError("reranker.enabled: no cross-encoder is loaded; see `rag-bot models list`")
         settings = self.config.reranker
-        with precision_context(settings.device, "auto"):
+        with precision_context(settings.device, settings.precision):
             scores = self.reranker.predict([(query, d.page_content) for d in docs],
                                            batch_size=settings.batch_size, show_progress_bar=False)
         for doc, score in zip(docs, scores):

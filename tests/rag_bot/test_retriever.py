@@ -296,6 +296,32 @@ def test_fused_rerank_weighs_the_reranker_against_the_retrieval_order(config):
     assert [d.id for d in ranked] == list("acb") and [d.metadata["rerank_score"] for d in ranked] == [4.0, 10.0, 3.0]
 
 
+@pytest.mark.parametrize("precision, native, autocast", [
+    ("auto", True, True), ("auto", False, False), ("float32", True, False), ("bfloat16", False, True)])
+def test_rerank_runs_in_the_reranker_precision(config, monkeypatch, precision, native, autocast):
+    import torch
+
+    import rag_bot.models as models
+    from langchain_core.documents import Document
+
+    from rag_bot.retriever import RagRetriever
+
+    monkeypatch.setattr(models, "native_bf16", lambda: native)
+    seen = []
+
+    class Recorder:  # a stand-in cross-encoder noting whether it runs under bf16 autocast
+        def predict(self, pairs, **kwargs):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return [0.0 for _ in pairs]
+
+    retriever = RagRetriever(config=with_(config, reranker={"precision": precision}), embeddings=None,
+                             vectorstore=None, client=None, collection=None, reranker=Recorder())
+    retriever.rerank("q", [Document("a", id="a")], 1)
+    assert seen == [autocast]
+    expected_backend = "torch" if autocast else "onnx"  # auto: onnx where the torch side would be float32
+    assert models.backend_choice("auto", "cpu", precision) == expected_backend
+
+
 def test_keyword_index_built_in_parts_equals_bm25s_own_build():
     """The BM25 index tokenises the store a page at a time and fills its score matrix from each text's
     distinct tokens: the same scores as bm25s's own index over all the texts at once (empty and
