@@ -154,6 +154,8 @@ class FilterConfig(_Section):
         "--from-corpus calibration: the share of the bundled off-topic messages the threshold declines."))
     max_false_refusal: float = Field(0.05, gt=0.0, lt=1.0, description=(
         "--examples calibration: the most 'answer' rows (held out) the threshold may refuse."))
+    injections: bool = Field(True, description=(
+        "Also decline messages that instruct the assistant itself (prompt injection), by the gate's injection check."))
 
 
 class LLMConfig(_Section):

@@ -5,7 +5,10 @@ It judges the question's *topic and evidence*, not its form. Three features, eac
 - `top_similarity`: cosine similarity of the question to its nearest chunk in the collection;
 - `mean_similarity`: the mean over its three nearest chunks;
 - `offtopic_similarity`: similarity to the nearest bundled off-topic / prompt-injection message.
-A logistic regression over the standardised features gives the gate score (0-1). Trained per
+A logistic regression over the standardised features gives the gate score (0-1). A second, separate
+check judges the message's form: `injection`, a logistic regression on the question's embedding that
+tells instructions to the assistant (prompt injection, see `injections`) from questions; at or above
+`injection_threshold` the message is declined whatever its topic. Trained per
 collection by `filter_training` (questions generated from the collection's own chunks against the
 bundled negatives), saved as plain JSON (weights, scaling, threshold, the negatives' texts, the
 embedding model's name, what it was trained and calibrated on): no pickle, safe to share. The
@@ -28,7 +31,8 @@ from .prompts import BUNDLED_DIR
 log = logging.getLogger(__name__)
 
 LABELS = ("answer", "ignore")
-FORMAT = "rag-bot-scope-filter/2"
+FORMAT = "rag-bot-scope-filter/3"
+READABLE = (FORMAT, "rag-bot-scope-filter/2")  # /2 files have no injection check; they still load
 FEATURES = ("top_similarity", "mean_similarity", "offtopic_similarity")
 NEAREST = 3  # chunks the similarity features look at
 NEGATIVES_FILE = BUNDLED_DIR / "scope_negatives.txt"
@@ -51,6 +55,18 @@ class ScopeFilter:
     metrics: dict[str, Any] = field(default_factory=dict)
     trained_on: str = ""  # "corpus", or the examples file: what to retrain from when the embedder changes
     calibrated_on: str = ""
+    injection_weights: list[float] = field(default_factory=list)  # on the raw embedding; empty: no injection check
+    injection_bias: float = 0.0
+    injection_threshold: float | None = None
+
+    def injection_scores(self, vectors: Any) -> list[float] | None:
+        """The injection check's probability (0-1) that each message instructs the assistant; None without one."""
+        import numpy as np
+
+        if not self.injection_weights or self.injection_threshold is None:
+            return None
+        logits = np.asarray(vectors, dtype="float64") @ np.asarray(self.injection_weights) + self.injection_bias
+        return (1.0 / (1.0 + np.exp(-logits))).tolist()
 
     def score(self, features: dict[str, Any]) -> list[float]:
         """Gate scores for feature columns (`gate_features()`), one per question."""
@@ -71,7 +87,7 @@ class ScopeFilter:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             found = raw.pop("format", None)
-            if found != FORMAT:
+            if found not in READABLE:
                 raise ValueError(f"a {found or 'unknown'} file, this rag-bot reads {FORMAT}")
             return cls(**raw)
         except (OSError, ValueError, TypeError) as exc:
@@ -113,15 +129,23 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
     return examples
 
 
-def bundled_negatives(part: str = "all", path: Path = NEGATIVES_FILE) -> list[str]:
+def bundled_negatives(part: str = "all", path: Path = NEGATIVES_FILE, instructions: bool | None = None) -> list[str]:
     """The shipped off-topic, small-talk and prompt-injection messages: `all`, the `train` part, or
-    the `held_out` fifth that training never sees (`rag-bot eval scope` measures on it)."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    messages = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if part == "all":
-        return messages
+    the `held_out` fifth that training never sees (`rag-bot eval scope` measures on it).
+    `instructions` True keeps only the lines of the file's `# [instructions]` sections (messages that
+    instruct the assistant itself), False only the others."""
+    messages: list[tuple[str, bool]] = []
+    inside = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            inside = text.startswith("# [instructions]") or (inside and not text.startswith("# [end]"))
+        elif text:
+            messages.append((text, inside))
     held_out = part == "held_out"
-    return [m for i, m in enumerate(messages) if (i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out]
+    return [m for i, (m, flagged) in enumerate(messages)
+            if (part == "all" or (i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1) == held_out)
+            and (instructions is None or flagged == instructions)]
 
 
 def _check_balance(examples: list[tuple[str, str]], where: str) -> None:

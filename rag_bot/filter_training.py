@@ -25,7 +25,8 @@ from .config import Config
 from .errors import InputError, StoreError
 from .filter import (FEATURES, NEAREST, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, filter_path,
                      gate_features, read_examples)
-from .questions import CorpusChunk, corpus_chunks, corpus_questions
+from .injections import injection_examples, task_questions
+from .questions import CorpusChunk, corpus_chunks, corpus_phrases, corpus_questions
 from .store import check_model, get_collection, nearest_chunks, open_client, store_location
 from .store import sample_chunks as store_sample
 
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 SAMPLE_CHUNKS = 3000
 QUESTIONS = 800
 HELD_OUT_SHARE = 0.3  # of the generated questions' chunks, kept out of training
+INJECTION_EXAMPLES = 300  # instruction-shaped messages from the templates (`injections`)
+INJECTION_FLOOR = 0.5  # the injection check never declines below this probability
+INJECTION_MAX_FLAGGED = 0.01  # its threshold flags at most this share of the in-scope questions it is checked on
 
 
 def fit_filter(config: Config, embeddings: Any, examples: Path | None = None) -> ScopeFilter:
@@ -75,6 +79,8 @@ def train_from_corpus(collection: Any, embeddings: Any, config: Config, seed: in
     scope.about = collection_topics(chunks)
     scope.metrics = model.report(scope, oof, held_scores, {"generated": len(questions), "kept": len(kept),
                                                            "train": len(train), "held_out": len(held)})
+    scope.metrics["injection"] = fit_injection_check(scope, embeddings, vectors[train], vectors[held],
+                                                     corpus_phrases(chunks))
     return scope
 
 
@@ -93,9 +99,43 @@ def train_from_examples(examples: list[tuple[str, str]], collection: Any, embedd
     scope.threshold = calibrate(oof[model.labels == 1], config.filter.max_false_refusal)
     scope.calibrated_on = (f"out-of-fold scores of the {len(texts['answer'])} 'answer' rows "
                            f"(at most {config.filter.max_false_refusal:.0%} refused)")
-    scope.about = collection_topics(sample_chunks(collection, SAMPLE_CHUNKS, 0))
+    chunks = sample_chunks(collection, SAMPLE_CHUNKS, 0)
+    scope.about = collection_topics(chunks)
     scope.metrics = model.report(scope, oof, [], {"answer_rows": len(texts["answer"]), "ignore_rows": len(texts["ignore"])})
+    scope.metrics["injection"] = fit_injection_check(scope, embeddings, vectors, vectors[:0], corpus_phrases(chunks))
     return scope
+
+
+def fit_injection_check(scope: ScopeFilter, embeddings: Any, questions: Any, held: Any,
+                        phrases: list[str]) -> dict[str, Any]:
+    """Train the injection check into `scope`: instruction-shaped messages (the templates and the bundled
+    `# [instructions]` lines) against the collection's questions (`questions`, plus how-to questions over
+    its key phrases and the other bundled negatives). The threshold flags at most `INJECTION_MAX_FLAGGED`
+    of the in-scope questions scored without training on them (out-of-fold, and `held` never trained on),
+    and never sits below `INJECTION_FLOOR`. Returns its report for the metrics."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    instructions = injection_examples(INJECTION_EXAMPLES) + bundled_negatives("train", instructions=True)
+    others = task_questions(phrases) + bundled_negatives("train", instructions=False)
+    x = np.vstack([embeddings.encode(instructions), np.asarray(questions), embeddings.encode(others)])
+    labels = np.r_[np.ones(len(instructions)), np.zeros(len(x) - len(instructions))].astype(int)
+    in_scope = np.r_[np.zeros(len(instructions)), np.ones(len(questions)), np.zeros(len(others))].astype(bool)
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    oof = cross_val_predict(model, x, labels, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                            method="predict_proba")[:, 1]
+    model.fit(x, labels)
+    scope.injection_weights = model.coef_[0].tolist()
+    scope.injection_bias = float(model.intercept_[0])
+    scope.injection_threshold = 1.0  # set below, from the scores of questions it did not train on
+    checked = np.r_[oof[in_scope], np.asarray(scope.injection_scores(held) if len(held) else [], dtype="float64")]
+    threshold = max(INJECTION_FLOOR, float(np.quantile(checked, 1 - INJECTION_MAX_FLAGGED)) if len(checked) else 0.0)
+    scope.injection_threshold = threshold
+    return {"threshold": round(threshold, 4), "instructions": len(instructions), "questions": int(in_scope.sum()),
+            "others": len(others), "cv_instructions_flagged": round(float(np.mean(oof[labels == 1] >= threshold)), 4),
+            "questions_flagged": round(float(np.mean(checked >= threshold)), 4) if len(checked) else None}
+
 
 
 class _GateData:
@@ -175,6 +215,12 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     if "held_out_false_refusal" in metrics:
         lines.append(f"held-out:          {metrics['held_out_false_refusal']:.1%} of generated questions never "
                      "trained on would be refused (they are vaguer than real questions)")
+    injection = metrics.get("injection")
+    if injection:
+        flagged = injection.get("questions_flagged")
+        lines.append(f"injection check:   threshold {injection['threshold']:.3f}; cross-validated "
+                     f"{injection['cv_instructions_flagged']:.1%} of {injection['instructions']} instruction-shaped "
+                     f"messages declined" + (f", {flagged:.1%} of in-scope questions" if flagged is not None else ""))
     return "\n".join(lines)
 
 

@@ -101,6 +101,24 @@ def corpus_questions(chunks: Sequence[CorpusChunk], count: int = 600, seed: int 
     return questions[:count]
 
 
+def corpus_phrases(chunks: Sequence[CorpusChunk], count: int = 300, seed: int = 0) -> list[str]:
+    """Up to `count` distinct topics of the collection: its headings and its chunks' key phrases."""
+    rng = random.Random(seed)
+    idf = _idf([chunk.text for chunk in chunks])
+    order = list(chunks)
+    rng.shuffle(order)
+    phrases: dict[str, None] = {}
+    for chunk in order:
+        heading = _clean(chunk.heading.split(" > ")[-1]) if chunk.heading else ""
+        if heading and heading.lower() not in _GENERIC_HEADINGS and 1 <= len(heading.split()) <= 8:
+            phrases.setdefault(_lower_first(heading), None)
+        for phrase in key_phrases(chunk.text, idf, 2):
+            phrases.setdefault(phrase, None)
+        if len(phrases) >= count:
+            break
+    return list(phrases)[:count]
+
+
 def _chunk_questions(chunk: CorpusChunk, idf: dict[str, float], rng: random.Random) -> list[GeneratedQuestion]:
     made: list[GeneratedQuestion] = []
     for part in (chunk.heading.split(" > ") if chunk.heading else [])[-1:]:

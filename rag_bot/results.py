@@ -65,18 +65,34 @@ class ScopeCheck:
     features: dict[str, float]
     nearest: dict[str, Any]  # the nearest chunk: source, page, heading, similarity
     about: list[str]  # the collection's main files and headings
+    injection: float | None = None  # the injection check's score (None: no check)
+    injection_threshold: float | None = None
+
+    @property
+    def instruction(self) -> bool:
+        """Whether the injection check found the message instructs the assistant rather than asks."""
+        return (self.injection is not None and self.injection_threshold is not None
+                and self.injection >= self.injection_threshold)
 
     @property
     def declined(self) -> bool:
-        return self.score < self.threshold
+        return self.score < self.threshold or self.instruction
 
     def to_json(self) -> dict[str, Any]:
-        return {"score": round(self.score, 4), "threshold": round(self.threshold, 4),
-                "features": {name: round(value, 4) for name, value in self.features.items()},
-                "nearest": self.nearest, "about": self.about}
+        found = {"score": round(self.score, 4), "threshold": round(self.threshold, 4),
+                 "features": {name: round(value, 4) for name, value in self.features.items()},
+                 "nearest": self.nearest, "about": self.about}
+        if self.injection is not None and self.injection_threshold is not None:
+            found["injection"] = {"score": round(self.injection, 4), "threshold": round(self.injection_threshold, 4),
+                                  "declined": self.instruction}
+        return found
 
     def why(self) -> str:
-        """One sentence: the score against the threshold and the nearest document."""
+        """One sentence: the score against the threshold and the nearest document (or, for a message the
+        injection check caught, that it reads as an instruction to the assistant)."""
+        if self.instruction and self.score >= self.threshold:
+            return (f"it reads as an instruction to the assistant rather than a question about the documents: "
+                    f"injection check {self.injection:.2f}, limit {self.injection_threshold:.2f}")
         near = self.nearest
         where = near.get("source") or "?"
         if near.get("heading"):

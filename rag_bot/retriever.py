@@ -124,13 +124,16 @@ class RagRetriever(BaseRetriever):
         similarities, metadatas, _ = nearest_chunks(self.collection, vectors, NEAREST)
         features = gate_features(vectors, similarities, self._negative_vectors)
         scores = self.scope.score(features)
+        injection = self.scope.injection_scores(vectors) if self.config.filter.injections else None
         checks = []
         for i, score in enumerate(scores):
             meta = metadatas[i][0] if metadatas[i] else {}
             nearest = {"source": meta.get("source"), "page": meta.get("page"), "heading": meta.get("heading") or None,
                        "similarity": round(similarities[i][0], 4)}
             checks.append(ScopeCheck(score, self.threshold, {name: float(values[i]) for name, values in features.items()},
-                                     nearest, list(self.scope.about)))
+                                     nearest, list(self.scope.about),
+                                     injection[i] if injection else None,
+                                     self.scope.injection_threshold if injection else None))
         return checks
 
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:

@@ -223,8 +223,13 @@ def declined_html(scope: dict | None) -> str:
     near = scope.get("nearest") or {}
     where = html.escape(str(near.get("source") or "?")) + (f" · {html.escape(str(near['heading']))}" if near.get("heading") else "")
     about = "".join(f"<li>{html.escape(topic)}</li>" for topic in scope.get("about") or [])
-    return (f"<p>Not answered: the question looks out of scope (score {scope['score']:.3f} &lt; threshold "
-            f"{scope['threshold']:.3f}).</p><p>Closest passage: <code class='source-file'>{where}</code> "
+    injection = scope.get("injection") or {}
+    if injection.get("declined") and scope["score"] >= scope["threshold"]:
+        reason = (f"it reads as an instruction to the assistant rather than a question about the documents "
+                  f"(injection check {injection['score']:.3f} &ge; {injection['threshold']:.3f})")
+    else:
+        reason = f"the question looks out of scope (score {scope['score']:.3f} &lt; threshold {scope['threshold']:.3f})"
+    return (f"<p>Not answered: {reason}.</p><p>Closest passage: <code class='source-file'>{where}</code> "
             f"(similarity {near.get('similarity', 0.0):.2f})</p>"
             + (f"<p>The documents are about:</p><ul class='about'>{about}</ul>" if about else ""))
 

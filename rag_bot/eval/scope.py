@@ -45,7 +45,8 @@ def out_of_scope_sets(data: Path) -> dict[str, list[str]]:
     with banking.open(encoding="utf-8", newline="") as rows:
         texts = [row["text"] for row in csv.DictReader(rows)]
     return {"banking77": texts, "held_out_negatives": bundled_negatives("held_out"),
-            "injections": data_lines("injections.txt"), "injections_2": data_lines("injections_2.txt")}
+            "injections": data_lines("injections.txt"), "injections_2": data_lines("injections_2.txt"),
+            "injections_3": data_lines("injections_3.txt")}
 
 
 def scope_collections(data: Path, work: Path, docs: Path = EXAMPLE_DOCS) -> list[ScopeCollection]:
