@@ -70,14 +70,12 @@ def test_the_export_leaves_the_torch_model_as_it_was(tmp_path: Path):
 
     path = resolve_model_path(EmbeddingConfig().model, "test")
     model = SentenceTransformer(path, device="cpu")
-    config = model[0].auto_model.config
-    before = config._attn_implementation
-    config._attn_implementation = "sdpa"  # traced as eager attention (faster in onnxruntime), then put back
+    model[0].auto_model.set_attn_implementation("sdpa")  # traced as eager attention (faster in onnxruntime), then put back
     encoder = OnnxEncoder(model, tmp_path, path)
+    config = model[0].auto_model.config
     assert config._attn_implementation == "sdpa"
     sample = texts()[:12]
     assert float((encoder.encode(sample, 4) * model.encode(sample, normalize_embeddings=True)).sum(axis=1).min()) > 0.9999
-    config._attn_implementation = before
 
 
 @pytest.mark.slow
