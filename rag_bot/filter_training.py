@@ -126,11 +126,11 @@ def fit_injection_check(scope: ScopeFilter, embeddings: Any, questions: Any, hel
     oof = cross_val_predict(model, x, labels, cv=StratifiedKFold(5, shuffle=True, random_state=0),
                             method="predict_proba")[:, 1]
     model.fit(x, labels)
+    held_scores = model.predict_proba(np.asarray(held))[:, 1] if len(held) else np.zeros(0)
+    checked = np.r_[oof[in_scope], held_scores]
+    threshold = max(INJECTION_FLOOR, float(np.quantile(checked, 1 - INJECTION_MAX_FLAGGED)) if len(checked) else 0.0)
     scope.injection_weights = model.coef_[0].tolist()
     scope.injection_bias = float(model.intercept_[0])
-    scope.injection_threshold = 1.0  # set below, from the scores of questions it did not train on
-    checked = np.r_[oof[in_scope], np.asarray(scope.injection_scores(held) if len(held) else [], dtype="float64")]
-    threshold = max(INJECTION_FLOOR, float(np.quantile(checked, 1 - INJECTION_MAX_FLAGGED)) if len(checked) else 0.0)
     scope.injection_threshold = threshold
     return {"threshold": round(threshold, 4), "instructions": len(instructions), "questions": int(in_scope.sum()),
             "others": len(others), "cv_instructions_flagged": round(float(np.mean(oof[labels == 1] >= threshold)), 4),
