@@ -22,7 +22,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .config import Config
 from .errors import InputError, ModelError
@@ -106,6 +106,23 @@ def gate_features(vectors: Any, nearest: Any, negative_vectors: Any, leave_out_s
         np.fill_diagonal(offtopic, -1.0)
     return {"top_similarity": nearest[:, 0], "mean_similarity": nearest[:, :NEAREST].mean(axis=1),
             "offtopic_similarity": offtopic.max(axis=1) if offtopic.size else np.zeros(len(vectors))}
+
+
+def injection_scores(scope: ScopeFilter, vectors: Any, texts: Sequence[str] | None, embedder: Any) -> list[float] | None:
+    """The injection check's scores for questions (`vectors`; None without a check). With their `texts`, a
+    question that quotes something keeps the lower of its scores with and without the quoted spans
+    (`without_quotes`): the quote is what it asks about, the words around it are what it asks."""
+    from .injections import without_quotes
+
+    scores = scope.injection_scores(vectors)
+    if scores is None or texts is None:
+        return scores
+    masked = {i: m for i, text in enumerate(texts) if (m := without_quotes(text)) is not None}
+    if masked:
+        rescored = scope.injection_scores(embedder.embed_documents(list(masked.values()))) or []
+        for i, score in zip(masked, rescored):
+            scores[i] = min(scores[i], score)
+    return scores
 
 
 def filter_path(config: Config) -> Path:

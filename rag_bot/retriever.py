@@ -30,7 +30,7 @@ from pydantic import ConfigDict, PrivateAttr, SkipValidation
 
 from .config import Config, load_config
 from .errors import ModelError, StoreError
-from .filter import NEAREST, ScopeFilter, filter_path, gate_features
+from .filter import NEAREST, ScopeFilter, filter_path, gate_features, injection_scores
 from .models import LocalEmbeddings, open_reranker, precision_context
 from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
 from .results import Retrieval, ScopeCheck
@@ -88,7 +88,7 @@ class RagRetriever(BaseRetriever):
         check = None
         if self.scope is not None:
             with clock("filter"):
-                check = self.check_scope(vector)
+                check = self.check_scope(vector, query)
             if check.declined:
                 return Retrieval([], True, check.score, check.threshold, timings, check)
         where = self._where(filter, sources)
@@ -109,12 +109,13 @@ class RagRetriever(BaseRetriever):
             doc.metadata["scope_score"] = scope_score
         return Retrieval(candidates, False, scope_score, check.threshold if check else None, timings, check)
 
-    def check_scope(self, vector: list[float]) -> ScopeCheck:
+    def check_scope(self, vector: list[float], text: str | None = None) -> ScopeCheck:
         """The scope gate on a question's vector: its evidence in the collection (nearest chunks) and
-        its nearness to known off-topic messages, combined by the trained gate."""
-        return self.check_scopes([vector])[0]
+        its nearness to known off-topic messages, combined by the trained gate. With the question's
+        `text`, the injection check also scores it with its quoted spans left out (`without_quotes`)."""
+        return self.check_scopes([vector], None if text is None else [text])[0]
 
-    def check_scopes(self, vectors: list[list[float]]) -> list[ScopeCheck]:
+    def check_scopes(self, vectors: list[list[float]], texts: list[str] | None = None) -> list[ScopeCheck]:
         """`check_scope` for many questions at once (batched store queries), for evaluation."""
         self.follow_store()
         if self.scope is None:
@@ -124,7 +125,8 @@ class RagRetriever(BaseRetriever):
         similarities, metadatas, _ = nearest_chunks(self.collection, vectors, NEAREST)
         features = gate_features(vectors, similarities, self._negative_vectors)
         scores = self.scope.score(features)
-        injection = self.scope.injection_scores(vectors) if self.config.filter.injections else None
+        injection = (injection_scores(self.scope, vectors, texts, self.embeddings) if self.config.filter.injections
+                     else None)
         checks = []
         for i, score in enumerate(scores):
             meta = metadatas[i][0] if metadatas[i] else {}

@@ -109,7 +109,7 @@ class RetrievalEvaluator:
         items = tqdm(list(enumerate(self.query_ids)), desc=pipeline.name, unit="query", disable=not self.progress,
                      leave=False)
         for i, query_id in items:
-            if pipeline.filter and self.retriever.check_scope(self.vectors[i]).declined:
+            if pipeline.filter and self.retriever.check_scope(self.vectors[i], self.dataset.queries[query_id]).declined:
                 continue
             docs = candidates(i)
             if pipeline.rerank:

@@ -62,7 +62,8 @@ def scope_collections(data: Path, work: Path, docs: Path = EXAMPLE_DOCS) -> list
     folder = work / "scifact" / "docs"
     write_corpus(scifact.folder, folder)
     claims = ScopeCollection("scifact", folder, {"scifact_claims": list(scifact.queries.values())})
-    examples = ScopeCollection("examples-docs", docs, {"docs_questions": data_lines("docs_questions.txt")})
+    examples = ScopeCollection("examples-docs", docs, {"docs_questions": data_lines("docs_questions.txt"),
+                                                         "docs_questions_2": data_lines("docs_questions_2.txt")})
     return [squad, claims, examples]
 
 
@@ -71,7 +72,7 @@ def evaluate_gate(retriever: Any, sets: dict[str, list[str]], in_scope: bool) ->
     results = {}
     for name, texts in sets.items():
         vectors = retriever.embeddings.embed_documents(texts)
-        declined = [check.declined for check in retriever.check_scopes(vectors)]
+        declined = [check.declined for check in retriever.check_scopes(vectors, texts)]
         share = sum(declined) / len(declined) if declined else 0.0
         key = "refused" if in_scope else "declined"
         results[name] = {"count": len(texts), key: round(share, 4),
