@@ -29,7 +29,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
-from .evidence import Evidence, EvidenceFinder, Quote, named_terms
+from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
@@ -87,7 +87,7 @@ class RagChain(Runnable):
 
     `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`, then
     `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered",
-    "unmentioned": [terms the documents never mention]}` when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
+    "unmentioned": [terms the documents never mention, or numbers the passages found never state]}` when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
     `{"grounded": bool}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
     `{"evidence": [Quote], "strength": float, "quoted": bool}` (quoted: the reply is made of these quotes). `invoke()` gathers them into `{"question", "answer",
     "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings", "unmentioned"}`.
@@ -131,10 +131,12 @@ class RagChain(Runnable):
         with _timed(timings, "evidence"):
             evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
             missing = self.unmentioned(question, used)
+            absent = [] if missing else self.numbers_not_found(question, used)
         yield {"sources": sources, "timings": timings}
-        if evidence.strength < self.chat.min_evidence or missing:
-            why = f" They never mention {_listed(missing)}." if missing else ""
-            yield {"abstained": NOT_COVERED, "unmentioned": missing}
+        if evidence.strength < self.chat.min_evidence or missing or absent:
+            why = (f" They never mention {_listed(missing)}." if missing else
+                   f" The passages closest to the question never mention {_listed(absent)}." if absent else "")
+            yield {"abstained": NOT_COVERED, "unmentioned": missing + absent}
             yield {"answer": self.prompts.format("not_covered", question=question, why=why)}
             yield {"evidence": evidence.quotes, "strength": evidence.strength}
             return
@@ -160,9 +162,19 @@ class RagChain(Runnable):
             return []
         from .bm25 import Bm25Index
 
-        found = Bm25Index.build([str(n) for n in range(len(used))], [
-            f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used])
-        return [term for term in terms if not found.mentions(term)]
+        texts = _searchable(used)
+        found = Bm25Index.build([str(n) for n in range(len(used))], texts)
+        # a number written without its separators ("1307402" for "1,307,402") is found by its value
+        return [term for term in terms if not found.mentions(term)
+                and not (term.replace(",", "").isdigit() and not numbers_missing(term, texts))]
+
+    def numbers_not_found(self, question: str, used: list[Document]) -> list[str]:
+        """The numbers of the question that the passages found never state ("What city has a population of
+        1,307,204?" over a passage that says 1,307,402): the keyword index splits numbers at their commas,
+        so `unmentioned` cannot tell, and a number asked about is one the answer's passage must hold."""
+        if not self.chat.check_terms:
+            return []
+        return numbers_missing(question, _searchable(used))
 
     def _decline(self, question: str, retrieval: Retrieval) -> Iterator[dict]:
         if not retrieval.declined:
@@ -300,6 +312,11 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
                 result[key] = event[key]
     result["answer"] = result["answer"].strip()
     return result
+
+
+def _searchable(used: list[Document]) -> list[str]:
+    """The passages' text with their file name and heading, as the term checks read them."""
+    return [f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used]
 
 
 def _listed(terms: list[str]) -> str:

@@ -198,7 +198,8 @@ class ChatConfig(_Section):
         "the reply is 'the documents don't say' (no LLM call). Calibrated on SQuAD 2.0 (rag-bot eval answers)."))
     check_terms: bool = Field(True, description=(
         "'The documents don't say' when the question names something (a name, number or technical term "
-        "such as 'Ollama', '1895', 'int8') that no chunk of the collection mentions (no LLM call)."))
+        "such as 'Ollama', '1895', 'int8') that no chunk of the collection mentions, or a number that the "
+        "passages found never state (no LLM call)."))
     grounding_level: float = Field(0.55, ge=-1.0, le=1.0, description=(
         "A generated sentence counts as supported when a passage sentence is at least this similar "
         "(or holds most of its words)."))

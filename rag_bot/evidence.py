@@ -185,6 +185,28 @@ def named_terms(question: str) -> list[str]:
     return terms
 
 
+_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty").split()
+
+
+def numbers_missing(question: str, texts: Sequence[str]) -> list[str]:
+    """The numbers the question states ("1,307,204", "1974") that none of `texts` states, compared without
+    thousands separators ("1,307,204" is 1307204; "1,307,402" is another number); a number up to twenty
+    also counts as stated when written as a word ("five")."""
+    stated: set[str] = set()
+    words: set[str] = set()
+    for text in texts:
+        stated |= {number.replace(",", "") for number in _NUMBER.findall(text)}
+        words |= set(re.findall(r"[a-z]+", text.lower()))
+    missing = []
+    for number in _NUMBER.findall(question):
+        plain = number.replace(",", "")
+        spelt = _NUMBER_WORDS[int(plain)] if plain.isdigit() and int(plain) < len(_NUMBER_WORDS) else None
+        if plain not in stated and (spelt is None or spelt not in words) and number not in missing:
+            missing.append(number)
+    return missing
+
+
 def _content_words(text: str) -> list[str]:
     return [w.lower() for w in _TOKEN.findall(text) if w.lower() not in STOPWORDS and len(w) > 2 or w.isdigit()]
 

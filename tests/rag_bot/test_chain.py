@@ -246,6 +246,24 @@ def test_a_question_about_something_no_document_mentions_says_so_without_calling
     assert off["reason"] is None and off["answer"]
 
 
+def test_a_number_the_passages_never_state_says_so_without_calling_the_llm():
+    from rag_bot.evidence import numbers_missing
+
+    docs = [doc("cities.md", "With a population of 1,307,402, San Diego is the second city. It has five bridges and "
+                             "12 parks; 3.5% of it is water."), doc("1972.md", "Karp wrote it.")]
+    llm = FakeLLM()
+    result = chain_with(FakeRetriever(docs), llm).invoke("What city has a population of 1,402,307?")
+    assert llm.calls == [] and result["reason"] == NOT_COVERED and result["unmentioned"] == ["1,402,307"]
+    assert result["answer"].startswith("The documents don't say. The passages closest to the question never "
+                                       'mention "1,402,307".') and result["evidence"]
+    for question in ("What city has a population of 1307402?", "Which city has 5 bridges and 12 parks?",
+                     "What did Karp write in 1972?", "Is 3.5% of San Diego water?"):
+        assert chain_with(FakeRetriever(docs), llm).invoke(question)["reason"] is None, question
+    assert llm.calls and chain_with(FakeRetriever(docs), FakeLLM(), check_terms=False).invoke(
+        "What city has a population of 1,402,307?")["reason"] is None
+    assert numbers_missing("Who wrote it in 1974, 1974 or 21?", ["In 1972 he showed that 21 problems"]) == ["1974"]
+
+
 def test_weak_evidence_says_the_documents_do_not_say_without_calling_the_llm():
     llm = FakeLLM()
     result = chain_with(FakeRetriever(DOCS), llm, min_evidence=0.3).invoke("Which colour is the logo?")
