@@ -29,6 +29,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
+from .contrasts import contrast
 from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing
 from .llm import ChatLLM, load_llm
 from .names import shown
@@ -132,10 +133,13 @@ class RagChain(Runnable):
             evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
             missing = self.unmentioned(question, used)
             absent = [] if missing else self.numbers_not_found(question, used)
+            opposed = (contrast(question, [quote.text for quote in evidence.quotes])
+                       if self.chat.check_contrasts and not (missing or absent) else None)
         yield {"sources": sources, "timings": timings}
-        if evidence.strength < self.chat.min_evidence or missing or absent:
+        if evidence.strength < self.chat.min_evidence or missing or absent or opposed:
             why = (f" They never mention {_listed(missing)}." if missing else
-                   f" The passages closest to the question never mention {_listed(absent)}." if absent else "")
+                   f" The passages closest to the question never mention {_listed(absent)}." if absent else
+                   f" {opposed}" if opposed else "")
             yield {"abstained": NOT_COVERED, "unmentioned": missing + absent}
             yield {"answer": self.prompts.format("not_covered", question=question, why=why)}
             yield {"evidence": evidence.quotes, "strength": evidence.strength}

@@ -200,6 +200,10 @@ class ChatConfig(_Section):
         "'The documents don't say' when the question names something (a name, number or technical term "
         "such as 'Ollama', '1895', 'int8') that no chunk of the collection mentions, or a number that the "
         "passages found never state (no LLM call)."))
+    check_contrasts: bool = Field(True, description=(
+        "'The documents don't say' when the question asks about the opposite of what the best quotes say: a "
+        "negation ('not', 'never') none of them has, or a word whose opposite they use instead ('lowest' "
+        "against 'highest'); no LLM call."))
     grounding_level: float = Field(0.55, ge=-1.0, le=1.0, description=(
         "A generated sentence counts as supported when a passage sentence is at least this similar "
         "(or holds most of its words)."))

@@ -264,6 +264,38 @@ def test_a_number_the_passages_never_state_says_so_without_calling_the_llm():
     assert numbers_missing("Who wrote it in 1974, 1974 or 21?", ["In 1972 he showed that 21 problems"]) == ["1974"]
 
 
+@pytest.mark.parametrize("question, quote, why", [
+    ("Which city is not near the coast?", "Most cities lie along the coast.", '("not"); the closest sentences never say so'),
+    ("Who didn\u2019t sign the treaty?", "Five kings signed the treaty.", '("didn\'t")'),
+    ("What is the lowest temperature on record?", "The highest temperature on record is 48.8 C.",
+     'asks about "lowest"; the closest sentences speak of "highest"'),
+    ("Which was the first castle?", "The last castle was built in 1120.", '"first"; the closest sentences speak of "last"'),
+])
+def test_a_question_about_the_opposite_of_the_quotes_says_the_documents_do_not_say(question, quote, why):
+    from rag_bot.contrasts import contrast
+
+    assert why in (contrast(question, [quote]) or "")
+    llm = FakeLLM()
+    result = chain_with(FakeRetriever([doc("a.md", quote)]), llm).invoke(question)
+    assert llm.calls == [] and result["reason"] == NOT_COVERED and why in result["answer"], result["answer"]
+    assert result["evidence"] and result["answer"].startswith("The documents don't say. The question asks about")
+    assert chain_with(FakeRetriever([doc("a.md", quote)]), FakeLLM(), check_contrasts=False).invoke(question)["reason"] is None
+
+
+@pytest.mark.parametrize("question, quote", [
+    ("Which city is not near the coast?", "Riverside is not near the coast."),  # the quote has a negation too
+    ("What do I do when the model cannot be loaded?", "Download the model folder once elsewhere."),  # a condition
+    ("Is the data kept whether or not I ask?", "The data is kept in the data folder."),  # an idiom
+    ('What does "no Chroma server answers" mean?', "Start a Chroma server first."),  # a quoted message
+    ("What is the highest temperature on record?", "The highest and lowest temperatures are listed."),
+])
+def test_a_question_that_agrees_with_its_quotes_is_answered(question, quote):
+    from rag_bot.contrasts import contrast
+
+    assert contrast(question, [quote]) is None and contrast(question, []) is None
+    assert chain_with(FakeRetriever([doc("a.md", quote)]), FakeLLM()).invoke(question)["reason"] is None
+
+
 def test_weak_evidence_says_the_documents_do_not_say_without_calling_the_llm():
     llm = FakeLLM()
     result = chain_with(FakeRetriever(DOCS), llm, min_evidence=0.3).invoke("Which colour is the logo?")
