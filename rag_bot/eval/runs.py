@@ -12,6 +12,7 @@ imports the batch job, the CLI wires the two together.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -19,6 +20,8 @@ from typing import Any, Callable, Protocol
 from ..config import PACKAGED_EMBEDDER, Config
 from ..errors import UsageError
 from .retrieval import Pipeline
+
+log = logging.getLogger(__name__)
 
 
 class IngestReport(Protocol):
@@ -49,6 +52,22 @@ def eval_config(config: Config, name: str, pipelines: list[Pipeline], chunk_size
         "reranker": config.reranker.model_copy(update={"enabled": any(p.rerank for p in pipelines)}),
         "filter": config.filter.model_copy(update={"enabled": any(p.filter for p in pipelines)}),
     })
+
+
+def ingest_owned(ingest: Ingest, config: Config, folder: str | Path, **options: Any) -> IngestReport:
+    """Ingest `folder` into its evaluation collection. Evaluation collections hold only copies that the
+    evaluation writes itself, so one that mirrors another folder (the repository moved, or another
+    checkout shares the data folder) is rebuilt, with one line saying so, instead of refused."""
+    from ..store import META_FOLDER, get_collection, open_client
+
+    root = str(Path(folder).expanduser().resolve())
+    existing = get_collection(open_client(config), config.store.collection)
+    mirrored = (existing.metadata or {}).get(META_FOLDER) if existing is not None else None
+    rebuild = mirrored is not None and mirrored != root
+    if rebuild:
+        log.warning("evaluation collection %r mirrored %s; rebuilding it from %s", config.store.collection,
+                    mirrored, root)
+    return ingest(config, folder, rebuild=rebuild, **options)
 
 
 def model_tag(model: str) -> str:
@@ -82,7 +101,7 @@ def beir_store(config: Config, folder: str | Path, *, ingest: Ingest, embeddings
     config = eval_config(config, name, pipelines, chunk_size, chunk_overlap)
     docs = config.data_dir / "eval" / name / "docs"
     count = write_corpus(Path(folder), docs)
-    report = ingest(config, docs, progress=None if say else False, embeddings=embeddings)
+    report = ingest_owned(ingest, config, docs, progress=None if say else False, embeddings=embeddings)
     if say:
         say(f"{name}: {count} documents -> {report.chunks_total} chunks in collection {config.store.collection!r}")
     return config
@@ -125,7 +144,7 @@ def run_scope(config: Config, data: str | Path, *, ingest: Ingest, quiet: bool =
     results: dict[str, Any] = {"collections": {}}
     for collection in scope_collections(Path(data), config.data_dir / "eval"):
         config_for = eval_config(config, collection.name, [Pipeline("dense", filter=True)])
-        ingest(config_for, collection.folder, progress=False if quiet else None, embeddings=embeddings)
+        ingest_owned(ingest, config_for, collection.folder, progress=False if quiet else None, embeddings=embeddings)
         scope = fit_filter(config_for, embeddings)
         retriever = load_retriever(config_for, embeddings=embeddings)
         results["collections"][collection.name] = {
@@ -154,7 +173,7 @@ def run_answers(config: Config, squad_file: str | Path, *, sample: int = 40, see
     config_for = config_for.model_copy(update={"chat": config_for.chat.model_copy(update={"answer_mode": mode})})
     embeddings = LocalEmbeddings(config.embedding)
     folder = write_articles(articles, config.data_dir / "eval" / name / "docs")
-    ingest(config_for, folder, progress=False if quiet else None, embeddings=embeddings)
+    ingest_owned(ingest, config_for, folder, progress=False if quiet else None, embeddings=embeddings)
     fit_filter(config_for, embeddings)  # as `make run` does: from the corpus, no labels
     chain = load_chain(config_for, retriever=load_retriever(config_for, embeddings=embeddings))
     records = ask_all(chain, sample_questions(questions, sample or None, seed), progress=not quiet)

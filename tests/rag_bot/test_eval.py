@@ -191,3 +191,25 @@ def test_eval_retrieval_refuses_a_bad_chunking_override_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr == "error: --chunk-size/--chunk-overlap: overlap (30) must be smaller than size (20)\n"
+
+
+def test_an_evaluation_collection_that_mirrors_another_folder_is_rebuilt(tmp_path, config, fake_embeddings, docs_copy,
+                                                                         caplog):
+    import shutil
+
+    from ingest.pipeline import run_ingest
+    from rag_bot.errors import StoreError
+    from rag_bot.eval.runs import ingest_owned
+    from rag_bot.store import META_FOLDER, get_collection, open_client
+
+    moved = tmp_path / "moved" / "docs"
+    shutil.copytree(docs_copy, moved)
+    first = ingest_owned(run_ingest, config, docs_copy, progress=False, embeddings=fake_embeddings)
+    again = ingest_owned(run_ingest, config, docs_copy, progress=False, embeddings=fake_embeddings)
+    assert again.chunks_total == first.chunks_total and "rebuilding" not in caplog.text  # unchanged: no rebuild
+    with pytest.raises(StoreError, match="mirrors"):  # the ingest job itself refuses: a user's collection
+        run_ingest(config, moved, progress=False, embeddings=fake_embeddings)
+    report = ingest_owned(run_ingest, config, moved, progress=False, embeddings=fake_embeddings)
+    assert report.chunks_total == first.chunks_total and "rebuilding it from" in caplog.text
+    collection = get_collection(open_client(config), config.store.collection)
+    assert collection.metadata[META_FOLDER] == str(moved.resolve())
