@@ -156,6 +156,9 @@ class FilterConfig(_Section):
         "--examples calibration: the most 'answer' rows (held out) the threshold may refuse."))
     injections: bool = Field(True, description=(
         "Also decline messages that instruct the assistant itself (prompt injection), by the gate's injection check."))
+    sentences: bool = Field(True, description=(
+        "A second look at what the gate declines: let a question through when a sentence of its nearest chunks is "
+        "closer to it than any bundled off-topic message is to theirs (the level is learnt with the gate)."))
 
 
 class LLMConfig(_Section):

@@ -31,8 +31,9 @@ from .prompts import BUNDLED_DIR
 log = logging.getLogger(__name__)
 
 LABELS = ("answer", "ignore")
-FORMAT = "rag-bot-scope-filter/3"
-READABLE = (FORMAT, "rag-bot-scope-filter/2")  # /2 files have no injection check; they still load
+FORMAT = "rag-bot-scope-filter/4"
+# /3 files have no sentence level, /2 files no injection check either; they still load
+READABLE = (FORMAT, "rag-bot-scope-filter/3", "rag-bot-scope-filter/2")
 FEATURES = ("top_similarity", "mean_similarity", "offtopic_similarity")
 NEAREST = 3  # chunks the similarity features look at
 NEGATIVES_FILE = BUNDLED_DIR / "scope_negatives.txt"
@@ -58,6 +59,9 @@ class ScopeFilter:
     injection_weights: list[float] = field(default_factory=list)  # on the raw embedding; empty: no injection check
     injection_bias: float = 0.0
     injection_threshold: float | None = None
+    # a question the gate declines is still let through when a sentence of its nearest chunks is at least
+    # this similar to it: the highest such similarity of any bundled training negative (None: no second look)
+    sentence_level: float | None = None
 
     def injection_scores(self, vectors: Any) -> list[float] | None:
         """The injection check's probability (0-1) that each message instructs the assistant; None without one."""
@@ -123,6 +127,37 @@ def injection_scores(scope: ScopeFilter, vectors: Any, texts: Sequence[str] | No
         for i, score in zip(masked, rescored):
             scores[i] = min(scores[i], score)
     return scores
+
+
+def sentence_similarities(collection: Any, embedder: Any, vectors: Any, chunk_ids: Sequence[Sequence[str]],
+                          cache: dict[str, Any] | None = None) -> list[float]:
+    """For each question vector, the best cosine similarity of a sentence (of at least four words) of its
+    nearest chunks (`chunk_ids`, one list per question): the gate's second look, at the evidence a
+    whole-chunk similarity dilutes. `cache` keeps the chunks' sentence vectors between calls."""
+    import numpy as np
+
+    from .evidence import MIN_SENTENCE_WORDS, split_sentences
+
+    cache = {} if cache is None else cache
+    wanted = sorted({i for ids in chunk_ids for i in ids} - set(cache))
+    if wanted:
+        got = collection.get(ids=wanted, include=["documents"])
+        texts = {i: [s for s in split_sentences(doc or "") if len(s.split()) >= MIN_SENTENCE_WORDS]
+                 for i, doc in zip(got["ids"], got["documents"])}
+        flat = [sentence for i in wanted for sentence in texts.get(i, [])]
+        rows = np.asarray(embedder.encode(flat), dtype="float64").reshape(len(flat), -1) if flat else None
+        start = 0
+        for i in wanted:
+            count = len(texts.get(i, []))
+            block = rows[start:start + count] if rows is not None and count else np.zeros((0, 1))
+            cache[i] = block / np.clip(np.linalg.norm(block, axis=1, keepdims=True), 1e-12, None) if count else block
+            start += count
+    best = []
+    for vector, ids in zip(np.asarray(vectors, dtype="float64"), chunk_ids):
+        unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        blocks = [cache[i] for i in ids if i in cache and len(cache[i])]
+        best.append(float(max((block @ unit).max() for block in blocks)) if blocks else 0.0)
+    return best
 
 
 def filter_path(config: Config) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 from .config import Config
 from .errors import InputError, StoreError
 from .filter import (FEATURES, NEAREST, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, filter_path,
-                     gate_features, read_examples)
+                     gate_features, read_examples, sentence_similarities)
 from .injections import injection_examples, task_questions
 from .questions import CorpusChunk, corpus_chunks, corpus_phrases, corpus_questions
 from .store import check_model, get_collection, nearest_chunks, open_client, store_location
@@ -72,6 +72,7 @@ def train_from_corpus(collection: Any, embeddings: Any, config: Config, seed: in
     model.add_negatives()
     scope, oof = model.fit(config)
     scope.threshold = calibrate_decline(oof[model.labels == 0], config.filter.target_decline)
+    scope.sentence_level = model.sentence_level()
     held_scores = scope.score(gate_features(vectors[held], [similarities[i] for i in held],
                                             model.negative_vectors)) if held else []
     scope.calibrated_on = (f"out-of-fold scores of {int((model.labels == 0).sum())} bundled off-topic messages "
@@ -97,6 +98,7 @@ def train_from_examples(examples: list[tuple[str, str]], collection: Any, embedd
     model.add_negatives()
     scope, oof = model.fit(config)
     scope.threshold = calibrate(oof[model.labels == 1], config.filter.max_false_refusal)
+    scope.sentence_level = model.sentence_level()
     scope.calibrated_on = (f"out-of-fold scores of the {len(texts['answer'])} 'answer' rows "
                            f"(at most {config.filter.max_false_refusal:.0%} refused)")
     chunks = sample_chunks(collection, SAMPLE_CHUNKS, 0)
@@ -146,6 +148,7 @@ class _GateData:
 
         self.collection, self.embeddings, self.negatives = collection, embeddings, negatives
         self.negative_vectors = embeddings.encode(negatives)
+        self.negative_chunks: list[list[str]] = []
         self.columns: dict[str, Any] = {name: np.zeros(0) for name in FEATURES}
         self.labels = np.zeros(0, dtype=int)
 
@@ -159,8 +162,14 @@ class _GateData:
         self.labels = np.concatenate([self.labels, np.full(len(vectors), int(label == "answer"))])
 
     def add_negatives(self) -> None:
-        similarities, _, _ = nearest_chunks(self.collection, self.negative_vectors, NEAREST)
+        similarities, _, self.negative_chunks = nearest_chunks(self.collection, self.negative_vectors, NEAREST)
         self.add("ignore", self.negative_vectors, similarities, leave_out_self=True)
+
+    def sentence_level(self) -> float | None:
+        """The second look's level: the highest similarity of any negative to a sentence of its nearest
+        chunks. A declined question closer than that to a sentence of the collection is let through."""
+        found = sentence_similarities(self.collection, self.embeddings, self.negative_vectors, self.negative_chunks)
+        return round(max(found), 4) if found else None
 
     def fit(self, config: Config) -> tuple[ScopeFilter, Any]:
         """The fitted gate (threshold still unset) and the out-of-fold score of every row."""
@@ -196,6 +205,7 @@ class _GateData:
             "cv_false_refusal": round(float(np.mean(answer < scope.threshold)), 4),
             "cv_ignore_recall": round(float(np.mean(ignore < scope.threshold)), 4),
         }
+        metrics["sentence_level"] = scope.sentence_level
         if len(held_scores):
             metrics["held_out_false_refusal"] = round(float(np.mean(np.asarray(held_scores) < scope.threshold)), 4)
         return metrics
@@ -215,6 +225,9 @@ def describe_metrics(metrics: dict[str, Any]) -> str:
     if "held_out_false_refusal" in metrics:
         lines.append(f"held-out:          {metrics['held_out_false_refusal']:.1%} of generated questions never "
                      "trained on would be refused (they are vaguer than real questions)")
+    if metrics.get("sentence_level") is not None:
+        lines.append(f"second look:       a declined question passes when a sentence of its nearest chunks is at "
+                     f"least {metrics['sentence_level']:.3f} similar (the closest any off-topic message came)")
     injection = metrics.get("injection")
     if injection:
         flagged = injection.get("questions_flagged")

@@ -67,6 +67,15 @@ class ScopeCheck:
     about: list[str]  # the collection's main files and headings
     injection: float | None = None  # the injection check's score (None: no check)
     injection_threshold: float | None = None
+    sentence: float | None = None  # the best similarity of a sentence of the nearest chunks (None: not looked at)
+    sentence_level: float | None = None
+
+    @property
+    def rescued(self) -> bool:
+        """Whether a question the gate scored below its threshold is let through by the second look: a
+        sentence of the collection closer to it than to any known off-topic message."""
+        return (self.score < self.threshold and self.sentence is not None and self.sentence_level is not None
+                and self.sentence >= self.sentence_level)
 
     @property
     def instruction(self) -> bool:
@@ -76,7 +85,7 @@ class ScopeCheck:
 
     @property
     def declined(self) -> bool:
-        return self.score < self.threshold or self.instruction
+        return (self.score < self.threshold and not self.rescued) or self.instruction
 
     def to_json(self) -> dict[str, Any]:
         found = {"score": round(self.score, 4), "threshold": round(self.threshold, 4),
@@ -85,6 +94,9 @@ class ScopeCheck:
         if self.injection is not None and self.injection_threshold is not None:
             found["injection"] = {"score": round(self.injection, 4), "threshold": round(self.injection_threshold, 4),
                                   "declined": self.instruction}
+        if self.sentence is not None and self.sentence_level is not None:
+            found["sentence"] = {"similarity": round(self.sentence, 4), "level": round(self.sentence_level, 4),
+                                 "rescued": self.rescued}
         return found
 
     def why(self) -> str:
@@ -97,5 +109,7 @@ class ScopeCheck:
         where = near.get("source") or "?"
         if near.get("heading"):
             where += f' "{near["heading"]}"'
+        closest = ("" if self.sentence is None or self.sentence_level is None else
+                   f", its closest sentence {self.sentence:.2f} (at least {self.sentence_level:.2f} would do)")
         return (f"scope score {self.score:.2f} is below the threshold {self.threshold:.2f}; the closest passage "
-                f"({where}) has similarity {near.get('similarity', 0.0):.2f}")
+                f"({where}) has similarity {near.get('similarity', 0.0):.2f}{closest}")

@@ -30,7 +30,7 @@ from pydantic import ConfigDict, PrivateAttr, SkipValidation
 
 from .config import Config, load_config
 from .errors import ModelError, StoreError
-from .filter import NEAREST, ScopeFilter, filter_path, gate_features, injection_scores
+from .filter import NEAREST, ScopeFilter, filter_path, gate_features, injection_scores, sentence_similarities
 from .models import LocalEmbeddings, open_reranker, precision_context
 from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
 from .results import Retrieval, ScopeCheck
@@ -122,11 +122,17 @@ class RagRetriever(BaseRetriever):
             raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
         if self._negative_vectors is None:
             self._negative_vectors = self.embeddings.embed_documents(self.scope.negatives)
-        similarities, metadatas, _ = nearest_chunks(self.collection, vectors, NEAREST)
+        similarities, metadatas, ids = nearest_chunks(self.collection, vectors, NEAREST)
         features = gate_features(vectors, similarities, self._negative_vectors)
         scores = self.scope.score(features)
         injection = (injection_scores(self.scope, vectors, texts, self.embeddings) if self.config.filter.injections
                      else None)
+        sentences: dict[int, float] = {}
+        if self.config.filter.sentences and self.scope.sentence_level is not None:  # only what the gate declines
+            looked = [i for i, score in enumerate(scores) if score < self.threshold]
+            found = sentence_similarities(self.collection, self.embeddings, [vectors[i] for i in looked],
+                                          [ids[i] for i in looked])
+            sentences = dict(zip(looked, found))
         checks = []
         for i, score in enumerate(scores):
             meta = metadatas[i][0] if metadatas[i] else {}
@@ -135,7 +141,8 @@ class RagRetriever(BaseRetriever):
             checks.append(ScopeCheck(score, self.threshold, {name: float(values[i]) for name, values in features.items()},
                                      nearest, list(self.scope.about),
                                      injection[i] if injection else None,
-                                     self.scope.injection_threshold if injection else None))
+                                     self.scope.injection_threshold if injection else None,
+                                     sentences.get(i), self.scope.sentence_level if i in sentences else None))
         return checks
 
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:

@@ -78,7 +78,7 @@ def test_filter_round_trips_as_json_without_pickle(tmp_path):
     scope = ScopeFilter("m", [2.0, 1.0, -1.0], 0.1, [0.5, 0.4, 0.3], [0.1, 0.1, 0.1], 0.4, ["hi"],
                         about=["a.md (Intro)"], metrics={"threshold": 0.4})
     scope.save(tmp_path / "f.json")
-    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/3"
+    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/4"
     loaded = ScopeFilter.load(tmp_path / "f.json")
     assert loaded == scope and loaded.features == list(FEATURES)
     near, far = loaded.score({"top_similarity": [0.7, 0.3], "mean_similarity": [0.6, 0.2],
@@ -190,9 +190,13 @@ def test_injection_check_declines_with_its_own_reason(tmp_path):
     told, asked = scope.injection_scores([[1.0, 0.0], [0.0, 1.0]])
     assert told > 0.98 and asked < 0.02
     scope.save(tmp_path / "f.json")
-    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/3"
+    assert json.loads((tmp_path / "f.json").read_text())["format"] == "rag-bot-scope-filter/4"
     assert ScopeFilter.load(tmp_path / "f.json") == scope
     old = json.loads((tmp_path / "f.json").read_text())
+    old.pop("sentence_level")
+    (tmp_path / "old3.json").write_text(json.dumps({**old, "format": "rag-bot-scope-filter/3"}))
+    third = ScopeFilter.load(tmp_path / "old3.json")  # loads: the injection check, no second look
+    assert third.sentence_level is None and third.injection_threshold == 0.7
     for key in ("injection_weights", "injection_bias", "injection_threshold"):
         old.pop(key)
     (tmp_path / "old.json").write_text(json.dumps({**old, "format": "rag-bot-scope-filter/2"}))
@@ -270,3 +274,42 @@ def test_injection_check_judges_a_quote_by_the_words_around_it():
     assert injection_scores(scope, [[1.0, 0.0]], None, embedder) == scope.injection_scores([[1.0, 0.0]])
     assert injection_scores(ScopeFilter("m", [1.0, 0, 0], 0.0, [0, 0, 0], [1, 1, 1], 0.5, ["hi"]), [[1.0, 0.0]],
                             texts[:1], embedder) is None
+
+
+def test_the_second_look_scores_the_best_sentence_of_the_nearest_chunks():
+    from rag_bot.filter import sentence_similarities
+    from rag_bot.results import ScopeCheck
+
+    class Chunks:
+        gets: list = []
+
+        def get(self, ids=None, include=None):
+            self.gets.append(list(ids))
+            text = {"a": "Cats purr when they are happy. Dogs bark at night.", "b": "Too short. Fish swim in the sea today.",
+                    "c": ""}
+            return {"ids": list(ids), "documents": [text[i] for i in ids]}
+
+    class Animals:  # one axis per animal: a sentence is as close to a question as the animals they share
+        def encode(self, texts):
+            import numpy as np
+
+            rows = np.array([[float(word in t.lower()) for word in ("cat", "dog", "fish")] + [0.1] for t in texts])
+            return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    chunks = Chunks()
+    cache: dict = {}
+    cat, dog, none = [1.0, 0.0, 0.0, 0.1], [0.0, 1.0, 0.0, 0.1], [0.0, 0.0, 0.0, 1.0]
+    found = sentence_similarities(chunks, Animals(), [cat, dog, none, cat], [["b", "a"], ["b"], ["c"], []], cache)
+    assert found[0] > 0.99 and found[1] < 0.1 and found[2] == 0.0  # "c" has no sentence
+    assert found[3] == 0.0 and len(cache["b"]) == 1  # "Too short." is not a sentence to match
+    sentence_similarities(chunks, Animals(), [dog], [["a", "b"]], cache)
+    assert chunks.gets == [["a", "b", "c"]]  # the cache kept every chunk's sentences
+
+    near = {"source": "a.md", "page": None, "heading": None, "similarity": 0.4}
+    kept = ScopeCheck(0.2, 0.5, {}, near, [], None, None, 0.61, 0.6)
+    assert kept.rescued and not kept.declined and kept.to_json()["sentence"] == {"similarity": 0.61, "level": 0.6,
+                                                                                 "rescued": True}
+    declined = ScopeCheck(0.2, 0.5, {}, near, [], None, None, 0.55, 0.6)
+    assert declined.declined and "closest sentence 0.55 (at least 0.60 would do)" in declined.why()
+    assert ScopeCheck(0.2, 0.5, {}, near, [], 0.9, 0.7, 0.61, 0.6).declined  # the injection check still vetoes
+    assert not ScopeCheck(0.7, 0.5, {}, near, []).rescued and "sentence" not in ScopeCheck(0.2, 0.5, {}, near, []).to_json()

@@ -1,6 +1,7 @@
 """The retriever with the real MiniLM over examples/docs in a real Chroma store."""
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -112,10 +113,25 @@ def test_out_of_scope_questions_are_declined_before_retrieval(examples_config, m
         assert retriever.invoke(question) == []
         assert result.scope.nearest["source"] and "below the threshold" in result.scope.why()
         assert any("getting-started.md" in topic for topic in result.scope.about)
+        assert result.scope.sentence is not None and result.scope.sentence < trained_filter.sentence_level
+        assert "closest sentence" in result.scope.why() and result.scope.to_json()["sentence"]["rescued"] is False
     for question, source in QUESTIONS:
         result = retriever.search(question)
         assert not result.declined and result.documents[0].metadata["source"] == source
         assert result.documents[0].metadata["scope_score"] == result.scope_score >= result.threshold
+    # the second look: its level is the closest any bundled off-topic message came to a sentence
+    assert trained_filter.sentence_level is not None and 0.3 < trained_filter.sentence_level < 0.9
+    assert trained_filter.metrics["sentence_level"] == trained_filter.sentence_level
+    weather = "How are questions about the weather handled?"  # near the bundled weather messages, answered in the PDF
+    looked = retriever.search(weather).scope
+    assert looked.score < looked.threshold and looked.sentence is not None
+    retriever.scope = dataclasses.replace(trained_filter, sentence_level=looked.sentence)
+    assert not retriever.search(weather).declined and retriever.search(weather).scope.rescued
+    retriever.scope = dataclasses.replace(trained_filter, sentence_level=looked.sentence + 0.01)
+    assert retriever.search(weather).declined
+    no_look = load_retriever(with_(examples_config, filter={"enabled": True, "sentences": False}), embeddings=minilm)
+    no_look.scope = dataclasses.replace(trained_filter, sentence_level=0.0)
+    assert no_look.search(weather).declined and no_look.search(weather).scope.sentence is None
 
 
 def test_cross_encoder_reranks_with_scores_kept(examples_config, minilm, cross_encoder_dir):
