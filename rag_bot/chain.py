@@ -175,8 +175,9 @@ class RagChain(Runnable):
     def numbers_not_found(self, question: str, used: list[Document]) -> list[str]:
         """The numbers of the question that the passages found never state ("What city has a population of
         1,307,204?" over a passage that says 1,307,402): the keyword index splits numbers at their commas,
-        so `unmentioned` cannot tell, and a number asked about is one the answer's passage must hold."""
-        if not self.chat.check_terms:
+        so `unmentioned` cannot tell, and a number asked about is one the answer's passage must hold. A yes/no
+        question ("Is 4 GB of disk enough?") is left alone: its number is compared, not looked up."""
+        if not self.chat.check_terms or _YES_NO.match(question):
             return []
         return numbers_missing(question, _searchable(used))
 
@@ -316,6 +317,10 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
                 result[key] = event[key]
     result["answer"] = result["answer"].strip()
     return result
+
+
+_YES_NO = re.compile(r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|may|must)\b",
+                     re.IGNORECASE)
 
 
 def _searchable(used: list[Document]) -> list[str]:

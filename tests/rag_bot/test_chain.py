@@ -257,7 +257,7 @@ def test_a_number_the_passages_never_state_says_so_without_calling_the_llm():
     assert result["answer"].startswith("The documents don't say. The passages closest to the question never "
                                        'mention "1,402,307".') and result["evidence"]
     for question in ("What city has a population of 1307402?", "Which city has 5 bridges and 12 parks?",
-                     "What did Karp write in 1972?", "Is 3.5% of San Diego water?"):
+                     "What did Karp write in 1972?", "Is 3.5% of San Diego water?", "Are 4 parks enough?"):
         assert chain_with(FakeRetriever(docs), llm).invoke(question)["reason"] is None, question
     assert llm.calls and chain_with(FakeRetriever(docs), FakeLLM(), check_terms=False).invoke(
         "What city has a population of 1,402,307?")["reason"] is None
