@@ -190,7 +190,10 @@ class RagChain(Runnable):
         yield {"declined": OUT_OF_SCOPE, "scope": check.to_json() if check else None}
         why = check.why() if check else "scope score below the threshold"
         topics = "; ".join(check.about) if check and check.about else "the files in this collection"
-        yield {"answer": self.prompts.format("decline", question=question, why=why, topics=topics)}
+        told = check is not None and check.instruction and check.score >= check.threshold
+        hint = ("Ask a question about what they cover (\"What ...?\", \"How do I ...?\")." if told else
+                "Try asking about something they cover, or rephrase the question with their words.")
+        yield {"answer": self.prompts.format("decline", question=question, why=why, topics=topics, hint=hint)}
 
     def _generate(self, question: str, user: str, used: list[Document], evidence: Evidence, timings: dict,
                   start: float, config: RunnableConfig | None) -> Iterator[dict]:

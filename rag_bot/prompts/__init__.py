@@ -22,7 +22,7 @@ TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "system.txt": (frozenset(), frozenset()),
     "answer.txt": (frozenset({"context", "question"}), frozenset()),
     "condense.txt": (frozenset({"history", "question"}), frozenset()),
-    "decline.txt": (frozenset(), frozenset({"question", "why", "topics"})),
+    "decline.txt": (frozenset(), frozenset({"question", "why", "topics", "hint"})),
     "not_covered.txt": (frozenset(), frozenset({"question", "why"})),
     "documents_say.txt": (frozenset({"quotes"}), frozenset({"question"})),
     "nothing_found.txt": (frozenset(), frozenset({"question"})),
