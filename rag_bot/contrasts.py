@@ -26,10 +26,8 @@ _PAIRS = (("first", "last"), ("earliest", "latest"), ("most", "least"), ("larges
           ("connected", "unconnected"), ("possible", "impossible"), ("success", "failure"),
           ("successful", "unsuccessful"), ("accepted", "rejected"), ("internal", "external"), ("longest", "shortest"),
           ("above", "below"), ("inside", "outside"), ("positive", "negative"), ("private", "public"))
-OPPOSITES: dict[str, frozenset[str]] = {}
-for _a, _b in _PAIRS:
-    OPPOSITES[_a] = OPPOSITES.get(_a, frozenset()) | {_b}
-    OPPOSITES[_b] = OPPOSITES.get(_b, frozenset()) | {_a}
+OPPOSITES: dict[str, frozenset[str]] = {
+    word: frozenset(b if a == word else a for a, b in _PAIRS if word in (a, b)) for pair in _PAIRS for word in pair}
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _IDIOMS = re.compile(r"\bwhether or not\b|\bif not\b|\bnot only\b|\bno longer\b|\bno more than\b|\bnot least\b")
 

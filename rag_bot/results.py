@@ -109,7 +109,5 @@ class ScopeCheck:
         where = near.get("source") or "?"
         if near.get("heading"):
             where += f' "{near["heading"]}"'
-        closest = ("" if self.sentence is None or self.sentence_level is None else
-                   f", its closest sentence {self.sentence:.2f} (at least {self.sentence_level:.2f} would do)")
         return (f"scope score {self.score:.2f} is below the threshold {self.threshold:.2f}; the closest passage "
-                f"({where}) has similarity {near.get('similarity', 0.0):.2f}{closest}")
+                f"({where}) has similarity {near.get('similarity', 0.0):.2f}")

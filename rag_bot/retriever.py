@@ -129,7 +129,9 @@ class RagRetriever(BaseRetriever):
                      else None)
         sentences: dict[int, float] = {}
         if self.config.filter.sentences and self.scope.sentence_level is not None:  # only what the gate declines
-            looked = [i for i, score in enumerate(scores) if score < self.threshold]
+            caught = self.scope.injection_threshold
+            looked = [i for i, score in enumerate(scores) if score < self.threshold
+                      and not (injection and caught is not None and injection[i] >= caught)]  # vetoed anyway
             found = sentence_similarities(self.collection, self.embeddings, [vectors[i] for i in looked],
                                           [ids[i] for i in looked])
             sentences = dict(zip(looked, found))

@@ -310,6 +310,7 @@ def test_the_second_look_scores_the_best_sentence_of_the_nearest_chunks():
     assert kept.rescued and not kept.declined and kept.to_json()["sentence"] == {"similarity": 0.61, "level": 0.6,
                                                                                  "rescued": True}
     declined = ScopeCheck(0.2, 0.5, {}, near, [], None, None, 0.55, 0.6)
-    assert declined.declined and "closest sentence 0.55 (at least 0.60 would do)" in declined.why()
+    assert declined.declined and declined.to_json()["sentence"] == {"similarity": 0.55, "level": 0.6, "rescued": False}
+    assert "sentence" not in declined.why()  # the reply stays short; --json carries the second look's figures
     assert ScopeCheck(0.2, 0.5, {}, near, [], 0.9, 0.7, 0.61, 0.6).declined  # the injection check still vetoes
     assert not ScopeCheck(0.7, 0.5, {}, near, []).rescued and "sentence" not in ScopeCheck(0.2, 0.5, {}, near, []).to_json()

@@ -113,8 +113,12 @@ def test_out_of_scope_questions_are_declined_before_retrieval(examples_config, m
         assert retriever.invoke(question) == []
         assert result.scope.nearest["source"] and "below the threshold" in result.scope.why()
         assert any("getting-started.md" in topic for topic in result.scope.about)
-        assert result.scope.sentence is not None and result.scope.sentence < trained_filter.sentence_level
-        assert "closest sentence" in result.scope.why() and result.scope.to_json()["sentence"]["rescued"] is False
+        if result.scope.instruction:  # the injection check vetoes it anyway: no second look spent on it
+            assert result.scope.sentence is None and "sentence" not in result.scope.to_json()
+        else:
+            assert result.scope.sentence is not None and result.scope.sentence < trained_filter.sentence_level
+            assert "sentence" not in result.scope.why() and result.scope.to_json()["sentence"]["rescued"] is False
+    assert retriever.search(OUT_OF_SCOPE[-1]).scope.instruction  # so both branches above were taken
     for question, source in QUESTIONS:
         result = retriever.search(question)
         assert not result.declined and result.documents[0].metadata["source"] == source
