@@ -25,7 +25,7 @@ from .config import Config
 from .errors import InputError, StoreError
 from .filter import (FEATURES, NEAREST, ScopeFilter, bundled_negatives, calibrate, calibrate_decline, filter_path,
                      gate_features, read_examples, sentence_similarities)
-from .injections import injection_examples, task_questions
+from .injections import injection_examples, own_questions, task_questions
 from .questions import CorpusChunk, corpus_chunks, corpus_phrases, corpus_questions
 from .store import check_model, get_collection, nearest_chunks, open_client, store_location
 from .store import sample_chunks as store_sample
@@ -120,7 +120,7 @@ def fit_injection_check(scope: ScopeFilter, embeddings: Any, questions: Any, hel
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     instructions = injection_examples(INJECTION_EXAMPLES) + bundled_negatives("train", instructions=True)
-    others = task_questions(phrases) + bundled_negatives("train", instructions=False)
+    others = task_questions(phrases) + own_questions() + bundled_negatives("train", instructions=False)
     x = np.vstack([embeddings.encode(instructions), np.asarray(questions), embeddings.encode(others)])
     labels = np.r_[np.ones(len(instructions)), np.zeros(len(x) - len(instructions))].astype(int)
     in_scope = np.r_[np.zeros(len(instructions)), np.ones(len(questions)), np.zeros(len(others))].astype(bool)

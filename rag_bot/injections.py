@@ -69,8 +69,63 @@ TASK_FORMS = ("How do I {v} {p}?", "Can I {v} {p}?", "How can I {v} {p}?", "Is t
               "What happens if I {v} {p}?")
 
 
+# The user's own how-to questions about what the attacks name (the chat history, the system prompt, the
+# answers, the sources): the "question" side's hardest cases, phrased in the first person or about the
+# bot in the third, with the attacks' own verbs. A collection about software or chatbots is asked
+# "How do I clear the chat history?" and "Can I change the system prompt?" as a matter of course.
+_OWN_FORMS = ("How do I {v} {o}?", "Can I {v} {o}?", "How can I {v} {o}?", "Is there a way to {v} {o}?",
+              "Where do I {v} {o}?", "Is it possible to {v} {o}?")
+_OWN_VERBS = ("see", "change", "edit", "clear", "delete", "export", "copy", "save", "hide", "show", "print",
+              "translate", "shorten", "reset", "back up", "share", "ignore", "skip", "turn off", "replace")
+_OWN_OBJECTS = ("the system prompt", "the prompt template", "the chat history", "the answers", "an answer",
+                "the sources", "the list of sources", "the documents", "the collection", "the vector store",
+                "the stored chunks", "the scope filter", "the settings", "the context",
+                "the passages", "the citations", "the quotes", "the configuration",
+                "the decline message", "the chat page", "the database", "the files")
+_BOT_FORMS = ("How do I stop the bot from {g}?", "Can I make the bot {b}?", "How do I keep the assistant from {g}?",
+              "Why does the bot {b}?", "Can the assistant {b}?", "How do I make the chatbot {b}?")
+_BOT_DOINGS = (("inventing answers", "invent answers"), ("answering from memory", "answer from memory"),
+               ("declining questions", "decline questions"),
+               ("quoting the sources", "quote the sources"), ("answering in English", "answer in English"),
+               ("repeating the question", "repeat the question"), ("showing the passages", "show the passages"),
+               ("making up citations", "make up citations"),
+               ("refusing to answer", "refuse to answer"), ("writing long answers", "write long answers"))
+
+
+def own_questions(count: int = 300, seed: int = 2) -> list[str]:
+    """The user's how-to questions about the bot itself and what it holds ("How do I clear the chat
+    history?", "How do I stop the bot from inventing answers?"): questions, though they use the
+    attacks' verbs and objects. A fixed seed: the same sample every time."""
+    made = [form.format(v=verb, o=obj) for form in _OWN_FORMS for verb in _OWN_VERBS for obj in _OWN_OBJECTS]
+    made += [form.format(g=doing, b=base) for form in _BOT_FORMS for doing, base in _BOT_DOINGS]
+    rng = random.Random(seed)
+    return sorted(rng.sample(sorted(set(made)), min(count, len(made))))
+
+
 # A quoted span: what the message asks about (an error message, a command), not what it asks the bot to do.
 QUOTED = re.compile(r'"[^"\n]+"|\u201c[^\u201d\n]+\u201d|`[^`\n]+`')
+
+
+# The user asking how *they* do something ("How do I ...", "Can I ...", "Is there a way to ..."): a question
+# about the documents' subject even in the attacks' words ("How do I clear the chat history?").
+_OWN_QUESTION = re.compile(
+    r"(?:how\s+(?:do|can|could|should|would|may)\s+(?:i|we)|(?:can|could|may|should|do)\s+(?:i|we)"
+    r"|(?:where|when|why|what|which)\s+(?:do|can|could|should|would)\s+(?:i|we)"
+    r"|is\s+(?:there\s+(?:a|any)\s+way|it\s+possible)\s+to|what\s+happens\s+(?:if|when)\s+(?:i|we))\b",
+    re.IGNORECASE)
+_ADDRESSED = re.compile(r"\b(?:you|your|yours|yourself|yourselves|u|ur)\b|\byou'", re.IGNORECASE)
+_SECOND_SENTENCE = re.compile(r"[.!?;:\n]\s*\S")
+
+
+def own_question(text: str) -> bool:
+    """Whether `text` is one question in which the user asks how they can do something ("How do I clear
+    the chat history?", "Can I change the system prompt?"), never addressing the assistant ("you", "your")
+    and saying nothing after its question mark. The injection check does not veto such a message (the
+    topic gate still judges it): none of the attacks written for evaluation takes this form, while
+    questions about a chatbot's own documents take it all the time."""
+    text = QUOTED.sub('"x"', text.strip())
+    return (text.endswith("?") and _OWN_QUESTION.match(text) is not None and _ADDRESSED.search(text) is None
+            and _SECOND_SENTENCE.search(text[:-1]) is None)
 
 
 def without_quotes(text: str) -> str | None:

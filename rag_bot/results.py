@@ -69,6 +69,7 @@ class ScopeCheck:
     injection_threshold: float | None = None
     sentence: float | None = None  # the best similarity of a sentence of the nearest chunks (None: not looked at)
     sentence_level: float | None = None
+    own_question: bool = False  # the user asks how they do something: the injection check does not veto it
 
     @property
     def rescued(self) -> bool:
@@ -81,7 +82,7 @@ class ScopeCheck:
     def instruction(self) -> bool:
         """Whether the injection check found the message instructs the assistant rather than asks."""
         return (self.injection is not None and self.injection_threshold is not None
-                and self.injection >= self.injection_threshold)
+                and self.injection >= self.injection_threshold and not self.own_question)
 
     @property
     def declined(self) -> bool:
@@ -92,8 +93,11 @@ class ScopeCheck:
                  "features": {name: round(value, 4) for name, value in self.features.items()},
                  "nearest": self.nearest, "about": self.about}
         if self.injection is not None and self.injection_threshold is not None:
-            found["injection"] = {"score": round(self.injection, 4), "threshold": round(self.injection_threshold, 4),
-                                  "declined": self.instruction}
+            injection: dict[str, Any] = {"score": round(self.injection, 4),
+                                         "threshold": round(self.injection_threshold, 4), "declined": self.instruction}
+            if self.own_question:
+                injection["own_question"] = True
+            found["injection"] = injection
         if self.sentence is not None and self.sentence_level is not None:
             found["sentence"] = {"similarity": round(self.sentence, 4), "level": round(self.sentence_level, 4),
                                  "rescued": self.rescued}

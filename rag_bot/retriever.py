@@ -31,6 +31,7 @@ from pydantic import ConfigDict, PrivateAttr, SkipValidation
 from .config import Config, load_config
 from .errors import ModelError, StoreError
 from .filter import NEAREST, ScopeFilter, filter_path, gate_features, injection_scores, sentence_similarities
+from .injections import own_question
 from .models import LocalEmbeddings, open_reranker, precision_context
 from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
 from .results import Retrieval, ScopeCheck
@@ -127,11 +128,12 @@ class RagRetriever(BaseRetriever):
         scores = self.scope.score(features)
         injection = (injection_scores(self.scope, vectors, texts, self.embeddings) if self.config.filter.injections
                      else None)
+        own = [own_question(text) for text in texts] if texts is not None else [False] * len(scores)
         sentences: dict[int, float] = {}
         if self.config.filter.sentences and self.scope.sentence_level is not None:  # only what the gate declines
             caught = self.scope.injection_threshold
             looked = [i for i, score in enumerate(scores) if score < self.threshold
-                      and not (injection and caught is not None and injection[i] >= caught)]  # vetoed anyway
+                      and not (injection and caught is not None and injection[i] >= caught and not own[i])]  # vetoed anyway
             found = sentence_similarities(self.collection, self.embeddings, [vectors[i] for i in looked],
                                           [ids[i] for i in looked])
             sentences = dict(zip(looked, found))
@@ -144,7 +146,8 @@ class RagRetriever(BaseRetriever):
                                      nearest, list(self.scope.about),
                                      injection[i] if injection else None,
                                      self.scope.injection_threshold if injection else None,
-                                     sentences.get(i), self.scope.sentence_level if i in sentences else None))
+                                     sentences.get(i), self.scope.sentence_level if i in sentences else None,
+                                     own[i]))
         return checks
 
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:

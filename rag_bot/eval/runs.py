@@ -149,7 +149,9 @@ def run_scope(config: Config, data: str | Path, *, ingest: Ingest, quiet: bool =
         retriever = load_retriever(config_for, embeddings=embeddings)
         results["collections"][collection.name] = {
             "threshold": scope.threshold, "calibrated_on": scope.calibrated_on, "training": scope.metrics,
-            "sets": {**evaluate_gate(retriever, collection.in_scope, True), **evaluate_gate(retriever, off_topic, False)}}
+            "fair_sets": sorted(collection.fair),
+            "sets": {**evaluate_gate(retriever, collection.in_scope, True), **evaluate_gate(retriever, collection.fair, True),
+                     **evaluate_gate(retriever, off_topic, False)}}
     return results
 
 

@@ -2,7 +2,8 @@
 
 Three collections, each with its gate trained from its own corpus as `make run` does: the SQuAD
 articles (in scope: their answerable and unanswerable questions), SciFact (its test claims) and the
-bot's own example documents (questions written by hand for them). Out of scope for all three:
+bot's own example documents (questions written by hand for them; also "fair" sets of questions they
+may not answer, where only the injection check's mistakes count). Out of scope for all three:
 Banking77's 3,080 banking-app messages, the held-out fifth of the bundled negatives that training
 never sees, and prompt-injection messages written for this evaluation (never trained on).
 """
@@ -30,6 +31,9 @@ class ScopeCollection:
     name: str
     folder: Path
     in_scope: dict[str, list[str]] = field(default_factory=dict)
+    # fair questions the documents may not answer: the gate may decline them on topic; what counts is that
+    # the injection check never takes them for instructions to the assistant
+    fair: dict[str, list[str]] = field(default_factory=dict)
 
 
 def data_lines(name: str) -> list[str]:
@@ -63,32 +67,42 @@ def scope_collections(data: Path, work: Path, docs: Path = EXAMPLE_DOCS) -> list
     write_corpus(scifact.folder, folder)
     claims = ScopeCollection("scifact", folder, {"scifact_claims": list(scifact.queries.values())})
     examples = ScopeCollection("examples-docs", docs, {"docs_questions": data_lines("docs_questions.txt"),
-                                                         "docs_questions_2": data_lines("docs_questions_2.txt")})
+                                                         "docs_questions_2": data_lines("docs_questions_2.txt")},
+                                {"docs_unanswered": data_lines("docs_unanswered.txt"),
+                                 "product_questions": data_lines("product_questions.txt")})
     return [squad, claims, examples]
 
 
 def evaluate_gate(retriever: Any, sets: dict[str, list[str]], in_scope: bool) -> dict[str, dict[str, Any]]:
-    """Per set: how many questions, and the share refused (in scope) or declined (out of scope)."""
+    """Per set: how many questions, the share refused (in scope) or declined (out of scope), and the share
+    the injection check took for instructions to the assistant (`as_instructions`)."""
     results = {}
     for name, texts in sets.items():
         vectors = retriever.embeddings.embed_documents(texts)
-        declined = [check.declined for check in retriever.check_scopes(vectors, texts)]
+        checks = retriever.check_scopes(vectors, texts)
+        declined = [check.declined for check in checks]
         share = sum(declined) / len(declined) if declined else 0.0
+        told = sum(check.instruction for check in checks) / len(checks) if checks else 0.0
         key = "refused" if in_scope else "declined"
-        results[name] = {"count": len(texts), key: round(share, 4),
+        results[name] = {"count": len(texts), key: round(share, 4), "as_instructions": round(told, 4),
                          "examples": [t for t, d in zip(texts, declined) if d == in_scope][:3]}
+        if in_scope:
+            results[name]["instruction_examples"] = [t for t, c in zip(texts, checks) if c.instruction][:3]
     return results
 
 
 def format_scope(results: dict[str, Any]) -> str:
     """The figures as a table: one row per collection and question set."""
-    lines = [f"{'collection':<20}{'set':<22}{'count':>7}  {'in scope':<9}{'refused / declined':>20}"]
+    lines = [f"{'collection':<20}{'set':<22}{'count':>7}  {'in scope':<9}{'refused / declined':>20}"
+             f"{'as instructions':>17}"]
     for collection, figures in results["collections"].items():
         for name, row in figures["sets"].items():
             in_scope = "refused" in row
             share = row["refused"] if in_scope else row["declined"]
-            lines.append(f"{collection:<20}{name:<22}{row['count']:>7}  {'yes' if in_scope else 'no':<9}"
-                         f"{('refused ' if in_scope else 'declined ') + format(share, '.1%'):>20}")
+            kind = "fair" if name in figures.get("fair_sets", ()) else "yes" if in_scope else "no"
+            lines.append(f"{collection:<20}{name:<22}{row['count']:>7}  {kind:<9}"
+                         f"{('refused ' if in_scope else 'declined ') + format(share, '.1%'):>20}"
+                         f"{format(row.get('as_instructions', 0.0), '.1%'):>17}")
         lines.append(f"{'':<20}threshold {figures['threshold']:.3f}; calibrated on {figures['calibrated_on']}")
     return "\n".join(lines)
 
