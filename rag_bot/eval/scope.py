@@ -67,8 +67,10 @@ def scope_collections(data: Path, work: Path, docs: Path = EXAMPLE_DOCS) -> list
     write_corpus(scifact.folder, folder)
     claims = ScopeCollection("scifact", folder, {"scifact_claims": list(scifact.queries.values())})
     examples = ScopeCollection("examples-docs", docs, {"docs_questions": data_lines("docs_questions.txt"),
-                                                         "docs_questions_2": data_lines("docs_questions_2.txt")},
+                                                         "docs_questions_2": data_lines("docs_questions_2.txt"),
+                                                         "docs_questions_3": data_lines("docs_questions_3.txt")},
                                 {"docs_unanswered": data_lines("docs_unanswered.txt"),
+                                 "docs_unanswered_2": data_lines("docs_unanswered_2.txt"),
                                  "product_questions": data_lines("product_questions.txt")})
     return [squad, claims, examples]
 
