@@ -46,6 +46,8 @@ class Bm25Index:
         self.ids = ids
         self.version = version  # the collection's version stamp when the index was built
         self._vocabulary: frozenset[str] | None = None  # every indexed word, accents folded (`mentions`)
+        self._df: list[int] | None = None  # chunks holding each token id (`idf`)
+        self._docs = 0
 
     @classmethod
     def build(cls, ids: list[str], texts: Iterable[str], version: str | None = None) -> "Bm25Index":
@@ -108,6 +110,23 @@ class Bm25Index:
         vocabulary = self._words()
         return all(forms & vocabulary for forms in word_forms(term))
 
+    def idf(self, token: str) -> float:
+        """How rare an index token (as `keyword_tokens` gives it) is across the chunks: BM25's inverse
+        document frequency, ln(1 + (N - df + 0.5) / (df + 0.5)); a token no chunk holds gets df 0."""
+        import math
+
+        if self._df is None:
+            import numpy as np
+
+            scores = getattr(self._model, "scores", None) or {}
+            indptr = np.asarray(scores.get("indptr", [0]))
+            self._df = (indptr[1:] - indptr[:-1]).tolist()
+            self._docs = int(scores.get("num_docs", len(self.ids)) or len(self.ids))
+        vocab = getattr(self._model, "vocab_dict", None) or {}
+        index = vocab.get(token)
+        df = self._df[index] if index is not None and index < len(self._df) else 0
+        return math.log(1 + (self._docs - df + 0.5) / (df + 0.5))
+
     def _words(self) -> frozenset[str]:
         if self._vocabulary is None:
             vocab = getattr(self._model, "vocab_dict", None) or {}
@@ -123,6 +142,11 @@ class Bm25Index:
         k = min(k, len(self.ids))
         documents, scores = self._model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return [(self.ids[int(i)], float(s)) for i, s in zip(documents[0], scores[0]) if s > 0]
+
+
+def keyword_tokens(texts: list[str]) -> list[set[str]]:
+    """Each text's words as the index holds them: lower case, stop words dropped, stemmed."""
+    return [set(tokens) for tokens in _tokenize(texts, return_ids=False)] if texts else []
 
 
 def word_forms(text: str) -> list[set[str]]:

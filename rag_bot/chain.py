@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -103,7 +103,8 @@ class RagChain(Runnable):
         self.chat = chat or ChatConfig()
         self.stop = stop or []
         self.evidence = evidence or EvidenceFinder(retriever.embeddings, grounding_level=self.chat.grounding_level,
-                                                   clauses_below=self.chat.min_evidence)
+                                                   clauses_below=self.chat.min_evidence,
+                                                   quote_words=self.chat.quote_words, idf=keyword_rarity(retriever))
         self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
@@ -296,9 +297,19 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
     retriever = retriever or load_retriever(config)
     llm = llm or load_llm(config)
     evidence = EvidenceFinder(retriever.embeddings, retriever.reranker, config.chat.grounding_level,
-                              clauses_below=config.chat.min_evidence)
+                              clauses_below=config.chat.min_evidence, quote_words=config.chat.quote_words,
+                              idf=keyword_rarity(retriever))
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
                     evidence=evidence)
+
+
+def keyword_rarity(retriever: Any) -> Callable[[str], float]:
+    """A word's rarity in the collection, read from the retriever's keyword index at call time (ingest may
+    swap the index); 1 for every word when there is none (`retriever.hybrid: false`)."""
+    def idf(token: str) -> float:
+        index = getattr(retriever, "bm25", None)
+        return index.idf(token) if index is not None and hasattr(index, "idf") else 1.0
+    return idf
 
 
 def gather(events: Iterable[dict]) -> dict[str, Any]:

@@ -207,6 +207,11 @@ class ChatConfig(_Section):
         "'The documents don't say' when the question asks about the opposite of what the best quotes say: a "
         "negation ('not', 'never') none of them has, or a word whose opposite they use instead ('lowest' "
         "against 'highest'); no LLM call."))
+    quote_words: float = Field(0.5, ge=0.0, le=5.0, description=(
+        "Weight of the question's own words when choosing the quotes (without a cross-encoder): a sentence "
+        "scores its cosine similarity plus this times the share of the question's words it holds, each word "
+        "weighted by its rarity in the collection. 0: meaning only. The abstain level (min_evidence) "
+        "always reads the cosine."))
     grounding_level: float = Field(0.55, ge=-1.0, le=1.0, description=(
         "A generated sentence counts as supported when a passage sentence is at least this similar "
         "(or holds most of its words)."))

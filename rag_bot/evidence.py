@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .protocols import CrossEncoderModel, Embedder
 from .questions import STOPWORDS
@@ -60,7 +60,8 @@ class Evidence:
     vectors: Any  # the sentences' embeddings (normalised), in the same order
     similarities: list[float]  # cosine of each sentence to the question
     quotes: list[Quote] = field(default_factory=list)
-    clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits or none was read)
+    clause_similarity: float = 0.0
+    overlap: list[float] = field(default_factory=list)  # each sentence's share of the question's words (rarity-weighted)  # the best cosine of a clause of a sentence (0 when none splits or none was read)
 
     @property
     def strength(self) -> float:
@@ -91,10 +92,15 @@ class EvidenceFinder:
     """Sentence-level evidence with the embedding model, ordered by the cross-encoder when one is given."""
 
     def __init__(self, embeddings: Embedder, cross_encoder: CrossEncoderModel | None = None,
-                 grounding_level: float = 0.55, clauses_below: float = 1.0) -> None:
+                 grounding_level: float = 0.55, clauses_below: float = 1.0, quote_words: float = 0.0,
+                 idf: Callable[[str], float] | None = None) -> None:
         self.embeddings = embeddings
         self.cross_encoder = cross_encoder
         self.grounding_level = grounding_level
+        # quotes are ordered by cosine + quote_words x the share of the question's words a sentence holds,
+        # each word weighted by `idf` (its rarity in the collection; 1 for every word without one)
+        self.quote_words = quote_words
+        self.idf = idf
         # clauses are embedded only when no whole sentence reaches this (the abstain level): they can
         # only raise the strength, and they cost about half again the evidence step
         self.clauses_below = clauses_below
@@ -114,6 +120,8 @@ class EvidenceFinder:
         question_vector = np.asarray(self.embeddings.embed_query(question))
         similarities = (vectors @ question_vector).tolist()
         evidence = Evidence(question, sentences, vectors, similarities)
+        if self.quote_words and self.cross_encoder is None:
+            evidence.overlap = word_overlap(question, [s for _, s in sentences], self.idf)
         clauses = [clause for _, sentence in sentences for clause in _clauses(sentence)]
         if clauses and max(similarities) < self.clauses_below:
             clause_vectors = np.asarray(self.embeddings.embed_documents(clauses))
@@ -129,6 +137,8 @@ class EvidenceFinder:
         if answer and _content_words(answer):
             answer_vector = np.asarray(self.embeddings.embed_query(_CITATION.sub("", answer)))
             scores = np.maximum(scores, evidence.vectors @ answer_vector)
+        if len(evidence.overlap) == len(scores):
+            scores = scores + self.quote_words * np.asarray(evidence.overlap, dtype="float64")
         if self.cross_encoder is not None and len(evidence.sentences):
             pairs = [(evidence.question, sentence) for _, sentence in evidence.sentences]
             scores = np.asarray(self.cross_encoder.predict(pairs, show_progress_bar=False), dtype="float64")
@@ -164,6 +174,21 @@ class EvidenceFinder:
         source = " ".join(passages).lower()
         unsupported += [token for token in _facts(text) if token.lower() not in source]
         return Grounding(not unsupported, round(float(best.min()), 4), tuple(unsupported))
+
+
+def word_overlap(question: str, sentences: Sequence[str], idf: Callable[[str], float] | None = None) -> list[float]:
+    """For each sentence, the share of the question's words (stemmed, stop words left out, as the keyword
+    index reads them) that it holds, each word weighted by `idf` (1 when None): holding the question's
+    rare words ("small talk") counts for more than its common ones ("the bot")."""
+    from .bm25 import keyword_tokens
+
+    tokens = keyword_tokens([question, *sentences])
+    asked, found = tokens[0], tokens[1:]
+    weight = {token: idf(token) if idf is not None else 1.0 for token in asked}
+    total = sum(weight.values())
+    if not total:
+        return [0.0] * len(sentences)
+    return [sum(weight[token] for token in asked & words) / total for words in found]
 
 
 def _clauses(sentence: str) -> list[str]:

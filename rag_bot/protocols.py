@@ -38,6 +38,8 @@ class KeywordIndex(Protocol):
 
     def mentions(self, term: str) -> bool: ...
 
+    def idf(self, token: str) -> float: ...
+
 
 class ChunkCollection(Protocol):
     """A chromadb collection, as read here: its identity and metadata, counts, gets and queries."""

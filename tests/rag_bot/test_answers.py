@@ -180,3 +180,35 @@ def test_evidence_strength_reads_the_clauses_of_a_long_list_sentence():
     # clauses are read only when no whole sentence reaches the abstain level (they can only raise it)
     at_level = EvidenceFinder(WordEmbeddings(), clauses_below=0.3).find("Are page numbers kept?", [(1, listing)])
     assert at_level.clause_similarity == 0.0 and at_level.strength == max(at_level.similarities)
+
+
+def test_quotes_weigh_the_questions_rare_words():
+    """Cosine alone quotes the sentence that shares the question's common words ("bot", "answer"); the
+    question's rare words ("small talk") pick the sentence that answers it."""
+    from rag_bot.evidence import word_overlap
+
+    sentences = ["rag-bot is a chatbot that answers questions from your own documents.",
+                 "Questions about the weather, small talk and attempts to override the instructions are declined."]
+    rarity = {"small": 3.0, "talk": 3.0}.get
+    assert word_overlap("Does the bot answer small talk?", sentences, lambda t: rarity(t, 0.2))[1] > 0.9
+    plain = word_overlap("Does the bot answer small talk?", sentences)  # every word weighs 1
+    assert plain[0] == plain[1] == 0.4  # "rag-bot" holds "bot", "answers" is "answer" once stemmed: a tie
+    assert word_overlap("the and of", sentences) == [0.0, 0.0]  # stop words only
+    question = "Does the bot answer small talk?"
+    finder = EvidenceFinder(WordEmbeddings(), quote_words=0.5, idf=lambda t: rarity(t, 0.2))
+    assert finder.find(question, [(1, " ".join(sentences))]).quotes[0].text == sentences[1]
+    cosine_only = EvidenceFinder(WordEmbeddings()).find(question, [(1, " ".join(sentences))])
+    assert cosine_only.overlap == [] and cosine_only.strength == max(cosine_only.similarities)
+
+
+def test_keyword_index_gives_each_words_rarity():
+    import math
+
+    from rag_bot.bm25 import Bm25Index, keyword_tokens
+
+    index = Bm25Index.build(["a", "b", "c"], ["the reranker orders passages", "the reranker is slow",
+                                              "chunks are embedded"])
+    reranker, chunk = (next(iter(keyword_tokens([word])[0])) for word in ("reranker", "chunks"))
+    assert index.idf(chunk) > index.idf(reranker) > 0
+    assert index.idf(reranker) == math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
+    assert index.idf("neverseen") == math.log(1 + 3.5 / 0.5)
