@@ -61,7 +61,8 @@ class Evidence:
     similarities: list[float]  # cosine of each sentence to the question
     quotes: list[Quote] = field(default_factory=list)
     clause_similarity: float = 0.0
-    overlap: list[float] = field(default_factory=list)  # each sentence's share of the question's words (rarity-weighted)  # the best cosine of a clause of a sentence (0 when none splits or none was read)
+    overlap: list[float] = field(default_factory=list)  # each sentence's share of the question's words (rarity-weighted)
+    positions: list[int] = field(default_factory=list)  # each sentence's place in its passage (0, 1, ...)  # the best cosine of a clause of a sentence (0 when none splits or none was read)
 
     @property
     def strength(self) -> float:
@@ -110,16 +111,17 @@ class EvidenceFinder:
         the question (and `answer` when given)."""
         import numpy as np
 
-        sentences = [(n, s) for n, text in passages for s in split_sentences(text)
-                     if len(s.split()) >= MIN_SENTENCE_WORDS]
-        if not sentences:
-            sentences = [(n, " ".join(text.split())) for n, text in passages if text.strip()]
-        if not sentences:
+        split = [(n, position, s) for n, text in passages for position, s in enumerate(split_sentences(text))
+                 if len(s.split()) >= MIN_SENTENCE_WORDS]
+        if not split:
+            split = [(n, 0, " ".join(text.split())) for n, text in passages if text.strip()]
+        if not split:
             return Evidence(question, [], np.zeros((0, 1)), [])
+        sentences = [(n, s) for n, _, s in split]
         vectors = np.asarray(self.embeddings.embed_documents([s for _, s in sentences]))
         question_vector = np.asarray(self.embeddings.embed_query(question))
         similarities = (vectors @ question_vector).tolist()
-        evidence = Evidence(question, sentences, vectors, similarities)
+        evidence = Evidence(question, sentences, vectors, similarities, positions=[p for _, p, _ in split])
         if self.quote_words and self.cross_encoder is None:
             evidence.overlap = word_overlap(question, [s for _, s in sentences], self.idf)
         clauses = [clause for _, sentence in sentences for clause in _clauses(sentence)]
@@ -148,7 +150,11 @@ class EvidenceFinder:
         best = scores[order[0]]
         margin = QUOTE_MARGIN * (max(abs(best), 1e-9) if self.cross_encoder is not None else 1.0)
         chosen = [i for i in order[:MAX_QUOTES] if scores[i] >= best - margin]
-        return [Quote(evidence.sentences[i][0], evidence.sentences[i][1], round(float(scores[i]), 4)) for i in chosen]
+        quotes = [Quote(evidence.sentences[i][0], evidence.sentences[i][1], round(float(scores[i]), 4)) for i in chosen]
+        follow = _continuation(evidence, chosen[0])
+        if follow is not None and follow not in chosen:  # the best quote goes on in the next sentence
+            quotes[0] = Quote(quotes[0].n, f"{quotes[0].text} {evidence.sentences[follow][1]}", quotes[0].score)
+        return quotes
 
     def grounding(self, answer: str, evidence: Evidence, passages: Sequence[str]) -> Grounding:
         """Is every claim of `answer` supported by one of the sentences that answer the *question*
@@ -174,6 +180,23 @@ class EvidenceFinder:
         source = " ".join(passages).lower()
         unsupported += [token for token in _facts(text) if token.lower() not in source]
         return Grounding(not unsupported, round(float(best.min()), 4), tuple(unsupported))
+
+
+# a sentence that goes on about the one before it ("It was ...", "They ...", "This ..."): quoted with it
+_CONTINUES = re.compile(r"(?:He|She|It|They|This|These|That|Those|Its|Their|His|Her|There|Such|However|Also)\b")
+
+
+def _continuation(evidence: Evidence, i: int) -> int | None:
+    """The index of the sentence right after sentence `i` in the same passage when it starts by referring
+    back to it ("It ...", "They ...", "This ..."), else None. The best quote is shown with it: on SQuAD the
+    answer is often there ("... William of Volpiano. He was ..."), and the two read as one passage."""
+    after = i + 1
+    if (after < len(evidence.sentences) and len(evidence.positions) == len(evidence.sentences)
+            and evidence.sentences[after][0] == evidence.sentences[i][0]
+            and evidence.positions[after] == evidence.positions[i] + 1
+            and _CONTINUES.match(evidence.sentences[after][1])):
+        return after
+    return None
 
 
 def word_overlap(question: str, sentences: Sequence[str], idf: Callable[[str], float] | None = None) -> list[float]:

@@ -212,3 +212,18 @@ def test_keyword_index_gives_each_words_rarity():
     assert index.idf(chunk) > index.idf(reranker) > 0
     assert index.idf(reranker) == math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
     assert index.idf("neverseen") == math.log(1 + 3.5 / 0.5)
+
+
+def test_the_best_quote_goes_on_into_a_sentence_that_refers_back_to_it():
+    finder = EvidenceFinder(WordEmbeddings())
+    text = ("Fecamp Abbey was led by the Italian abbot William of Volpiano for many years. "
+            "He founded a school of music there. The abbey stands near the coast.")
+    quote = finder.find("Which abbot led Fecamp Abbey?", [(1, text)]).quotes[0]
+    assert quote.text == ("Fecamp Abbey was led by the Italian abbot William of Volpiano for many years. "
+                          "He founded a school of music there.")
+    # not when the next sentence starts afresh, nor across a sentence too short to be scored
+    plain = finder.find("Which abbot led Fecamp Abbey?", [(1, text.replace("He founded", "Monks founded"))])
+    assert plain.quotes[0].text.endswith("for many years.")
+    gap = ("Fecamp Abbey was led by the Italian abbot William of Volpiano for many years. Then war. "
+           "He left the abbey in the spring.")
+    assert finder.find("Which abbot led Fecamp Abbey?", [(1, gap)]).quotes[0].text.endswith("for many years.")
