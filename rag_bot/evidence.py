@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Callable, Sequence
 
 from .protocols import CrossEncoderModel, Embedder
@@ -199,14 +200,23 @@ def _continuation(evidence: Evidence, i: int) -> int | None:
     return None
 
 
+@cache
+def _stop_tokens() -> frozenset[str]:
+    """Our stop words as the keyword index's tokens: its own list keeps "where", "does" and "it", which
+    say nothing about what a question asks."""
+    from .bm25 import keyword_tokens
+
+    return frozenset().union(*keyword_tokens(sorted(STOPWORDS)))
+
+
 def word_overlap(question: str, sentences: Sequence[str], idf: Callable[[str], float] | None = None) -> list[float]:
-    """For each sentence, the share of the question's words (stemmed, stop words left out, as the keyword
-    index reads them) that it holds, each word weighted by `idf` (1 when None): holding the question's
+    """For each sentence, the share of the question's words (stemmed as the keyword index reads them, stop
+    words left out) that it holds, each word weighted by `idf` (1 when None): holding the question's
     rare words ("small talk") counts for more than its common ones ("the bot")."""
     from .bm25 import keyword_tokens
 
     tokens = keyword_tokens([question, *sentences])
-    asked, found = tokens[0], tokens[1:]
+    asked, found = tokens[0] - _stop_tokens(), tokens[1:]
     weight = {token: idf(token) if idf is not None else 1.0 for token in asked}
     total = sum(weight.values())
     if not total:
