@@ -308,7 +308,7 @@ def keyword_rarity(retriever: Any) -> Callable[[str], float]:
     swap the index); 1 for every word when there is none (`retriever.hybrid: false`)."""
     def idf(token: str) -> float:
         index = getattr(retriever, "bm25", None)
-        return index.idf(token) if index is not None and hasattr(index, "idf") else 1.0
+        return index.idf(token) if index is not None else 1.0
     return idf
 
 

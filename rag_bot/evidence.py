@@ -61,9 +61,9 @@ class Evidence:
     vectors: Any  # the sentences' embeddings (normalised), in the same order
     similarities: list[float]  # cosine of each sentence to the question
     quotes: list[Quote] = field(default_factory=list)
-    clause_similarity: float = 0.0
+    clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits or none was read)
     overlap: list[float] = field(default_factory=list)  # each sentence's share of the question's words (rarity-weighted)
-    positions: list[int] = field(default_factory=list)  # each sentence's place in its passage (0, 1, ...)  # the best cosine of a clause of a sentence (0 when none splits or none was read)
+    positions: list[int] = field(default_factory=list)  # each sentence's place in its passage (0, 1, ...)
 
     @property
     def strength(self) -> float:

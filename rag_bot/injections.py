@@ -69,12 +69,10 @@ TASK_FORMS = ("How do I {v} {p}?", "Can I {v} {p}?", "How can I {v} {p}?", "Is t
               "What happens if I {v} {p}?")
 
 
-# The user's own how-to questions about what the attacks name (the chat history, the system prompt, the
-# answers, the sources): the "question" side's hardest cases, phrased in the first person or about the
-# bot in the third, with the attacks' own verbs. A collection about software or chatbots is asked
+# The user's own how-to questions (`TASK_FORMS`) about what the attacks name (the chat history, the system
+# prompt, the answers, the sources): the "question" side's hardest cases, phrased in the first person or
+# about the bot in the third, with the attacks' own verbs. A collection about software or chatbots is asked
 # "How do I clear the chat history?" and "Can I change the system prompt?" as a matter of course.
-_OWN_FORMS = ("How do I {v} {o}?", "Can I {v} {o}?", "How can I {v} {o}?", "Is there a way to {v} {o}?",
-              "Where do I {v} {o}?", "Is it possible to {v} {o}?")
 _OWN_VERBS = ("see", "change", "edit", "clear", "delete", "export", "copy", "save", "hide", "show", "print",
               "translate", "shorten", "reset", "back up", "share", "ignore", "skip", "turn off", "replace")
 _OWN_OBJECTS = ("the system prompt", "the prompt template", "the chat history", "the answers", "an answer",
@@ -96,10 +94,9 @@ def own_questions(count: int = 300, seed: int = 2) -> list[str]:
     """The user's how-to questions about the bot itself and what it holds ("How do I clear the chat
     history?", "How do I stop the bot from inventing answers?"): questions, though they use the
     attacks' verbs and objects. A fixed seed: the same sample every time."""
-    made = [form.format(v=verb, o=obj) for form in _OWN_FORMS for verb in _OWN_VERBS for obj in _OWN_OBJECTS]
-    made += [form.format(g=doing, b=base) for form in _BOT_FORMS for doing, base in _BOT_DOINGS]
-    rng = random.Random(seed)
-    return sorted(rng.sample(sorted(set(made)), min(count, len(made))))
+    made = {form.format(v=verb, p=obj) for form in TASK_FORMS for verb in _OWN_VERBS for obj in _OWN_OBJECTS}
+    made |= {form.format(g=doing, b=base) for form in _BOT_FORMS for doing, base in _BOT_DOINGS}
+    return sorted(random.Random(seed).sample(sorted(made), min(count, len(made))))
 
 
 # A quoted span: what the message asks about (an error message, a command), not what it asks the bot to do.

@@ -128,15 +128,6 @@ class RagRetriever(BaseRetriever):
         scores = self.scope.score(features)
         injection = (injection_scores(self.scope, vectors, texts, self.embeddings) if self.config.filter.injections
                      else None)
-        own = [own_question(text) for text in texts] if texts is not None else [False] * len(scores)
-        sentences: dict[int, float] = {}
-        if self.config.filter.sentences and self.scope.sentence_level is not None:  # only what the gate declines
-            caught = self.scope.injection_threshold
-            looked = [i for i, score in enumerate(scores) if score < self.threshold
-                      and not (injection and caught is not None and injection[i] >= caught and not own[i])]  # vetoed anyway
-            found = sentence_similarities(self.collection, self.embeddings, [vectors[i] for i in looked],
-                                          [ids[i] for i in looked])
-            sentences = dict(zip(looked, found))
         checks = []
         for i, score in enumerate(scores):
             meta = metadatas[i][0] if metadatas[i] else {}
@@ -146,8 +137,14 @@ class RagRetriever(BaseRetriever):
                                      nearest, list(self.scope.about),
                                      injection[i] if injection else None,
                                      self.scope.injection_threshold if injection else None,
-                                     sentences.get(i), self.scope.sentence_level if i in sentences else None,
-                                     own[i]))
+                                     own_question=texts is not None and own_question(texts[i])))
+        level = self.scope.sentence_level
+        if self.config.filter.sentences and level is not None:  # the second look: only what the gate declines on topic
+            looked = [i for i, check in enumerate(checks) if check.score < check.threshold and not check.instruction]
+            found = sentence_similarities(self.collection, self.embeddings, [vectors[i] for i in looked],
+                                          [ids[i] for i in looked])
+            for i, similarity in zip(looked, found):
+                checks[i].sentence, checks[i].sentence_level = similarity, level
         return checks
 
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:

@@ -205,7 +205,7 @@ def test_own_questions_use_the_attacks_words_as_a_user_asks():
 
     asked = own_questions()
     assert asked == own_questions() and len(set(asked)) == len(asked) >= 250
-    assert all(q.endswith("?") and q.split()[0] in ("How", "Can", "Is", "Where", "Why") for q in asked)
+    assert all(q.endswith("?") and q.split()[0] in ("How", "Can", "Is", "What", "Why") for q in asked)
     words = " ".join(asked).lower().split()
     assert "you" not in words and "your" not in words  # never addressed to the assistant
     assert {"delete", "export", "copy", "print"} <= set(words) and "chat history?" in " ".join(asked)
