@@ -29,7 +29,7 @@ LOADERS: dict[str, Loader] = {}
 
 CODE_EXTENSIONS = (
     ".py .pyi .js .jsx .ts .tsx .java .kt .scala .c .h .cc .cpp .hpp .cs .go .rs .rb .php .swift "
-    ".sh .bash .sql .r .lua .pl .m .css .scss .yaml .yml .toml .ini .cfg .tex .rst .org"
+    ".sh .bash .sql .r .lua .pl .m .css .scss .yaml .yml .toml .ini .cfg .tex .org"
 ).split()
 
 
@@ -102,6 +102,36 @@ def load_text(data: bytes) -> list[Section]:
 @register(".md", ".markdown")
 def load_markdown(data: bytes) -> list[Section]:
     return [Section(decode_text(data), markdown=True)]
+
+
+_RST_ADORNMENT = re.compile(r"([=\-~^\"'`#*+_:.])\1{2,}")
+
+
+@register(".rst", ".rest")
+def load_rst(data: bytes) -> list[Section]:
+    """reStructuredText, its underlined (and overlined) section titles turned into markdown headings so
+    the splitter follows them; the levels go by the order in which each title style first appears."""
+    lines = decode_text(data).split("\n")
+    styles: list[tuple[str, bool]] = []
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        over = _RST_ADORNMENT.fullmatch(lines[i].strip()) is not None and i + 2 < len(lines)
+        at = i + 1 if over else i  # the title line
+        title = lines[at].strip() if at < len(lines) else ""
+        under = lines[at + 1].strip() if at + 1 < len(lines) else ""
+        if (title and not _RST_ADORNMENT.fullmatch(title) and not lines[at][:1].isspace()
+                and _RST_ADORNMENT.fullmatch(under) and len(under) >= len(title)
+                and (not over or lines[i].strip()[0] == under[0])):
+            style = (under[0], over)
+            if style not in styles:
+                styles.append(style)
+            out += ["", "#" * min(styles.index(style) + 1, 6) + " " + title, ""]
+            i = at + 2
+            continue
+        out.append(lines[i])
+        i += 1
+    return [Section("\n".join(out), markdown=True)]
 
 
 @register(".pdf")

@@ -83,11 +83,56 @@ class Grounding:
     unsupported: tuple[str, ...] = ()  # claims, numbers or names not found in the passages
 
 
+# what is markup, not words to quote: images and badges, link targets, a few HTML tags
+_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]*)\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")  # [text](url "title") -> text
+_RST_LINK = re.compile(r"`([^`<]+?)\s*<[^<>`]+>`_{1,2}")  # `text <url>`__ -> text
+_HTML_TAG = re.compile(r"</?(?:a|abbr|b|br|center|code|details|div|em|h[1-6]|hr|i|img|kbd|li|ol|p|picture|pre|"
+                       r"small|source|span|strong|sub|summary|sup|table|tbody|td|th|thead|tr|u|ul)\b[^<>]*>",
+                       re.IGNORECASE)
+# a line of one repeated character: under (and maybe over) a heading in reStructuredText and setext
+# markdown, or alone as a rule
+_ADORNMENT = re.compile(r"[ \t]*([=\-~^\"'`#*+_])\1{2,}[ \t]*")
+_TABLE_RULE = re.compile(r"(?m)^[^\n]*\n[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$")  # header + |---|---|
+_TABLE_ROW = re.compile(r"(?m)^(?=[ \t]*\|)")
+_FENCE = re.compile(r"(?m)^[ \t]*(?:`{3,}|~{3,})[^\n`]*$")  # a code fence line ("```python"): the code is kept
+_LEADERS = re.compile(r"(?m)^.*(?:\. ?){5,}.*$")  # a table of contents' line: "Invoking asn1Parser . . . . 5"
+
+
+def plain_markup(text: str) -> str:
+    """`text` with images and badges removed, links reduced to their text (markdown and
+    reStructuredText) and common HTML tags dropped: what a reader sees, not the markup around it."""
+    text = _IMAGE.sub("", text)
+    text = _MD_LINK.sub(r"\1", text)
+    text = _RST_LINK.sub(r"\1", text)
+    return _HTML_TAG.sub(" ", text)
+
+
 def split_sentences(text: str) -> list[str]:
-    """Sentences (and list items, and paragraphs) of a passage, whitespace folded; headings left out."""
+    """Sentences (and list items, table rows, and paragraphs) of a passage, whitespace folded and markup
+    reduced to its words (`plain_markup`); left out: headings (markdown, underlined or a PDF's title
+    lines), a table's header row, rules, and lines of a table of contents."""
+    text = _without_underlined(_TABLE_RULE.sub("", plain_markup(text)))
+    text = _LEADERS.sub("", _FENCE.sub("", text))
     text = _TITLE_LINE.sub(r"\1\n\n", _HEADING_LINE.sub("", text))
+    text = _TABLE_ROW.sub("\n", text)  # each table row is a sentence of its own
     parts = (" ".join(part.split()).strip(" #*-") for part in _SENTENCE_END.split(text))
     return [part for part in parts if part]
+
+
+def _without_underlined(text: str) -> str:
+    """`text` without rules and underlined headings: a line of one repeated character at least about as
+    long as the line above it ("Usage" over "=====") takes that line with it."""
+    lines = text.split("\n")
+    keep = [True] * len(lines)
+    for i, line in enumerate(lines):
+        if not _ADORNMENT.fullmatch(line):
+            continue
+        keep[i] = False
+        title = lines[i - 1].strip() if i else ""
+        if title and not _ADORNMENT.fullmatch(lines[i - 1]) and len(line.strip()) >= 0.6 * len(title):
+            keep[i - 1] = False
+    return "\n".join(line if kept else "" for line, kept in zip(lines, keep))
 
 
 class EvidenceFinder:

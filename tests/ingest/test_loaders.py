@@ -86,6 +86,17 @@ def test_docx_headings_paragraphs_and_tables(tmp_path):
     assert section.text == "# Report\n\nFirst paragraph.\n\n## Details\n\nSecond paragraph.\n\nkey | value"
 
 
+def test_rst_section_titles_become_markdown_headings(tmp_path):
+    rst = (b"=====\nGuide\n=====\n\nIntro text.\n\nInstall\n-------\n\nRun pip.\n\nLinux\n~~~~~\n\nUse apt.\n\n"
+           b"Usage\n-----\n\n    indented\n    --------\n\nShort\n--\n")
+    [section] = load(put(tmp_path, "guide.rst", rst))
+    assert section.markdown
+    # levels in order of first appearance; an indented line or a too-short underline is no title
+    assert [line for line in section.text.splitlines() if line.startswith("#")] == [
+        "# Guide", "## Install", "### Linux", "## Usage"]
+    assert "Intro text." in section.text and "    indented\n    --------" in section.text and "Short\n--" in section.text
+
+
 def test_csv_rows_are_labelled_with_their_columns(tmp_path):
     [section] = load(put(tmp_path, "people.csv", b"name,born\nAda Lovelace,1815\nAlan Turing,1912\n"))
     assert section.text == "name: Ada Lovelace; born: 1815\nname: Alan Turing; born: 1912"

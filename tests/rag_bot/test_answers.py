@@ -24,6 +24,16 @@ def test_sentences_split_at_ends_lists_and_paragraphs():
                                      "two items", "Next line?", "Yes."]
 
 
+def test_sentences_leave_out_markup_tables_headers_and_contents_lines():
+    readme = ("Nested bars\n~~~~~~~~~~~\n\n[![Python](https://img.shields.io/v.svg)](https://pypi.org/x) "
+              "[![CI](https://ci/badge.svg)](https://ci)\n\n<p align=\"center\"><strong>Fast</strong> and small.</p>\n\n"
+              "Built on [Pydantic](https://pydantic.dev) and `IDLE <https://example.org/idle>`__ works too.\n\n"
+              "| Library | keys (ms) |\n|---------|-----------|\n| orjson | 0.5 |\n| json | 2.1 |\n\n"
+              "```sh\npython -m rich --demo\n```\n\n---\n\nInvoking asn1Parser . . . . . . . . . . 5\nThe end.")
+    assert split_sentences(readme) == ["Fast and small.", "Built on Pydantic and IDLE works too.", "| orjson | 0.5 |",
+                                       "| json | 2.1 |", "python -m rich --demo", "The end."]
+
+
 def test_grounding_needs_support_and_the_numbers_and_names_of_the_passages():
     finder = EvidenceFinder(WordEmbeddings(), grounding_level=0.55)
     passage = "The first set-up takes about fifteen minutes. Chunks are 200 tokens long, measured by MiniLM."
