@@ -63,7 +63,7 @@ class Evidence:
     quotes: list[Quote] = field(default_factory=list)
     clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits or none was read)
     overlap: list[float] = field(default_factory=list)  # each sentence's share of the question's words (rarity-weighted)
-    positions: list[int] = field(default_factory=list)  # each sentence's place in its passage (0, 1, ...)
+    following: list[str | None] = field(default_factory=list)  # the sentence after each one in its passage
 
     @property
     def strength(self) -> float:
@@ -95,7 +95,9 @@ _HTML_TAG = re.compile(r"</?(?:a|abbr|b|br|center|code|details|div|em|h[1-6]|hr|
 _ADORNMENT = re.compile(r"[ \t]*([=\-~^\"'`#*+_])\1{2,}[ \t]*")
 _TABLE_RULE = re.compile(r"(?m)^[^\n]*\n[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)+\|?[ \t]*$")  # header + |---|---|
 _TABLE_ROW = re.compile(r"(?m)^(?=[ \t]*\|)")
-_FENCE = re.compile(r"(?m)^[ \t]*(?:`{3,}|~{3,})[^\n`]*$")  # a code fence line ("```python"): the code is kept
+# a code fence line ("```python") or a reStructuredText directive line (".. code:: python"): the code is kept
+_FENCE = re.compile(r"(?m)^[ \t]*(?:(?:`{3,}|~{3,})[^\n`]*|\.\. [\w:-]+::[ \t]*[\w.+-]*[ \t]*)$")
+_RST_LITERAL = re.compile(r"``([^`\n]+)``")  # ``code`` -> `code`
 _LEADERS = re.compile(r"(?m)^.*(?:\. ?){5,}.*$")  # a table of contents' line: "Invoking asn1Parser . . . . 5"
 
 
@@ -105,6 +107,7 @@ def plain_markup(text: str) -> str:
     text = _IMAGE.sub("", text)
     text = _MD_LINK.sub(r"\1", text)
     text = _RST_LINK.sub(r"\1", text)
+    text = _RST_LITERAL.sub(r"`\1`", text)
     return _HTML_TAG.sub(" ", text)
 
 
@@ -157,17 +160,20 @@ class EvidenceFinder:
         the question (and `answer` when given)."""
         import numpy as np
 
-        split = [(n, position, s) for n, text in passages for position, s in enumerate(split_sentences(text))
-                 if len(s.split()) >= MIN_SENTENCE_WORDS]
+        split = []
+        for n, text in passages:
+            parts = split_sentences(text)
+            split += [(n, parts[i + 1] if i + 1 < len(parts) else None, s) for i, s in enumerate(parts)
+                      if len(s.split()) >= MIN_SENTENCE_WORDS]
         if not split:
-            split = [(n, 0, " ".join(text.split())) for n, text in passages if text.strip()]
+            split = [(n, None, " ".join(text.split())) for n, text in passages if text.strip()]
         if not split:
             return Evidence(question, [], np.zeros((0, 1)), [])
         sentences = [(n, s) for n, _, s in split]
         vectors = np.asarray(self.embeddings.embed_documents([s for _, s in sentences]))
         question_vector = np.asarray(self.embeddings.embed_query(question))
         similarities = (vectors @ question_vector).tolist()
-        evidence = Evidence(question, sentences, vectors, similarities, positions=[p for _, p, _ in split])
+        evidence = Evidence(question, sentences, vectors, similarities, following=[f for _, f, _ in split])
         if self.quote_words and self.cross_encoder is None:
             evidence.overlap = word_overlap(question, [s for _, s in sentences], self.idf)
         clauses = [clause for _, sentence in sentences for clause in _clauses(sentence)]
@@ -196,10 +202,13 @@ class EvidenceFinder:
         best = scores[order[0]]
         margin = QUOTE_MARGIN * (max(abs(best), 1e-9) if self.cross_encoder is not None else 1.0)
         chosen = [i for i in order[:MAX_QUOTES] if scores[i] >= best - margin]
-        quotes = [Quote(evidence.sentences[i][0], evidence.sentences[i][1], round(float(scores[i]), 4)) for i in chosen]
-        follow = _continuation(evidence, chosen[0])
-        if follow is not None and follow not in chosen:  # the best quote goes on in the next sentence
-            quotes[0] = Quote(quotes[0].n, f"{quotes[0].text} {evidence.sentences[follow][1]}", quotes[0].score)
+        quotes = []
+        for rank, i in enumerate(chosen):
+            text = evidence.sentences[i][1]
+            follow = _continuation(evidence, i, back_reference=rank == 0)
+            if follow is not None and all(follow != evidence.sentences[j][1] for j in chosen):
+                text = f"{text} {follow}"  # the quote goes on in the next sentence
+            quotes.append(Quote(evidence.sentences[i][0], text, round(float(scores[i]), 4)))
         return quotes
 
     def grounding(self, answer: str, evidence: Evidence, passages: Sequence[str]) -> Grounding:
@@ -232,15 +241,15 @@ class EvidenceFinder:
 _CONTINUES = re.compile(r"(?:He|She|It|They|This|These|That|Those|Its|Their|His|Her|There|Such|However|Also)\b")
 
 
-def _continuation(evidence: Evidence, i: int) -> int | None:
-    """The index of the sentence right after sentence `i` in the same passage when it starts by referring
-    back to it ("It ...", "They ...", "This ..."), else None. The best quote is shown with it: on SQuAD the
-    answer is often there ("... William of Volpiano. He was ..."), and the two read as one passage."""
-    after = i + 1
-    if (after < len(evidence.sentences) and len(evidence.positions) == len(evidence.sentences)
-            and evidence.sentences[after][0] == evidence.sentences[i][0]
-            and evidence.positions[after] == evidence.positions[i] + 1
-            and _CONTINUES.match(evidence.sentences[after][1])):
+def _continuation(evidence: Evidence, i: int, back_reference: bool = True) -> str | None:
+    """The sentence after sentence `i` in its passage when the quote needs it: sentence `i` leads into it
+    ("IPython is supported via the ``tqdm.notebook`` submodule:"; in technical documents the command or
+    code follows), or, with `back_reference` (the best quote), it refers back ("It ...", "They ...",
+    "This ..."; on SQuAD the answer is often there: "... William of Volpiano. He was ...")."""
+    if len(evidence.following) != len(evidence.sentences):
+        return None
+    after = evidence.following[i]
+    if after and (evidence.sentences[i][1].endswith(":") or back_reference and _CONTINUES.match(after)):
         return after
     return None
 

@@ -29,9 +29,19 @@ def test_sentences_leave_out_markup_tables_headers_and_contents_lines():
               "[![CI](https://ci/badge.svg)](https://ci)\n\n<p align=\"center\"><strong>Fast</strong> and small.</p>\n\n"
               "Built on [Pydantic](https://pydantic.dev) and `IDLE <https://example.org/idle>`__ works too.\n\n"
               "| Library | keys (ms) |\n|---------|-----------|\n| orjson | 0.5 |\n| json | 2.1 |\n\n"
-              "```sh\npython -m rich --demo\n```\n\n---\n\nInvoking asn1Parser . . . . . . . . . . 5\nThe end.")
+              "```sh\npython -m rich --demo\n```\n\n---\n\nInvoking asn1Parser . . . . . . . . . . 5\nThe end.\n\n"
+              "Jupyter is supported via ``tqdm.notebook``:\n\n.. code:: python\n\n    from tqdm.notebook import tqdm")
     assert split_sentences(readme) == ["Fast and small.", "Built on Pydantic and IDLE works too.", "| orjson | 0.5 |",
-                                       "| json | 2.1 |", "python -m rich --demo", "The end."]
+                                       "| json | 2.1 |", "python -m rich --demo", "The end.",
+                                       "Jupyter is supported via `tqdm.notebook`:", "from tqdm.notebook import tqdm"]
+
+
+def test_a_quote_that_leads_in_with_a_colon_goes_on_into_what_follows():
+    finder = EvidenceFinder(WordEmbeddings())
+    passage = "Notebooks are supported via the notebook submodule:\n\n```python\nfrom tqdm.notebook import tqdm\n```"
+    evidence = finder.find("Are notebooks supported?", [(1, passage)])
+    assert [quote.text for quote in evidence.quotes] == [
+        "Notebooks are supported via the notebook submodule: from tqdm.notebook import tqdm"]
 
 
 def test_grounding_needs_support_and_the_numbers_and_names_of_the_passages():
