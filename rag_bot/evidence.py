@@ -64,6 +64,7 @@ class Evidence:
     clause_similarity: float = 0.0  # the best cosine of a clause of a sentence (0 when none splits or none was read)
     overlap: list[float] = field(default_factory=list)  # each sentence's share of the question's words (rarity-weighted)
     following: list[str | None] = field(default_factory=list)  # the sentence after each one in its passage
+    preceding: list[str | None] = field(default_factory=list)  # the sentence before each one in its passage
 
     @property
     def strength(self) -> float:
@@ -163,17 +164,18 @@ class EvidenceFinder:
         split = []
         for n, text in passages:
             parts = split_sentences(text)
-            split += [(n, parts[i + 1] if i + 1 < len(parts) else None, s) for i, s in enumerate(parts)
-                      if len(s.split()) >= MIN_SENTENCE_WORDS]
+            split += [(n, (parts[i - 1] if i else None, parts[i + 1] if i + 1 < len(parts) else None), s)
+                      for i, s in enumerate(parts) if len(s.split()) >= MIN_SENTENCE_WORDS]
         if not split:
-            split = [(n, None, " ".join(text.split())) for n, text in passages if text.strip()]
+            split = [(n, (None, None), " ".join(text.split())) for n, text in passages if text.strip()]
         if not split:
             return Evidence(question, [], np.zeros((0, 1)), [])
         sentences = [(n, s) for n, _, s in split]
         vectors = np.asarray(self.embeddings.embed_documents([s for _, s in sentences]))
         question_vector = np.asarray(self.embeddings.embed_query(question))
         similarities = (vectors @ question_vector).tolist()
-        evidence = Evidence(question, sentences, vectors, similarities, following=[f for _, f, _ in split])
+        evidence = Evidence(question, sentences, vectors, similarities, following=[f for _, (_, f), _ in split],
+                            preceding=[b for _, (b, _), _ in split])
         if self.quote_words and self.cross_encoder is None:
             evidence.overlap = word_overlap(question, [s for _, s in sentences], self.idf)
         clauses = [clause for _, sentence in sentences for clause in _clauses(sentence)]
@@ -203,12 +205,15 @@ class EvidenceFinder:
         margin = QUOTE_MARGIN * (max(abs(best), 1e-9) if self.cross_encoder is not None else 1.0)
         chosen = [i for i in order[:MAX_QUOTES] if scores[i] >= best - margin]
         quotes = []
+        chosen_texts = {evidence.sentences[j][1] for j in chosen}
         for rank, i in enumerate(chosen):
-            text = evidence.sentences[i][1]
-            follow = _continuation(evidence, i, back_reference=rank == 0)
-            if follow is not None and all(follow != evidence.sentences[j][1] for j in chosen):
-                text = f"{text} {follow}"  # the quote goes on in the next sentence
-            quotes.append(Quote(evidence.sentences[i][0], text, round(float(scores[i]), 4)))
+            before, after = _context(evidence, i, back_reference=rank == 0)
+            parts = [evidence.sentences[i][1]]
+            if before is not None and before not in chosen_texts:  # a quote of its own already: not twice
+                parts.insert(0, before)
+            if after is not None and after not in chosen_texts:
+                parts.append(after)
+            quotes.append(Quote(evidence.sentences[i][0], " ".join(parts), round(float(scores[i]), 4)))
         return quotes
 
     def grounding(self, answer: str, evidence: Evidence, passages: Sequence[str]) -> Grounding:
@@ -239,19 +244,22 @@ class EvidenceFinder:
 
 # a sentence that goes on about the one before it ("It was ...", "They ...", "This ..."): quoted with it
 _CONTINUES = re.compile(r"(?:He|She|It|They|This|These|That|Those|Its|Their|His|Her|There|Such|However|Also)\b")
+_REFERS_BACK = re.compile(r"(?:He|She|It|They|This|These|That|Those|Its|Their|His|Her|Such|However|Also)\b")  # not "There is"
 
 
-def _continuation(evidence: Evidence, i: int, back_reference: bool = True) -> str | None:
-    """The sentence after sentence `i` in its passage when the quote needs it: sentence `i` leads into it
-    ("IPython is supported via the ``tqdm.notebook`` submodule:"; in technical documents the command or
-    code follows), or, with `back_reference` (the best quote), it refers back ("It ...", "They ...",
-    "This ..."; on SQuAD the answer is often there: "... William of Volpiano. He was ...")."""
-    if len(evidence.following) != len(evidence.sentences):
-        return None
-    after = evidence.following[i]
-    if after and (evidence.sentences[i][1].endswith(":") or back_reference and _CONTINUES.match(after)):
-        return after
-    return None
+def _context(evidence: Evidence, i: int, back_reference: bool = True) -> tuple[str | None, str | None]:
+    """The sentences before and after sentence `i` in its passage that its quote needs (None when it needs
+    none): the one before when sentence `i` refers back to it ("This includes NaN ..." after "It raises
+    JSONDecodeError if ..."); the one after when sentence `i` leads into it ("IPython is supported via the
+    ``tqdm.notebook`` submodule:"; in technical documents the command or code follows) or, with
+    `back_reference` (the best quote), when that one refers back ("It ...", "They ...", "This ..."; on
+    SQuAD the answer is often there: "... William of Volpiano. He was ...")."""
+    if not (len(evidence.following) == len(evidence.preceding) == len(evidence.sentences)):
+        return None, None
+    sentence, before, after = evidence.sentences[i][1], evidence.preceding[i], evidence.following[i]
+    needs_before = before is not None and _REFERS_BACK.match(sentence) is not None
+    needs_after = after is not None and (sentence.endswith(":") or back_reference and _CONTINUES.match(after))
+    return before if needs_before else None, after if needs_after else None
 
 
 @cache

@@ -77,3 +77,16 @@ def test_backends_benchmark_smoke(tmp_path: Path):
     onnx = result["backends"]["onnx-float32"]
     assert onnx["cosine_to_float32_min"] > 0.9999 and onnx["ingest_chunks_per_s"] > 0
     assert onnx["rerank_20_ms"]["p50"] > 0 and result["auto_picks"].split(",")[0] in ("torch", "onnx")
+
+
+def test_third_party_docs_benchmark_smoke(tmp_path: Path):
+    questions = tmp_path / "questions.tsv"
+    questions.write_text("# kind, question, expected\nanswered-1\tWhich Python version does httpx require?\t3.8 | 3.9\n"
+                         "off-topic\tWhat's a good recipe for banana bread?\t\n", encoding="utf-8")
+    out = tmp_path / "third_party.json"
+    done = bench("third_party_docs.py", "--packages", "httpx,tqdm", "--questions", str(questions), "--out", str(out))
+    result = json.loads(out.read_text())
+    assert set(result["packages"]) == {"httpx", "tqdm"} and "answered-1" in done.stdout
+    assert [row["kind"] for row in result["questions"]] == ["answered-1", "off-topic"]
+    assert result["questions"][1]["reason"] == "out_of_scope" and result["summary"]["off-topic"]["declined"] == 1.0
+    assert result["questions"][0]["reason"] in (None, "not_covered", "out_of_scope")  # a figure, not a pass mark

@@ -44,6 +44,13 @@ def test_a_quote_that_leads_in_with_a_colon_goes_on_into_what_follows():
         "Notebooks are supported via the notebook submodule: from tqdm.notebook import tqdm"]
 
 
+def test_a_quote_that_refers_back_comes_with_the_sentence_it_refers_to():
+    finder = EvidenceFinder(WordEmbeddings())
+    passage = "Invalid input raises an error. This includes NaN and Infinity values. Numbers are parsed fast."
+    evidence = finder.find("What about NaN and Infinity values?", [(1, passage)])
+    assert evidence.quotes[0].text == "Invalid input raises an error. This includes NaN and Infinity values."
+
+
 def test_grounding_needs_support_and_the_numbers_and_names_of_the_passages():
     finder = EvidenceFinder(WordEmbeddings(), grounding_level=0.55)
     passage = "The first set-up takes about fifteen minutes. Chunks are 200 tokens long, measured by MiniLM."
