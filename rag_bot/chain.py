@@ -30,7 +30,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
 from .contrasts import contrast
-from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing
+from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing, split_sentences
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
@@ -63,7 +63,8 @@ class Source:
     @classmethod
     def from_document(cls, n: int, doc: Document) -> "Source":
         meta = doc.metadata
-        text = " ".join(doc.page_content.split())
+        # as the passage reads: its sentences, markup reduced (no heading marks, badges or link addresses)
+        text = " ".join(split_sentences(doc.page_content)) or " ".join(doc.page_content.split())
         snippet = text if len(text) <= SNIPPET_CHARS else text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " ..."
         return cls(n, str(meta.get("source", "?")), meta.get("page"), meta.get("heading") or None, snippet,
                    meta.get("rerank_score"), meta.get("scope_score"))

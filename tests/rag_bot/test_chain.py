@@ -168,6 +168,8 @@ def test_source_label_and_json():
     assert source.label() == 'guide.pdf, page 4, "Setup > Linux"'
     assert source.to_json() == {"n": 2, "source": "guide.pdf", "page": 4, "heading": "Setup > Linux"}
     assert source.snippet.endswith(" ...") and len(source.snippet) <= 250
+    markdown = doc("readme.md", "## Install\n\n[![CI](https://ci/b.svg)](https://ci)\n\nRun [pip](https://pip.pypa.io) to install it.")
+    assert Source.from_document(1, markdown).snippet == "Run pip to install it."  # as the passage reads
 
 
 def test_edited_prompts_are_used(tmp_path):
