@@ -88,9 +88,9 @@ class Grounding:
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _MD_LINK = re.compile(r"\[([^\]]*)\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")  # [text](url "title") -> text
 _RST_LINK = re.compile(r"`([^`<]+?)\s*<[^<>`]+>`_{1,2}")  # `text <url>`__ -> text
-_HTML_TAG = re.compile(r"</?(?:a|abbr|b|br|center|code|details|div|em|h[1-6]|hr|i|img|kbd|li|ol|p|picture|pre|"
-                       r"small|source|span|strong|sub|summary|sup|table|tbody|td|th|thead|tr|u|ul)\b[^<>]*>",
-                       re.IGNORECASE)
+_INLINE_TAG = re.compile(r"</?(?:a|abbr|b|code|em|i|kbd|small|span|strong|sub|sup|u)\b[^<>]*>", re.IGNORECASE)
+_BLOCK_TAG = re.compile(r"</?(?:br|center|details|div|h[1-6]|hr|img|li|ol|p|picture|pre|source|summary|table|tbody|"
+                        r"td|th|thead|tr|ul)\b[^<>]*>", re.IGNORECASE)
 # a line of one repeated character: under (and maybe over) a heading in reStructuredText and setext
 # markdown, or alone as a rule
 _ADORNMENT = re.compile(r"[ \t]*([=\-~^\"'`#*+_])\1{2,}[ \t]*")
@@ -102,14 +102,18 @@ _RST_LITERAL = re.compile(r"``([^`\n]+)``")  # ``code`` -> `code`
 _LEADERS = re.compile(r"(?m)^.*(?:\. ?){5,}.*$")  # a table of contents' line: "Invoking asn1Parser . . . . 5"
 
 
+_CODE_SPAN = re.compile(r"(`[^`\n]+`)")
+
+
 def plain_markup(text: str) -> str:
     """`text` with images and badges removed, links reduced to their text (markdown and
-    reStructuredText) and common HTML tags dropped: what a reader sees, not the markup around it."""
-    text = _IMAGE.sub("", text)
-    text = _MD_LINK.sub(r"\1", text)
-    text = _RST_LINK.sub(r"\1", text)
-    text = _RST_LITERAL.sub(r"`\1`", text)
-    return _HTML_TAG.sub(" ", text)
+    reStructuredText) and common HTML tags dropped: what a reader sees, not the markup around it.
+    Inline code is left as written ("use the `<b>` tag")."""
+    text = _RST_LITERAL.sub(r"`\1`", _RST_LINK.sub(r"\1", text))
+    parts = _CODE_SPAN.split(text)  # odd places: `code`
+    for i in range(0, len(parts), 2):
+        parts[i] = _BLOCK_TAG.sub(" ", _INLINE_TAG.sub("", _MD_LINK.sub(r"\1", _IMAGE.sub("", parts[i]))))
+    return "".join(parts)
 
 
 def split_sentences(text: str) -> list[str]:

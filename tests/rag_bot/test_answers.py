@@ -30,10 +30,12 @@ def test_sentences_leave_out_markup_tables_headers_and_contents_lines():
               "Built on [Pydantic](https://pydantic.dev) and `IDLE <https://example.org/idle>`__ works too.\n\n"
               "| Library | keys (ms) |\n|---------|-----------|\n| orjson | 0.5 |\n| json | 2.1 |\n\n"
               "```sh\npython -m rich --demo\n```\n\n---\n\nInvoking asn1Parser . . . . . . . . . . 5\nThe end.\n\n"
-              "Jupyter is supported via ``tqdm.notebook``:\n\n.. code:: python\n\n    from tqdm.notebook import tqdm")
+              "Jupyter is supported via ``tqdm.notebook``:\n\n.. code:: python\n\n    from tqdm.notebook import tqdm\n\n"
+              "Bold text needs the `<b>` tag, not <b>stars</b>.")
     assert split_sentences(readme) == ["Fast and small.", "Built on Pydantic and IDLE works too.", "| orjson | 0.5 |",
                                        "| json | 2.1 |", "python -m rich --demo", "The end.",
-                                       "Jupyter is supported via `tqdm.notebook`:", "from tqdm.notebook import tqdm"]
+                                       "Jupyter is supported via `tqdm.notebook`:", "from tqdm.notebook import tqdm",
+                                       "Bold text needs the `<b>` tag, not stars."]
 
 
 def test_a_quote_that_leads_in_with_a_colon_goes_on_into_what_follows():
