@@ -96,7 +96,8 @@ def test_document_markup_is_text_in_the_chat():
     content = run(lambda: chain, "What does the ingest walk?")[-1][0][-1]["content"]
     assert "<script>" not in content and "<img" not in content and "<b>" not in content
     assert "](" not in content.replace("\\](", "")  # no Markdown link or image survives unescaped
-    assert "&lt;script&gt;" in content and "\\!\\[x\\]\\(http\\://127.0.0.1\\:9/beacon.png\\)" in content
+    assert "&lt;script&gt;" in content and "&lt;b&gt;Evil&lt;/b&gt; \\[link\\]\\(javascript\\:alert\\(1\\)\\)" in content
+    assert "“Click or now, the ingest walks a folder.”" in content  # a quote shows the words, not the image markup
 
 
 def test_auth_keeps_the_chat_behind_a_login():
