@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -242,12 +243,20 @@ def sample_chunks(collection: Any, limit: int, seed: int = 0) -> list[CorpusChun
     return corpus_chunks(store_sample(collection, limit, seed))
 
 
+# headings that say nothing of what a document is about (a README's licence, sponsors, changelog)
+_BOILERPLATE = re.compile(r"\b(?:licen[cs]es?|sponsors?|contribut\w*|changelog|change log|release notes|"
+                          r"acknowledg\w*|credits|copyright|(?:table of )?contents|authors?|funding|merch)\b",
+                          re.IGNORECASE)
+
+
 def collection_topics(chunks: list[CorpusChunk], most: int = 6) -> list[str]:
-    """What the collection is about, for decline messages: its most frequent files (and their headings)."""
+    """What the collection is about, for decline messages: its most frequent files and, for each, the
+    headings with most text (not its licence, sponsors, changelog and the like)."""
     sources = Counter(chunk.source for chunk in chunks if chunk.source)
     topics = []
     for source, _ in sources.most_common(most):
-        headings = Counter(chunk.heading.split(" > ")[-1] for chunk in chunks if chunk.source == source and chunk.heading)
+        headings = Counter(chunk.heading.split(" > ")[-1] for chunk in chunks if chunk.source == source
+                           and chunk.heading and not _BOILERPLATE.search(chunk.heading.split(" > ")[-1]))
         top = [heading for heading, _ in headings.most_common(2)]
         topics.append(f"{source} ({', '.join(top)})" if top else source)
     return topics

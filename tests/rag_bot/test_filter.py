@@ -345,3 +345,14 @@ def test_the_second_look_scores_the_best_sentence_of_the_nearest_chunks():
     assert "sentence" not in declined.why()  # the reply stays short; --json carries the second look's figures
     assert ScopeCheck(0.2, 0.5, {}, near, [], 0.9, 0.7, 0.61, 0.6).declined  # the injection check still vetoes
     assert not ScopeCheck(0.7, 0.5, {}, near, []).rescued and "sentence" not in ScopeCheck(0.2, 0.5, {}, near, []).to_json()
+
+
+def test_the_collection_topics_leave_out_licence_and_sponsor_headings():
+    from rag_bot.filter_training import collection_topics
+    from rag_bot.questions import CorpusChunk
+
+    chunks = ([CorpusChunk(f"l{i}", "text", "lib.md", "Lib > License") for i in range(5)]
+              + [CorpusChunk(f"s{i}", "text", "lib.md", "Lib > Gold Sponsors") for i in range(4)]
+              + [CorpusChunk(f"u{i}", "text", "lib.md", "Lib > Usage") for i in range(3)]
+              + [CorpusChunk("i0", "text", "lib.md", "Lib > Install"), CorpusChunk("p0", "text", "manual.pdf")])
+    assert collection_topics(chunks) == ["lib.md (Usage, Install)", "manual.pdf"]
