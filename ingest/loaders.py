@@ -1,8 +1,8 @@
 """Stage 2: read a file into text sections, through a registry keyed by file extension.
 
 Each loader returns `Section`s: text plus the page it came from (PDF) and whether the text is
-markdown, so the splitter can follow headings. HTML and DOCX headings are turned into markdown
-headings for that reason. Anything wrong with a file raises `InputError` with a one-line reason.
+markdown, so the splitter can follow headings. HTML, DOCX and reStructuredText headings are turned
+into markdown headings for that reason. Anything wrong with a file raises `InputError` with a one-line reason.
 """
 
 from __future__ import annotations

@@ -100,8 +100,6 @@ _TABLE_ROW = re.compile(r"(?m)^(?=[ \t]*\|)")
 _FENCE = re.compile(r"(?m)^[ \t]*(?:(?:`{3,}|~{3,})[^\n`]*|\.\. [\w:-]+::[ \t]*[\w.+-]*[ \t]*)$")
 _RST_LITERAL = re.compile(r"``([^`\n]+)``")  # ``code`` -> `code`
 _LEADERS = re.compile(r"(?m)^.*(?:\. ?){5,}.*$")  # a table of contents' line: "Invoking asn1Parser . . . . 5"
-
-
 _CODE_SPAN = re.compile(r"(`[^`\n]+`)")
 
 
