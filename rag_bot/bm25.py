@@ -24,27 +24,30 @@ log = logging.getLogger(__name__)
 
 IDS_FILE = "chunk_ids.json"
 VERSION_FILE = "version.json"
+WORDS_FILE = "words.json"  # every word as written (lower case, accents folded), for `mentions_word`
 
 
 def bm25_path(config: Config) -> Path:
     return config.data_dir / "bm25" / store_key(config)
 
 
-def _tokenize(texts: list[str], return_ids: bool) -> Any:
+def _tokenize(texts: list[str], return_ids: bool, stem: bool = True) -> Any:
     import bm25s
     import Stemmer
 
-    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"),
+    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english") if stem else None,
                           return_ids=return_ids, show_progress=False)
 
 
 class Bm25Index:
     """A BM25 index over chunk ids; `search()` returns (chunk id, score) pairs, best first."""
 
-    def __init__(self, model: Any, ids: list[str], version: str | None = None) -> None:
+    def __init__(self, model: Any, ids: list[str], version: str | None = None,
+                 words: frozenset[str] | None = None) -> None:
         self._model = model
         self.ids = ids
         self.version = version  # the collection's version stamp when the index was built
+        self.words = words  # every word as written, before stemming (None: an index saved without them)
         self._vocabulary: frozenset[str] | None = None  # every indexed word, accents folded (`mentions`)
         self._df: list[int] | None = None  # chunks holding each token id (`idf`)
         self._docs = 0
@@ -65,14 +68,14 @@ class Bm25Index:
         postings = _Postings()
         for part_ids, part_texts in parts:
             if part_ids:
-                postings.add(_tokenize(part_texts, return_ids=True))
+                postings.add(_tokenize(part_texts, return_ids=True, stem=False))  # stemmed in `add`
                 ids.extend(part_ids)
         model = _postings_bm25()()
         if ids:
             if not postings.vocab:  # no text has a word to index: one token that no query holds
                 postings.vocab[""] = 0
             model.index(bm25s.tokenization.Tokenized(ids=postings, vocab=postings.vocab), show_progress=False)
-        return cls(model, ids, version)
+        return cls(model, ids, version, frozenset(postings.words))
 
     def save(self, path: Path) -> None:
         """Write to a sibling folder, then swap it in: readers never see half an index."""
@@ -83,6 +86,8 @@ class Bm25Index:
             self._model.save(str(tmp))
         (tmp / IDS_FILE).write_text(json.dumps(self.ids), encoding="utf-8")
         (tmp / VERSION_FILE).write_text(json.dumps({"version": self.version}), encoding="utf-8")
+        if self.words is not None:
+            (tmp / WORDS_FILE).write_text(json.dumps(sorted(self.words)), encoding="utf-8")
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
@@ -102,13 +107,30 @@ class Bm25Index:
         version_file = path / VERSION_FILE
         version = json.loads(version_file.read_text(encoding="utf-8"))["version"] if version_file.exists() else None
         model = bm25s.BM25.load(str(path)) if ids else bm25s.BM25()
-        return cls(model, ids, version)
+        words_file = path / WORDS_FILE
+        words = frozenset(json.loads(words_file.read_text(encoding="utf-8"))) if words_file.exists() else None
+        return cls(model, ids, version, words)
 
     def mentions(self, term: str) -> bool:
         """Does any chunk hold every word of `term` (as BM25 reads words: lower case, stemmed, accents
         ignored)? A term with no such word (a stop word, a single letter) counts as mentioned."""
         vocabulary = self._words()
         return all(forms & vocabulary for forms in word_forms(term))
+
+    def mentions_word(self, term: str) -> bool | None:
+        """Does any chunk hold every word of `term` as written (lower case, accents ignored; a plural
+        "s" or "es" either side)? Stricter than `mentions` for a name: "Excel" is not "excellent", whose
+        stem it shares. None for an index saved without its words (it is rebuilt with them on the next
+        ingest or load)."""
+        if self.words is None:
+            return None
+        found = self.words
+        for word in (fold_accents(w) for w in _tokenize([term], return_ids=False, stem=False)[0]):
+            forms = {word, word + "s", word + "es", word[:-1] if word.endswith("s") else word,
+                     word[:-2] if word.endswith("es") else word}
+            if not forms & found:
+                return False
+        return True
 
     def idf(self, token: str) -> float:
         """How rare an index token (as `keyword_tokens` gives it) is across the chunks: BM25's inverse
@@ -178,13 +200,19 @@ class _Postings:
         self.vocab: dict[str, int] = {}
         self.parts: list[tuple[Any, Any, Any]] = []  # (distinct tokens per text, token ids, counts)
         self.lengths: list[Any] = []
+        self.words: set[str] = set()  # the words before stemming, accents folded
 
     def add(self, tokens: Any) -> None:
+        """One part's tokens (not stemmed): each distinct word is stemmed once, as bm25s does."""
         import numpy as np
+        import Stemmer
 
+        raw = list(tokens.vocab)
+        stems = Stemmer.Stemmer("english").stemWords(raw)
+        self.words.update(fold_accents(word) for word in raw if word)
         local = np.zeros(len(tokens.vocab), dtype=np.int64)  # this part's token ids -> ids in the whole vocabulary
-        for token, index in tokens.vocab.items():
-            local[index] = self.vocab.setdefault(token, len(self.vocab))
+        for word, stem in zip(raw, stems):
+            local[tokens.vocab[word]] = self.vocab.setdefault(stem, len(self.vocab))
         lengths = np.array([len(doc) for doc in tokens.ids], dtype=np.int64)
         flat = np.fromiter(chain.from_iterable(tokens.ids), dtype=np.int64, count=int(lengths.sum()))
         width = len(self.vocab)
@@ -268,9 +296,10 @@ def rebuild_bm25(config: Config, collection: Any, version: str | None = None) ->
 
 
 def load_bm25(config: Config, collection: Any) -> Bm25Index:
-    """The BM25 index in step with the collection, rebuilt first if missing or stale."""
+    """The BM25 index in step with the collection, rebuilt first if missing, stale or saved without its
+    words (before `mentions_word`)."""
     index = Bm25Index.load(bm25_path(config))
-    if (index is None or len(index.ids) != collection.count()
+    if (index is None or len(index.ids) != collection.count() or index.words is None
             or index.version != fresh_metadata(collection).get(META_VERSION)):
         log.info("BM25 index missing or out of date: rebuilding")
         index = rebuild_bm25(config, collection)

@@ -163,7 +163,7 @@ class RagChain(Runnable):
             return []
         index = getattr(self.retriever, "bm25", None)
         if index is not None:
-            terms = [term for term in terms if not index.mentions(term)]
+            terms = [term for term in terms if not _mentioned(index, term)]
         if not terms:
             return []
         from .bm25 import Bm25Index
@@ -171,7 +171,7 @@ class RagChain(Runnable):
         texts = _searchable(used)
         found = Bm25Index.build([str(n) for n in range(len(used))], texts)
         # a number written without its separators ("1307402" for "1,307,402") is found by its value
-        return [term for term in terms if not found.mentions(term)
+        return [term for term in terms if not _mentioned(found, term)
                 and not (term.replace(",", "").isdigit() and not numbers_missing(term, texts))]
 
     def numbers_not_found(self, question: str, used: list[Document]) -> list[str]:
@@ -336,6 +336,12 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
 
 _YES_NO = re.compile(r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|may|must)\b",
                      re.IGNORECASE)
+
+
+def _mentioned(index: Any, term: str) -> bool:
+    """Does the keyword index hold `term`: its stemmed words, and its words as written when the index
+    knows them ("Excel" is not "excellent", though both stem to "excel")?"""
+    return bool(index.mentions(term)) and getattr(index, "mentions_word", lambda _: None)(term) is not False
 
 
 def _searchable(used: list[Document]) -> list[str]:

@@ -254,6 +254,10 @@ def test_a_question_about_something_no_document_mentions_says_so_without_calling
     assert "\nClosest passages:\n[1] " in printed and "Evidence:" not in printed  # quotes, not proof
     answered = "".join(terminal_text(chain_with(FakeRetriever(DOCS), FakeLLM()).stream("How do I ingest a folder?")))
     assert "\nEvidence:\n[1] " in answered
+    # a name is looked up as written: "Excel" is not "excellent", though the two share a stem
+    excel = chain_with(FakeRetriever([doc("x.md", "Excellent tables come out of the export.")]), llm)
+    assert excel.invoke("Can the export write tables to Excel?")["unmentioned"] == ["Excel"]
+    assert excel.invoke("Are the tables Excellent?")["unmentioned"] == []
     off = chain_with(FakeRetriever(DOCS), FakeLLM(), check_terms=False).invoke("How do I ingest a folder with Ollama?")
     assert off["reason"] is None and off["answer"]
 

@@ -379,3 +379,16 @@ def test_keyword_index_says_which_terms_the_collection_mentions():
         assert index.mentions(term), term
     for term in ("Ollama", "1600s", "GPT-4", "Lutheran"):
         assert not index.mentions(term), term
+
+
+def test_keyword_index_knows_its_words_as_written(tmp_path):
+    """`mentions_word` reads a term's words before stemming (accents folded, a plural either side): "Excel"
+    shares its stem with "excellent" but is not in the text; the words are saved with the index."""
+    index = Bm25Index.build(["a", "b"], ["Hervé wrote excellent reports.", "Two PDFs and a table."])
+    assert index.mentions("Excel") and index.mentions_word("Excel") is False
+    for term in ("Herve", "excellent", "PDF", "tables", "report"):
+        assert index.mentions_word(term), term
+    index.save(tmp_path / "bm25")
+    assert Bm25Index.load(tmp_path / "bm25").words == index.words
+    (tmp_path / "bm25" / "words.json").unlink()  # an index saved before words were kept: no answer
+    assert Bm25Index.load(tmp_path / "bm25").mentions_word("Excel") is None
