@@ -48,7 +48,7 @@ class Bm25Index:
         self.ids = ids
         self.version = version  # the collection's version stamp when the index was built
         self.words = words  # every word as written, before stemming (None: an index saved without them)
-        self._vocabulary: frozenset[str] | None = None  # every indexed word, accents folded (`mentions`)
+        self._stems: frozenset[str] | None = None  # every indexed (stemmed) word, accents folded (`mentions`)
         self._df: list[int] | None = None  # chunks holding each token id (`idf`)
         self._docs = 0
 
@@ -114,8 +114,8 @@ class Bm25Index:
     def mentions(self, term: str) -> bool:
         """Does any chunk hold every word of `term` (as BM25 reads words: lower case, stemmed, accents
         ignored)? A term with no such word (a stop word, a single letter) counts as mentioned."""
-        vocabulary = self._words()
-        return all(forms & vocabulary for forms in word_forms(term))
+        stems = self._stemmed_words()
+        return all(forms & stems for forms in word_forms(term))
 
     def mentions_word(self, term: str) -> bool | None:
         """Does any chunk hold every word of `term` as written (lower case, accents ignored; a plural
@@ -124,11 +124,9 @@ class Bm25Index:
         ingest or load)."""
         if self.words is None:
             return None
-        found = self.words
         for word in (fold_accents(w) for w in _tokenize([term], return_ids=False, stem=False)[0]):
-            forms = {word, word + "s", word + "es", word[:-1] if word.endswith("s") else word,
-                     word[:-2] if word.endswith("es") else word}
-            if not forms & found:
+            forms = {word, word + "s", word + "es", word.removesuffix("s"), word.removesuffix("es")}
+            if not forms & self.words:
                 return False
         return True
 
@@ -149,11 +147,11 @@ class Bm25Index:
         df = self._df[index] if index is not None and index < len(self._df) else 0
         return math.log(1 + (self._docs - df + 0.5) / (df + 0.5))
 
-    def _words(self) -> frozenset[str]:
-        if self._vocabulary is None:
+    def _stemmed_words(self) -> frozenset[str]:
+        if self._stems is None:
             vocab = getattr(self._model, "vocab_dict", None) or {}
-            self._vocabulary = frozenset(fold_accents(token) for token in vocab if token)
-        return self._vocabulary
+            self._stems = frozenset(fold_accents(token) for token in vocab if token)
+        return self._stems
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         if not self.ids:

@@ -36,6 +36,7 @@ from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
 
 if TYPE_CHECKING:
+    from .protocols import KeywordIndex
     from .results import Retrieval
     from .retriever import RagRetriever
 
@@ -338,10 +339,10 @@ _YES_NO = re.compile(r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|sh
                      re.IGNORECASE)
 
 
-def _mentioned(index: Any, term: str) -> bool:
+def _mentioned(index: KeywordIndex, term: str) -> bool:
     """Does the keyword index hold `term`: its stemmed words, and its words as written when the index
     knows them ("Excel" is not "excellent", though both stem to "excel")?"""
-    return bool(index.mentions(term)) and getattr(index, "mentions_word", lambda _: None)(term) is not False
+    return index.mentions(term) and index.mentions_word(term) is not False
 
 
 def _searchable(used: list[Document]) -> list[str]:

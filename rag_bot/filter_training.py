@@ -255,8 +255,8 @@ def collection_topics(chunks: list[CorpusChunk], most: int = 6) -> list[str]:
     sources = Counter(chunk.source for chunk in chunks if chunk.source)
     topics = []
     for source, _ in sources.most_common(most):
-        headings = Counter(chunk.heading.split(" > ")[-1] for chunk in chunks if chunk.source == source
-                           and chunk.heading and not _BOILERPLATE.search(chunk.heading.split(" > ")[-1]))
+        last = (chunk.heading.split(" > ")[-1] for chunk in chunks if chunk.source == source and chunk.heading)
+        headings = Counter(heading for heading in last if not _BOILERPLATE.search(heading))
         top = [heading for heading, _ in headings.most_common(2)]
         topics.append(f"{source} ({', '.join(top)})" if top else source)
     return topics
