@@ -36,7 +36,10 @@ def write_readmes(packages: list[str], folder: Path) -> dict[str, str]:
     """Each package's long description as a file of the folder; returns {package: version}."""
     versions = {}
     for name in packages:
-        dist = metadata.distribution(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise SystemExit(f"--packages: {name!r} is not installed in this Python; install it or leave it out")
         message = email.message_from_string(dist.read_text("METADATA") or "")
         body = message.get_payload() or message.get("Description") or ""
         kind = (message.get("Description-Content-Type") or "text/plain").split(";")[0].strip()
@@ -55,7 +58,11 @@ def read_questions(path: Path) -> list[tuple[str, str, list[str]]]:
 
 
 def rag_bot(config: Path, *args: str) -> None:
-    command = [str(Path(sys.executable).with_name("rag-bot")), "--config", str(config), *args]
+    program = Path(sys.executable).with_name("rag-bot")
+    if not program.exists():
+        raise SystemExit(f"{program} not found: run this script with the project's .venv/bin/python")
+    command = [str(program), "--config", str(config), *args]
+    print(f"rag-bot {' '.join(args)}", flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[3:])} failed:\n{done.stderr[-2000:]}")
@@ -69,6 +76,7 @@ def ask_all(config_path: Path, questions: list[tuple[str, str, list[str]]]) -> l
     config = load_config(config_path)
     chain = load_chain(config)
     rows = []
+    print(f"asking {len(questions)} questions", flush=True)
     for kind, question, expected in questions:
         reply = chain.invoke(question)
         quotes = [quote.text for quote in reply["evidence"]]
