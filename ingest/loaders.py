@@ -22,6 +22,7 @@ class Section:
     text: str
     page: int | None = None
     markdown: bool = False
+    path: tuple[tuple[int, str], ...] = ()  # (level, title) headings in force where the section starts
 
 
 Loader = Callable[[bytes], list[Section]]
@@ -136,14 +137,16 @@ def load_rst(data: bytes) -> list[Section]:
 
 @register(".pdf")
 def load_pdf(data: bytes) -> list[Section]:
-    """One section per page, with 1-based page numbers."""
+    """Sections per page (1-based page numbers) and per heading, running headers left out (`ingest.pdf`)."""
     from pypdf import PdfReader
+
+    from .pdf import pdf_sections
 
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise InputError("encrypted PDF; save a decrypted copy to ingest it")
-        return [Section(page.extract_text() or "", page=number) for number, page in enumerate(reader.pages, 1)]
+        return pdf_sections(reader)
     except InputError:
         raise
     except Exception as exc:  # pypdf raises many kinds of errors on damaged files

@@ -27,14 +27,15 @@ _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 PARAGRAPH, LINE, SENTENCE, CLAUSE, WORD, NONE = range(6)
 
 
-def markdown_sections(text: str) -> list[tuple[str, str]]:
-    """Cut markdown at ATX headings (not inside code fences) into (heading path, text) pairs.
+def markdown_sections(text: str, before: Sequence[tuple[int, str]] = ()) -> list[tuple[str, str]]:
+    """Cut markdown at ATX headings (not inside code fences) into (heading path, text) pairs; `before`
+    is the (level, title) headings in force before the text (a PDF section going on from a page before).
 
     A heading directly followed by another heading stays with the text that follows, so no
     chunk is a bare heading.
     """
     sections: list[tuple[str, str]] = []
-    path: list[tuple[int, str]] = []
+    path = list(before)
     lines: list[str] = []
     has_body = False
     fence: str | None = None
@@ -130,7 +131,7 @@ class Splitter:
         known), heading (when known), chunk_index, content_hash."""
         chunks: list[Document] = []
         for section in sections:
-            parts = markdown_sections(section.text) if section.markdown else [("", section.text)]
+            parts = markdown_sections(section.text, section.path) if section.markdown else [("", section.text)]
             for heading, text in parts:
                 for piece in self.split_text(text):
                     metadata: dict[str, Any] = {"source": source}
