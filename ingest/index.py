@@ -31,6 +31,7 @@ from rag_bot.store import (LEGACY_OWNER, META_UNPUBLISHED, META_VERSION, check_e
                            open_client, open_vectorstore, record_model, store_key, update_metadata)
 
 from .discover import Candidate
+from .loaders import reader_version
 from .ownership import StoreLease, check_owner, claim, recipe
 from .record import (FileRow, LegacyRecord, StoreFiles, StoreRecordManager, files_name, has_files_table, read_legacy,
                      stored_rows)
@@ -293,11 +294,12 @@ class IngestIndex:
 def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str],
               stale: set[str] = frozenset()) -> Plan:  # type: ignore[assignment]
     """Added, updated, unchanged and deleted files. `stale`: files whose stored chunks do not match
-    their row, indexed again whatever their size, mtime and hash say."""
+    their row, indexed again whatever their size, mtime and hash say; so is a file an older version of
+    its loader read (`loaders.reader_version`)."""
     plan = Plan()
     for candidate in files:
         row = known.get(candidate.source)
-        if row and candidate.source in stale:
+        if row and (candidate.source in stale or row.reader != reader_version(candidate.source)):
             plan.updated.append(Change(candidate, _sha256_or_empty(candidate.path), is_new=False))
             continue
         if row and row.size == candidate.size and row.mtime_ns == candidate.mtime_ns:
@@ -306,7 +308,8 @@ def make_plan(known: dict[str, FileRow], files: list[Candidate], keep: set[str],
         digest = _sha256_or_empty(candidate.path)
         if row and row.sha256 == digest:
             plan.unchanged.append(candidate.source)
-            plan.touched.append(FileRow(row.source, candidate.size, candidate.mtime_ns, digest, row.chunks, row.ingested))
+            plan.touched.append(FileRow(row.source, candidate.size, candidate.mtime_ns, digest, row.chunks, row.ingested,
+                                        row.reader))
         elif row:
             plan.updated.append(Change(candidate, digest, is_new=False))
         else:

@@ -34,6 +34,16 @@ CODE_EXTENSIONS = (
 ).split()
 
 
+# Loaders that read files differently from their first version, by extension: a file read by an older
+# version is read again at the next ingest (only chunks whose text changed are embedded). Bump on a change.
+READER_VERSIONS = {".pdf": 2, ".rst": 2, ".rest": 2}
+
+
+def reader_version(source: str) -> int:
+    """The version of the loader that reads `source` now (1 for a loader that never changed)."""
+    return READER_VERSIONS.get(Path(source).suffix.lower(), 1)
+
+
 def register(*extensions: str) -> Callable[[Loader], Loader]:
     def add(loader: Loader) -> Loader:
         for extension in extensions:

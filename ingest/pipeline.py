@@ -238,7 +238,7 @@ def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport) 
             _skip(report, change, exc)
             continue
         yield chunks, FileRow(candidate.source, candidate.size, candidate.mtime_ns, change.sha256, len(chunks),
-                              time.time())
+                              time.time(), loaders.reader_version(candidate.source))
 
 
 def check_storable(chunks: list) -> None:

@@ -39,6 +39,7 @@ class FileRow:
     sha256: str
     chunks: int
     ingested: float = 0.0  # when its chunks were written (epoch seconds); 0: before this was recorded
+    reader: int = 1  # the version of the loader that read it (`loaders.reader_version`); 1: before this was recorded
 
 
 def _parts(items: Sequence[Any], size: int = _PART) -> Iterator[list[Any]]:
@@ -180,7 +181,8 @@ class StoreFiles:
         for part in _parts(rows):
             self.table.upsert(ids=[row.source for row in part], embeddings=[[0.0]] * len(part),
                               metadatas=[{"size": row.size, "mtime_ns": row.mtime_ns, "sha256": row.sha256,
-                                          "chunks": row.chunks, "ingested": row.ingested} for row in part])
+                                          "chunks": row.chunks, "ingested": row.ingested, "reader": row.reader}
+                                         for row in part])
 
     def forget(self, sources: Sequence[str]) -> None:
         for part in _parts(sources):
@@ -192,7 +194,7 @@ def read_rows(table: Any) -> dict[str, FileRow]:
     for page in pages(table, ["metadatas"]):
         for source, meta in zip(page["ids"], page["metadatas"]):
             rows[source] = FileRow(source, int(meta["size"]), int(meta["mtime_ns"]), str(meta["sha256"]),
-                                   int(meta["chunks"]), float(meta.get("ingested") or 0.0))
+                                   int(meta["chunks"]), float(meta.get("ingested") or 0.0), int(meta.get("reader") or 1))
     return rows
 
 

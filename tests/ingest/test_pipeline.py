@@ -57,6 +57,21 @@ def test_touched_but_identical_file_is_unchanged(config, docs_copy):
     assert report.updated == [] and "faq.html" in report.unchanged
 
 
+def test_files_read_by_an_older_loader_are_read_again(config, docs_copy, monkeypatch):
+    from ingest import loaders
+
+    ingest(config, docs_copy)
+    rows = read_files(config)
+    assert rows["how-retrieval-works.pdf"].reader == loaders.READER_VERSIONS[".pdf"] and rows["faq.html"].reader == 1
+    monkeypatch.setitem(loaders.READER_VERSIONS, ".pdf", loaders.READER_VERSIONS[".pdf"] + 1)  # the PDF reader changed
+    embeddings = FakeEmbeddings(size=16)
+    report = ingest(config, docs_copy, embeddings=embeddings)
+    assert report.updated == ["how-retrieval-works.pdf"] and len(report.unchanged) == EXAMPLE_FILES - 1
+    assert embeddings.embedded == 0  # read again, but its text did not change: nothing embedded
+    assert read_files(config)["how-retrieval-works.pdf"].reader == loaders.READER_VERSIONS[".pdf"]
+    assert ingest(config, docs_copy).updated == []
+
+
 def test_edit_delete_add_equals_a_fresh_ingest(tmp_path, config, docs_copy):
     ingest(config, docs_copy)
     guide = docs_copy / "ingesting.md"
