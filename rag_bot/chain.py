@@ -31,12 +31,13 @@ from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
 from .contrasts import contrast
 from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing, split_sentences
+from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
 
 if TYPE_CHECKING:
-    from .protocols import KeywordIndex
+    from .protocols import AnswerJudgeModel, KeywordIndex
     from .results import Retrieval
     from .retriever import RagRetriever
 
@@ -97,8 +98,10 @@ class RagChain(Runnable):
     """
 
     def __init__(self, retriever: RagRetriever, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
-                 stop: list[str] | None = None, passages: int = 4, evidence: EvidenceFinder | None = None) -> None:
+                 stop: list[str] | None = None, passages: int = 4, evidence: EvidenceFinder | None = None,
+                 judge: AnswerJudgeModel | None = None) -> None:
         self.retriever = retriever
+        self.judge = judge  # reads the question with its quotes: "the documents don't say" below chat.judge_level
         self.passages = passages
         self.llm = llm
         self.prompts = prompts
@@ -138,11 +141,18 @@ class RagChain(Runnable):
             absent = [] if missing else self.numbers_not_found(question, used)
             opposed = (contrast(question, [quote.text for quote in evidence.quotes])
                        if self.chat.check_contrasts and not (missing or absent) else None)
-        yield {"sources": sources, "timings": timings}
-        if evidence.strength < self.chat.min_evidence or missing or absent or opposed:
+        weak = evidence.strength < self.chat.min_evidence or missing or absent or opposed
+        verdict = None
+        if not weak and self.judge is not None and evidence.quotes and judged(question):
+            with _timed(timings, "judge"):
+                verdict = self.judge.margin(question, " ".join(quote.text for quote in evidence.quotes))
+        yield {"sources": sources, "timings": timings, "judge": verdict}
+        unanswered = verdict is not None and verdict < self.chat.judge_level
+        if weak or unanswered:
             why = (f" They never mention {_listed(missing)}." if missing else
                    f" The passages closest to the question never mention {_listed(absent)}." if absent else
-                   f" {opposed}" if opposed else "")
+                   f" {opposed}" if opposed else
+                   " The closest passages do not answer it." if unanswered else "")
             yield {"abstained": NOT_COVERED, "unmentioned": missing + absent}
             yield {"answer": self.prompts.format("not_covered", question=question, why=why)}
             yield {"evidence": evidence.quotes, "strength": evidence.strength}
@@ -302,7 +312,17 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
                               clauses_below=config.chat.min_evidence, quote_words=config.chat.quote_words,
                               idf=keyword_rarity(retriever))
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
-                    evidence=evidence)
+                    evidence=evidence, judge=load_judge(config))
+
+
+def load_judge(config: Config) -> AnswerJudgeModel | None:
+    """The answer judge of `chat.judge_model` (its GGUF found or assembled now, loaded on first use), or None."""
+    if not config.chat.judge_model:
+        return None
+    from .judge import AnswerJudge
+    from .llm import gguf_file
+
+    return AnswerJudge(gguf_file(config.chat.judge_model, config.data_dir, "chat.judge_model"), threads=config.llm.threads)
 
 
 def keyword_rarity(retriever: Any) -> Callable[[str], float]:
@@ -318,7 +338,7 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
     """`RagChain.stream()`'s events gathered into the `invoke()` result."""
     result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
                               "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {},
-                              "unmentioned": []}
+                              "unmentioned": [], "judge": None}
     for event in events:
         if "answer" in event:
             result["answer"] += event["answer"]
@@ -328,7 +348,7 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
             result["declined"], result["reason"] = True, event["declined"]
         if "abstained" in event:
             result["reason"] = event["abstained"]
-        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope", "unmentioned"):
+        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope", "unmentioned", "judge"):
             if key in event:
                 result[key] = event[key]
     result["answer"] = result["answer"].strip()

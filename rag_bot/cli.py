@@ -133,6 +133,8 @@ def _eval_parser(commands: Any) -> None:
                          help="answerable and unanswerable questions each (default: 40; 0: all)")
     answers.add_argument("--seed", type=int, default=0)
     answers.add_argument("--no-llm", action="store_true", help="measure answer_mode extract only (no LLM)")
+    answers.add_argument("--judge", metavar="MODEL", help="use this chat.judge_model (e.g. package:rag_bot.judge_model); "
+                         "'none': no judge (default: the configured one)")
     sts = _command(evaluations, "embeddings", _eval_embeddings,
                    "Spearman/Pearson of cosine similarity on the STS Benchmark", figures, collection=False)
     sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
@@ -413,7 +415,11 @@ def _eval_answers(args: argparse.Namespace) -> int:
     from .eval.answers import format_answers
     from .eval.runs import run_answers
 
-    figures = run_answers(_config(args), args.squad, sample=args.sample, seed=args.seed,
+    config = _config(args)
+    if args.judge:
+        judge_model = None if args.judge == "none" else args.judge
+        config = config.model_copy(update={"chat": config.chat.model_copy(update={"judge_model": judge_model})})
+    figures = run_answers(config, args.squad, sample=args.sample, seed=args.seed,
                           llm=not args.no_llm, ingest=run_ingest, quiet=args.json)
     print(json.dumps(figures) if args.json else format_answers(figures))
     return 0

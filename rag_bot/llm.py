@@ -75,15 +75,7 @@ class LlamaCppLLM(ChatLLM):
 
     def model_file(self) -> Path:
         """The GGUF file, assembling the packaged model into `<data_dir>/models` the first time."""
-        ref = self.config.model_path
-        if ref.startswith("package:"):
-            path = packaged_gguf(ref, self.data_dir / "models")
-        elif ref.startswith(HF_PREFIX):
-            path = hub_file_path(ref)
-        else:
-            path = Path(ref)
-        check_gguf(path)
-        return path
+        return gguf_file(self.config.model_path, self.data_dir, "llm.model_path")
 
     def _load(self) -> Any:
         path = self.model_file()
@@ -91,7 +83,7 @@ class LlamaCppLLM(ChatLLM):
             warnings.simplefilter("ignore", DeprecationWarning)  # langchain-community's sunset notice
             from langchain_community.llms import LlamaCpp
         try:
-            with _quiet_native_logs():
+            with quiet_native_logs():
                 model = LlamaCpp(model_path=str(path), n_ctx=self.n_ctx, max_tokens=self.max_tokens,
                                  temperature=self.config.temperature,
                                  n_threads=self.config.threads or os.cpu_count(),
@@ -113,7 +105,7 @@ class LlamaCppLLM(ChatLLM):
         model = self.model
         if self._template is None:
             return f"{system}\n\n{user}" if system else user
-        return _apply_template(self._template, model.client, system, user)
+        return apply_template(self._template, model.client, system, user)
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -169,32 +161,49 @@ def load_llm(config: Config) -> ChatLLM:
     return LlamaCppLLM(config.llm, config.data_dir)
 
 
-def packaged_gguf(ref: str, folder: Path) -> Path:
+def gguf_file(ref: str, data_dir: Path, key: str) -> Path:
+    """The GGUF named by `ref` (a file, `package:<module>` or `hf:OWNER/REPO/FILE.gguf`), checked; a packaged
+    model is assembled into `<data_dir>/models` the first time. `key` names the setting in errors."""
+    if ref.startswith("package:"):
+        path = packaged_gguf(ref, Path(data_dir) / "models", key)
+    elif ref.startswith(HF_PREFIX):
+        path = hub_file_path(ref)
+    else:
+        path = Path(ref)
+    check_gguf(path, key)
+    return path
+
+
+def packaged_gguf(ref: str, folder: Path, key: str = "llm.model_path") -> Path:
     """Assemble the GGUF shipped in the package named by `package:<module>` into `folder` once."""
-    module = model_package(ref, "llm.model_path")
+    module = model_package(ref, key)
     module_name = module.__name__
     if not hasattr(module, "assemble"):
-        raise ModelError(f"llm.model_path: module {module_name!r} has no assemble(); it does not ship a GGUF model")
+        raise ModelError(f"{key}: module {module_name!r} has no assemble(); it does not ship a GGUF model")
     target = folder / getattr(module, "MODEL_NAME", f"{module_name}.gguf")
     if not target.exists():
-        log.warning("assembling the packaged language model into %s (once)", target)
+        log.warning("assembling the packaged model into %s (once)", target)
         partial = target.with_name(target.name + ".partial")
-        module.assemble(partial, overwrite=True)  # verifies the sha256
+        try:
+            module.assemble(partial, overwrite=True)  # verifies the sha256
+        except (ImportError, ValueError, OSError) as exc:
+            partial.unlink(missing_ok=True)
+            raise ModelError(f"{key}: cannot assemble {ref!r}: {first_line(exc)}") from exc
         os.replace(partial, target)
     return target
 
 
-def check_gguf(path: Path) -> None:
+def check_gguf(path: Path, key: str = "llm.model_path") -> None:
     """Raise ModelError unless `path` is a readable GGUF file."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)
     except FileNotFoundError:
-        raise ModelError(f"llm.model_path: {path} does not exist; point it at a .gguf file") from None
+        raise ModelError(f"{key}: {path} does not exist; point it at a .gguf file") from None
     except OSError as exc:
-        raise ModelError(f"llm.model_path: cannot read {path}: {exc.strerror}") from exc
+        raise ModelError(f"{key}: cannot read {path}: {exc.strerror}") from exc
     if magic != GGUF_MAGIC:
-        raise ModelError(f"llm.model_path: {path} is not a GGUF file (it does not start with 'GGUF'); "
+        raise ModelError(f"{key}: {path} is not a GGUF file (it does not start with 'GGUF'); "
                          "download the model in GGUF format")
 
 
@@ -223,7 +232,8 @@ def chat_template(client: Any) -> Any:
                                bos_token=token_text("tokenizer.ggml.bos_token_id"))
 
 
-def _apply_template(template: Any, client: Any, system: str, user: str) -> str:
+def apply_template(template: Any, client: Any, system: str, user: str) -> str:
+    """One prompt string in the model's chat template (without the BOS token llama-cpp adds itself)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     try:
         prompt = template(messages=messages).prompt
@@ -234,7 +244,7 @@ def _apply_template(template: Any, client: Any, system: str, user: str) -> str:
     return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt
 
 
-def _quiet_native_logs() -> Any:
+def quiet_native_logs() -> Any:
     """Silence llama.cpp's own start-up lines, written straight to the process's stderr."""
     try:
         from llama_cpp._utils import suppress_stdout_stderr

@@ -30,6 +30,14 @@ class CrossEncoderModel(Protocol):
                 **kwargs: Any) -> Any: ...
 
 
+class AnswerJudgeModel(Protocol):
+    """What the chain needs from the answer judge (`judge.AnswerJudge`)."""
+
+    def margin(self, question: str, text: str) -> float: ...
+
+    def preload(self) -> None: ...
+
+
 class KeywordIndex(Protocol):
     """The BM25 index over the collection's chunks: the best `k` (chunk id, score) for a query, and
     whether any chunk holds every word of a term."""

@@ -34,6 +34,7 @@ class AnswerRecord:
     cited: list[str]  # sources in reference order
     strength: float | None
     seconds: float
+    judge: float | None = None  # the answer judge's margin (None: no judge, or the question was not judged)
 
     def reply(self, mode: str) -> str:
         """What the user would read in `mode`."""
@@ -58,12 +59,13 @@ def ask_all(chain: Any, questions: Iterable[SquadQuestion], progress: bool = Tru
         llm_text = result["answer"] if generated else ""
         records.append(AnswerRecord(question, llm_text, [q.text for q in result["evidence"]], result["reason"],
                                     result["grounded"], [s.source for s in result["sources"]],
-                                    result.get("strength"), seconds))
+                                    result.get("strength"), seconds, result.get("judge")))
     return records
 
 
-def summarize(records: list[AnswerRecord], modes: tuple[str, ...] = MODES) -> dict[str, Any]:
-    """The figures per mode, for answerable and unanswerable questions, and the latency."""
+def summarize(records: list[AnswerRecord], modes: tuple[str, ...] = MODES, level: float | None = None) -> dict[str, Any]:
+    """The figures per mode, for answerable and unanswerable questions, and the latency; with the answer
+    judge's `level`, the extract-mode abstain shares the judge would give at other levels."""
     answerable = [r for r in records if r.question.answerable]
     unanswerable = [r for r in records if not r.question.answerable]
     figures: dict[str, Any] = {"questions": {"answerable": len(answerable), "unanswerable": len(unanswerable)}}
@@ -87,10 +89,33 @@ def summarize(records: list[AnswerRecord], modes: tuple[str, ...] = MODES) -> di
     figures["unanswerable"] = {"refused_by_gate": _share(unanswerable, lambda r: r.reason == "out_of_scope"),
                                "not_covered": _share(unanswerable, lambda r: r.reason == "not_covered")}
     figures["min_evidence"] = suggest_min_evidence(records)
+    if any(r.judge is not None for r in records):
+        figures["judge_levels"] = judge_levels(records, level)
     seconds = sorted(r.seconds for r in records)
     figures["latency_s"] = {"p50": round(statistics.median(seconds), 3) if seconds else None,
                             "p95": round(seconds[min(len(seconds) - 1, int(0.95 * len(seconds)))], 3) if seconds else None}
     return figures
+
+
+JUDGE_LEVELS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def judge_levels(records: list[AnswerRecord], level: float | None) -> list[dict[str, float]]:
+    """Extract mode's abstain shares had `chat.judge_level` been each of JUDGE_LEVELS: a question abstains
+    for another reason (the gate, a rule), or because the judge's margin is below the level."""
+    def other_reason(r: AnswerRecord) -> bool:
+        by_judge = r.judge is not None and level is not None and r.judge < level and r.reason == "not_covered"
+        return r.reason is not None and not by_judge
+
+    answerable = [r for r in records if r.question.answerable]
+    unanswerable = [r for r in records if not r.question.answerable]
+    rows = []
+    for candidate in JUDGE_LEVELS:
+        def abstains(r: AnswerRecord, at: float = candidate) -> bool:
+            return other_reason(r) or (r.judge is not None and r.judge < at)
+        rows.append({"level": candidate, "answerable_abstained": _share(answerable, abstains),
+                     "unanswerable_abstained": _share(unanswerable, abstains)})
+    return rows
 
 
 def suggest_min_evidence(records: list[AnswerRecord], max_abstain: float = 0.10) -> dict[str, Any]:
@@ -125,6 +150,9 @@ def format_answers(figures: dict[str, Any]) -> str:
     if suggestion:
         lines.append(f"chat.min_evidence that abstains on <=10% of answerable questions: {suggestion['level']:.3f} "
                      f"(then {suggestion['unanswerable_abstained']:.1%} of unanswerable ones abstain)")
+    for row in figures.get("judge_levels", []):
+        lines.append(f"chat.judge_level {row['level']:+.1f}: abstain (ans) {row['answerable_abstained']:.1%}, "
+                     f"abstain (unans) {row['unanswerable_abstained']:.1%} (extract)")
     return "\n".join(lines)
 
 

@@ -179,8 +179,10 @@ def run_answers(config: Config, squad_file: str | Path, *, sample: int = 40, see
     fit_filter(config_for, embeddings)  # as `make run` does: from the corpus, no labels
     chain = load_chain(config_for, retriever=load_retriever(config_for, embeddings=embeddings))
     records = ask_all(chain, sample_questions(questions, sample or None, seed), progress=not quiet)
-    figures = summarize(records, ("generate", "auto", "extract") if llm else ("extract",))
+    figures = summarize(records, ("generate", "auto", "extract") if llm else ("extract",),
+                        level=config_for.chat.judge_level if config_for.chat.judge_model else None)
     figures["config"] = {"answer_mode_run": mode, "min_evidence": config_for.chat.min_evidence,
                          "reranker": config_for.reranker.enabled, "reranker_model": config_for.reranker.model,
-                         "hybrid": config_for.retriever.hybrid}
+                         "hybrid": config_for.retriever.hybrid, "judge_model": config_for.chat.judge_model,
+                         "judge_level": config_for.chat.judge_level}
     return figures

