@@ -10,9 +10,10 @@ from typing import Any, Iterable, Iterator
 def reply_json(result: dict[str, Any], full: bool = False) -> dict[str, Any]:
     """`RagChain.invoke()`'s result as plain JSON: answer, declined, reason, grounded, evidence,
     scope, sources (`full`: each source with its snippet and scores) and, for "the documents don't
-    say", the question's terms they never mention (`unmentioned`)."""
+    say", the question's terms they never mention (`unmentioned`); `judge`: the answer judge's margin
+    (null without a judge, or for a question it did not read)."""
     return {"answer": result["answer"], "declined": result["declined"], "reason": result["reason"],
-            "unmentioned": result.get("unmentioned", []),
+            "unmentioned": result.get("unmentioned", []), "judge": result.get("judge"),
             "grounded": result["grounded"], "evidence": [quote.to_json() for quote in result["evidence"]],
             "scope": result["scope"], "sources": [source.to_json(full) for source in result["sources"]]}
 
