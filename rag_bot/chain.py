@@ -316,13 +316,15 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
 
 
 def load_judge(config: Config) -> AnswerJudgeModel | None:
-    """The answer judge of `chat.judge_model` (its GGUF found or assembled now, loaded on first use), or None."""
+    """The answer judge of `chat.judge_model` (its GGUF found, or assembled now into the machine's shared model
+    cache, `llm.shared_models_dir()`; loaded on first use), or None."""
     if not config.chat.judge_model:
         return None
     from .judge import AnswerJudge
-    from .llm import gguf_file
+    from .llm import gguf_file, shared_models_dir
 
-    return AnswerJudge(gguf_file(config.chat.judge_model, config.data_dir, "chat.judge_model"), threads=config.llm.threads)
+    return AnswerJudge(gguf_file(config.chat.judge_model, shared_models_dir(), "chat.judge_model"),
+                       threads=config.llm.threads)
 
 
 def keyword_rarity(retriever: Any) -> Callable[[str], float]:

@@ -75,7 +75,7 @@ class LlamaCppLLM(ChatLLM):
 
     def model_file(self) -> Path:
         """The GGUF file, assembling the packaged model into `<data_dir>/models` the first time."""
-        return gguf_file(self.config.model_path, self.data_dir, "llm.model_path")
+        return gguf_file(self.config.model_path, self.data_dir / "models", "llm.model_path")
 
     def _load(self) -> Any:
         path = self.model_file()
@@ -161,17 +161,26 @@ def load_llm(config: Config) -> ChatLLM:
     return LlamaCppLLM(config.llm, config.data_dir)
 
 
-def gguf_file(ref: str, data_dir: Path, key: str) -> Path:
+def gguf_file(ref: str, models_dir: Path, key: str) -> Path:
     """The GGUF named by `ref` (a file, `package:<module>` or `hf:OWNER/REPO/FILE.gguf`), checked; a packaged
-    model is assembled into `<data_dir>/models` the first time. `key` names the setting in errors."""
+    model is assembled into `models_dir` the first time. `key` names the setting in errors."""
     if ref.startswith("package:"):
-        path = packaged_gguf(ref, Path(data_dir) / "models", key)
+        path = packaged_gguf(ref, Path(models_dir), key)
     elif ref.startswith(HF_PREFIX):
         path = hub_file_path(ref)
     else:
         path = Path(ref)
     check_gguf(path, key)
     return path
+
+
+def shared_models_dir() -> Path:
+    """Where packaged models too large to copy into every data folder are assembled, once per machine:
+    `$RAG_BOT_CACHE/models`, else `$XDG_CACHE_HOME/rag-bot/models`, else `~/.cache/rag-bot/models`. The files
+    are checked against their sha256 when assembled and never change, so every data folder can share them."""
+    if os.environ.get("RAG_BOT_CACHE"):
+        return Path(os.environ["RAG_BOT_CACHE"]) / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag-bot" / "models"
 
 
 def packaged_gguf(ref: str, folder: Path, key: str = "llm.model_path") -> Path:
@@ -183,7 +192,7 @@ def packaged_gguf(ref: str, folder: Path, key: str = "llm.model_path") -> Path:
     target = folder / getattr(module, "MODEL_NAME", f"{module_name}.gguf")
     if not target.exists():
         log.warning("assembling the packaged model into %s (once)", target)
-        partial = target.with_name(target.name + ".partial")
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # another process may assemble too
         try:
             module.assemble(partial, overwrite=True)  # verifies the sha256
         except (ImportError, ValueError, OSError) as exc:

