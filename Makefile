@@ -34,7 +34,7 @@ $(VENV)/.llama-$(LLAMA_VERSION): | $(VENV)/.torch-$(TORCH_VERSION)
 	touch $@
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION) $(VENV)/.llama-$(LLAMA_VERSION)
-	$(BIN)/pip install --quiet -e ".[test,judge]"
+	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
 # The README's first command: set up, ingest the example documents, train the bootstrap scope filter

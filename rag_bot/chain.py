@@ -151,8 +151,7 @@ class RagChain(Runnable):
         if weak or unanswered:
             why = (f" They never mention {_listed(missing)}." if missing else
                    f" The passages closest to the question never mention {_listed(absent)}." if absent else
-                   f" {opposed}" if opposed else
-                   " The closest passages do not answer it." if unanswered else "")
+                   f" {opposed}" if opposed else "")
             yield {"abstained": NOT_COVERED, "unmentioned": missing + absent}
             yield {"answer": self.prompts.format("not_covered", question=question, why=why)}
             yield {"evidence": evidence.quotes, "strength": evidence.strength}

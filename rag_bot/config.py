@@ -215,10 +215,11 @@ class ChatConfig(_Section):
     grounding_level: float = Field(0.55, ge=-1.0, le=1.0, description=(
         "A generated sentence counts as supported when a passage sentence is at least this similar "
         "(or holds most of its words)."))
-    judge_model: str | None = Field(None, description=(
+    judge_model: str | None = Field("package:rag_bot.judge_model", description=(
         "An instruct GGUF that reads the question with its quotes and says whether they answer it; below "
         "judge_level the reply is 'the documents don't say'. A file, package:<module> (package:rag_bot.judge_model: "
-        "Qwen2.5-Coder 1.5B Instruct from the rag-bot[judge] extra) or hf:OWNER/REPO/FILE.gguf. null: no judge."))
+        "Qwen2.5-Coder 1.5B Instruct shipped with rag-bot, the default) or hf:OWNER/REPO/FILE.gguf. "
+        "null: no judge."))
     judge_level: float = Field(1.0, ge=-20.0, le=20.0, description=(
         "The judge's logit margin of 'Yes' over 'No' below which the reply is 'the documents don't say'. "
         "Chosen on SQuAD 2.0 for package:rag_bot.judge_model (rag-bot eval answers)."))

@@ -189,20 +189,23 @@ def configured_models(config: Any) -> list[tuple[str, str, str]]:
               ("reranker", "reranker.model", config.reranker.model)]
     if config.llm.backend == "llamacpp":
         models.append(("llm", "llm.model_path", config.llm.model_path))
+    if config.chat.judge_model:
+        models.append(("judge", "chat.judge_model", config.chat.judge_model))
     return models
 
 
-def _llm_source(ref: str, data_dir: Path) -> ModelSource:
+def _gguf_source(ref: str, key: str, models_dir: Path) -> ModelSource:
+    """Where a GGUF model comes from; a packaged one is (or will be) assembled into `models_dir`."""
     if not ref.startswith("package:"):
-        return find_model(ref, "llm.model_path") if ref.startswith(HF_PREFIX) else (
+        return find_model(ref, key) if ref.startswith(HF_PREFIX) else (
             ModelSource(ref, "folder", ref) if Path(ref).is_file() else ModelSource(ref, "missing", why="no such file"))
     from .models import model_package
 
     try:
-        module = model_package(ref, "llm.model_path")
+        module = model_package(ref, key)
     except ModelError as exc:
-        return ModelSource(ref, "missing", why=str(exc).removeprefix("llm.model_path: "))
-    target = data_dir / "models" / getattr(module, "MODEL_NAME", f"{module.__name__}.gguf")
+        return ModelSource(ref, "missing", why=str(exc).removeprefix(f"{key}: "))
+    target = models_dir / getattr(module, "MODEL_NAME", f"{module.__name__}.gguf")
     return ModelSource(ref, "package", str(target))
 
 
@@ -245,8 +248,11 @@ def list_models(config: Any, check: bool = True) -> list[ModelRow]:
     """Every model the config names: where it comes from, its size on disk, whether it loads
     (`check=False`: not tried)."""
     rows = []
+    from .llm import shared_models_dir
+
+    folders = {"llm": config.data_dir / "models", "judge": shared_models_dir()}
     for role, key, ref in configured_models(config):
-        source = _llm_source(ref, config.data_dir) if role == "llm" else find_model(ref, key)
+        source = _gguf_source(ref, key, folders[role]) if role in folders else find_model(ref, key)
         loads = _loads(role, source, config) if check else "not checked"
         rows.append(ModelRow(role, key, source, _size(source.path), loads))
     return rows
@@ -268,7 +274,7 @@ def _fetch(role: str, key: str, ref: str) -> str:
         return "nothing to fetch (a package)"
     if not ref.startswith(HF_PREFIX) and Path(ref).expanduser().exists():
         return "nothing to fetch (a local path)"
-    if role == "llm" and not ref.startswith(HF_PREFIX):
+    if role in ("llm", "judge") and not ref.startswith(HF_PREFIX):
         raise ModelError(f"{key}: no such file; point it at a .gguf file or use hf:OWNER/REPO/FILE.gguf")
     source = find_model(ref, key)
     if source.kind == "cache":

