@@ -83,7 +83,7 @@ def ask_all(config_path: Path, questions: list[tuple[str, str, list[str]]]) -> l
         said = " ".join([reply["answer"], *quotes]).lower()
         rows.append({
             "kind": kind, "question": question, "expected": expected, "reason": reply["reason"],
-            "strength": reply["strength"], "answer": reply["answer"], "quotes": quotes,
+            "strength": reply["strength"], "judge": reply["judge"], "answer": reply["answer"], "quotes": quotes,
             "sources": [source.source for source in reply["sources"]],
             "right_quoted": bool(expected) and any(e.lower() in said for e in expected),
             "right_first": bool(expected and quotes) and any(e.lower() in quotes[0].lower() for e in expected),
@@ -103,6 +103,8 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
                    "not_covered": share(lambda row: row["reason"] == "not_covered")}
         if kind.startswith("answered"):
             figures["right_quoted"] = share(lambda row: row["right_quoted"])
+            # what the user is told is the answer: not abstained, and the right sentence quoted
+            figures["answered_right"] = share(lambda row: row["reason"] is None and row["right_quoted"])
             figures["right_first_quote"] = share(lambda row: row["right_first"])
         summary[kind] = figures
     return summary
@@ -113,31 +115,36 @@ def main() -> None:
     parser.add_argument("--packages", default=",".join(PACKAGES), help="installed packages whose READMEs to use")
     parser.add_argument("--questions", type=Path, default=QUESTIONS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "third_party_docs.json")
+    parser.add_argument("--judge", metavar="MODEL", help="chat.judge_model to use ('none': no judge; default: the default)")
     args = parser.parse_args()
     questions = read_questions(args.questions)
     with tempfile.TemporaryDirectory(prefix="rag-bot-readmes-") as tmp:
         docs, config = Path(tmp) / "docs", Path(tmp) / "config.yaml"
         docs.mkdir()
         versions = write_readmes([p for p in args.packages.split(",") if p], docs)
-        config.write_text(f"data_dir: {Path(tmp) / 'data'}\n", encoding="utf-8")
+        judge = "" if args.judge is None else f"chat: {{judge_model: {'null' if args.judge == 'none' else args.judge}}}\n"
+        config.write_text(f"data_dir: {Path(tmp) / 'data'}\n{judge}", encoding="utf-8")
         rag_bot(config, "ingest", str(docs))
         rag_bot(config, "train-filter", "--from-corpus")
         rows = ask_all(config, questions)
     summary = summarize(rows)
     print(f"packages: {', '.join(f'{name} {version}' for name, version in versions.items())}")
-    print(f"{'set':12} {'count':>5} {'declined':>9} {'not covered':>12} {'right quoted':>13} {'first quote':>12}")
+    print(f"{'set':12} {'count':>5} {'declined':>9} {'not covered':>12} {'right quoted':>13} {'first quote':>12}"
+          f" {'answered right':>15}")
     for kind, figures in summary.items():
         quoted = f"{figures['right_quoted']:.1%}" if "right_quoted" in figures else ""
         first = f"{figures['right_first_quote']:.1%}" if "right_first_quote" in figures else ""
+        right = f"{figures['answered_right']:.1%}" if "answered_right" in figures else ""
         print(f"{kind:12} {figures['count']:>5} {figures['declined']:>9.1%} {figures['not_covered']:>12.1%} "
-              f"{quoted:>13} {first:>12}")
+              f"{quoted:>13} {first:>12} {right:>15}")
     for row in rows:
         wrong = (row["reason"] is not None or not row["right_quoted"] if row["kind"].startswith("answered")
                  else row["reason"] is None)
         if wrong:
             print(f"  {row['kind']}: {row['question']} -> {row['reason'] or 'quoted'}: {row['answer'][:120]!r}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"packages": versions, "summary": summary, "questions": rows}, indent=1) + "\n")
+    args.out.write_text(json.dumps({"packages": versions, "judge_model": args.judge, "summary": summary,
+                                    "questions": rows}, indent=1) + "\n")
     print(f"saved {args.out}")
 
 
