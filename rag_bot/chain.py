@@ -112,12 +112,6 @@ class RagChain(Runnable):
                                                    quote_words=self.chat.quote_words, idf=keyword_rarity(retriever))
         self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
 
-    def preload(self) -> None:
-        """Load the LLM and the answer judge now (for example in a background thread), not at the first question."""
-        self.llm.preload()
-        if self.judge is not None:
-            self.judge.preload()
-
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
         return gather(self.stream(input, config, **kwargs))
 
@@ -306,7 +300,7 @@ class RagChain(Runnable):
 def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | None = None, llm: ChatLLM | None = None,
                prompts: Prompts | None = None) -> RagChain:
     """The chat chain over the ingested collection. Prompts are checked now; the llamacpp model
-    loads on the first question (or call `chain.preload()`)."""
+    loads on the first question (or call `chain.llm.preload()`)."""
     from .retriever import load_retriever
 
     config = config if isinstance(config, Config) else load_config(config)

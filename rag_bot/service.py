@@ -88,11 +88,11 @@ class Collections:
         return self._reranker
 
     def warm_up(self) -> None:
-        """Build the default collection's chain and load the LLM and the judge on the worker, before the first question."""
+        """Build the default collection's chain and load the LLM on the worker, before the first question."""
 
         def prepare() -> None:
             try:
-                self.chain().preload()
+                self.chain().llm.preload()
             except Exception as exc:  # reported again, readably, to whoever asks
                 log.warning("could not prepare collection %r yet: %s", self.default, exc)
 

@@ -361,14 +361,3 @@ def test_the_judge_is_not_asked_yes_no_questions_nor_what_another_rule_settled()
     result = judged_chain(judge, min_evidence=0.99).invoke("How do I ingest a folder?")  # weak evidence decides first
     assert result["reason"] == NOT_COVERED and result["judge"] is None and judge.asked == []
     assert chain_with(FakeRetriever(DOCS), FakeLLM()).invoke("How do I ingest a folder?")["judge"] is None  # no judge
-
-
-def test_preloading_the_chain_loads_the_llm_and_the_judge():
-    loaded = []
-    llm, judge = FakeLLM(), FakeJudge(1.0)
-    llm.preload = lambda: loaded.append("llm")  # type: ignore[attr-defined]
-    judge.preload = lambda: loaded.append("judge")  # type: ignore[method-assign]
-    chain = judged_chain(judge)
-    chain.llm = llm
-    chain.preload()
-    assert loaded == ["llm", "judge"]
