@@ -35,6 +35,7 @@ from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
+from .questions import yes_no
 
 if TYPE_CHECKING:
     from .protocols import AnswerJudgeModel, KeywordIndex
@@ -189,7 +190,7 @@ class RagChain(Runnable):
         1,307,204?" over a passage that says 1,307,402): the keyword index splits numbers at their commas,
         so `unmentioned` cannot tell, and a number asked about is one the answer's passage must hold. A yes/no
         question ("Is 4 GB of disk enough?") is left alone: its number is compared, not looked up."""
-        if not self.chat.check_terms or _YES_NO.match(question):
+        if not self.chat.check_terms or yes_no(question):
             return []
         return numbers_missing(question, _searchable(used))
 
@@ -354,10 +355,6 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
                 result[key] = event[key]
     result["answer"] = result["answer"].strip()
     return result
-
-
-_YES_NO = re.compile(r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|may|must)\b",
-                     re.IGNORECASE)
 
 
 def _mentioned(index: KeywordIndex, term: str) -> bool:

@@ -16,28 +16,20 @@ ingested?" over "Hidden files are left out." gets "No").
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelError, first_line
-
-log = logging.getLogger(__name__)
+from .questions import yes_no
 
 SYSTEM = "You answer only from the given text."
 ASK = "Text: {text}\n\nQuestion: {question}\n\nDoes the text contain the answer to the question? Reply Yes or No."
-_YES_NO_QUESTION = re.compile(
-    r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|may|must|isn't|aren't|"
-    r"doesn't|don't|can't|won't)\b", re.IGNORECASE)
-
-
 def judged(question: str) -> bool:
     """Whether the judge reads this question: not a yes/no question (see the module docstring)."""
-    return not _YES_NO_QUESTION.match(question)
+    return not yes_no(question)
 
 
 class AnswerJudge:
@@ -96,7 +88,7 @@ class AnswerJudge:
             prompt = apply_template(self._template, client, SYSTEM, ASK.format(text=text, question=question))
             tokens = client.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             budget = self.n_ctx - 8
-            if len(tokens) > budget:  # keep the instruction and the question: cut the text's end
+            if len(tokens) > budget:  # keep both ends (the system turn; the question and instruction): cut the middle
                 tokens = tokens[: budget // 2] + tokens[-(budget - budget // 2):]
             # reuse the evaluated prefix (the system turn) as llama-cpp-python's own generate does
             same = 0

@@ -69,6 +69,15 @@ class CorpusChunk:
     heading: str = ""
 
 
+_YES_NO = re.compile(r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|should|has|have|had|may|must|"
+                     r"isn't|aren't|doesn't|don't|can't|won't)\b", re.IGNORECASE)
+
+
+def yes_no(question: str) -> bool:
+    """Whether a question asks yes or no ("Is 4 GB enough?", "Doesn't it run offline?") by its first word."""
+    return _YES_NO.match(question) is not None
+
+
 def corpus_chunks(stored: Iterable[Any]) -> list[CorpusChunk]:
     """The generator's view of stored chunks (anything with `id`, `text` and `metadata`)."""
     return [CorpusChunk(chunk.id, chunk.text, str(chunk.metadata.get("source") or ""),
