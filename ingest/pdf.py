@@ -21,7 +21,8 @@ from .loaders import Section
 
 Heading = tuple[int, str]  # (level, title)
 _EDGE_LINES = 2  # lines at each end of a page that may be a running header or footer
-_PAGE_NUMBER = re.compile(r"(?:[Pp]age\s+)?[-–(]?\s*(?:\d{1,4}|[ivxlc]{1,7})\s*[-–)]?(?:\s*(?:of|/)\s*\d{1,4})?")
+_ROMAN = r"(?=[ivxlc])c{0,3}(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})"  # a lower-case roman numeral up to 399
+_PAGE_NUMBER = re.compile(rf"(?:[Pp]age\s+)?[-–(]?\s*(?:\d{{1,4}}|{_ROMAN})\s*[-–)]?(?:\s*(?:of|/)\s*\d{{1,4}})?")
 _BROKEN_WORD = re.compile(r"\b([A-Z]?[a-z]+)-\n([a-z]+)\b")  # "man-\nagement": a word hyphenated at a line end
 _WORD = re.compile(r"\w+(?:-\w+)*")
 # a section number in front of a title, as a heading line reads when folded: "3.1 ", "a ", "chapter 2. "
@@ -39,8 +40,9 @@ class PageText:
     sizes: list[tuple[str, float]]  # text runs with their font size in points, in reading order
 
 
-def read_pages(reader: Any) -> list[PageText]:
-    """Each page's text, and its text runs with their font sizes (for headings without an outline)."""
+def read_pages(reader: Any, sizes: bool = True) -> list[PageText]:
+    """Each page's text and, with `sizes` (for headings when there is no outline), its text runs with their
+    font sizes."""
     pages = []
     for page in reader.pages:
         runs: list[tuple[str, float]] = []
@@ -49,7 +51,7 @@ def read_pages(reader: Any) -> list[PageText]:
             if text.strip():
                 runs.append((text, round(float(size) * _vertical_scale(tm, cm), 1)))
 
-        text = page.extract_text(visitor_text=visit) or ""
+        text = page.extract_text(visitor_text=visit if sizes else None) or ""
         pages.append(PageText(text, runs))
     return pages
 
@@ -63,9 +65,10 @@ def _vertical_scale(tm: list[float], cm: list[float]) -> float:
 
 def pdf_sections(reader: Any) -> list[Section]:
     """The sections of a PDF: per page, cut at the headings found on it (see the module docstring)."""
-    pages = read_pages(reader)
+    outline = outline_headings(reader)
+    pages = read_pages(reader, sizes=not outline)  # type sizes only when there is no outline to go by
     texts = joined_words(without_running_lines([p.text for p in pages]))
-    headings = outline_headings(reader) or size_headings(pages)
+    headings = outline or size_headings(pages)
     sections: list[Section] = []
     path: list[Heading] = []
     for number, text in enumerate(texts, 1):
