@@ -243,11 +243,20 @@ def chat_template(client: Any) -> Any:
 
 def apply_template(template: Any, client: Any, system: str, user: str) -> str:
     """One prompt string in the model's chat template (without the BOS token llama-cpp adds itself)."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return apply_messages(template, client, ([{"role": "system", "content": system}] if system else [])
+                          + [{"role": "user", "content": user}])
+
+
+def apply_messages(template: Any, client: Any, messages: list[dict[str, str]]) -> str:
+    """A chat (system, user and assistant turns) as one prompt string that ends where the model's reply begins."""
     try:
         prompt = template(messages=messages).prompt
-    except Exception:  # some templates refuse a system role: fold it into the user turn
-        prompt = template(messages=[{"role": "user", "content": "\n\n".join(filter(None, [system, user]))}]).prompt
+    except Exception:  # some templates refuse a system role: fold it into the first user turn
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        turns = [dict(m) for m in messages if m["role"] != "system"]
+        if system and turns:
+            turns[0]["content"] = f"{system}\n\n{turns[0]['content']}"
+        prompt = template(messages=turns).prompt
     bos = template.bos_token
     # llama-cpp adds the BOS token itself when it tokenizes the prompt
     return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt

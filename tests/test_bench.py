@@ -90,3 +90,20 @@ def test_third_party_docs_benchmark_smoke(tmp_path: Path):
     assert [row["kind"] for row in result["questions"]] == ["answered-1", "off-topic"]
     assert result["questions"][1]["reason"] == "out_of_scope" and result["summary"]["off-topic"]["declined"] == 1.0
     assert result["questions"][0]["reason"] in (None, "not_covered", "out_of_scope")  # a figure, not a pass mark
+
+
+SQUAD = ROOT.parent / "shared" / "data" / "squad2-dev-subset" / "dev-subset.json"
+
+
+@pytest.mark.skipif(not SQUAD.exists(), reason=f"{SQUAD} is not on this machine")
+def test_judge_prompts_benchmark_smoke(tmp_path: Path):
+    config, out = tmp_path / "config.yaml", tmp_path / "judge_prompts.json"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\n", encoding="utf-8")
+    done = bench("judge_prompts.py", "--squad", str(SQUAD), "--per", "6", "--wordings", "base,qfirst",
+                 "--config", str(config), "--out", str(out))
+    result = json.loads(out.read_text())
+    assert 0 < result["reached_judge"] <= 12 and set(result["wordings"]) == {"base", "qfirst"}
+    assert f"{result['reached_judge']} of 12 sampled questions reach the judge" in done.stdout
+    for figures in result["wordings"].values():
+        assert figures["auc"] is None or 0.0 <= figures["auc"] <= 1.0
+        assert figures["seconds_per_question"] > 0

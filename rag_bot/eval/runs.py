@@ -155,29 +155,39 @@ def run_scope(config: Config, data: str | Path, *, ingest: Ingest, quiet: bool =
     return results
 
 
-def run_answers(config: Config, squad_file: str | Path, *, sample: int = 40, seed: int = 0, llm: bool = True,
-                ingest: Ingest, quiet: bool = False) -> dict[str, Any]:
-    """`rag-bot eval answers`: SQuAD 2.0 questions through the whole chain, per answer mode."""
+def squad_chain(config: Config, squad_file: str | Path, mode: str, *, ingest: Ingest,
+                quiet: bool = False) -> tuple[Any, Config, list[Any]]:
+    """The SQuAD articles as a collection of their own (one markdown file each), its scope gate trained as
+    `make run` does, and the chain over it in answer mode `mode`; with its configuration and the file's
+    questions."""
     from ..chain import load_chain
     from ..filter_training import fit_filter
     from ..models import LocalEmbeddings, reranker_wanted
     from ..retriever import load_retriever
-    from .answers import ask_all, summarize
-    from .squad import read_squad, sample_questions, write_articles
+    from .squad import read_squad, write_articles
 
-    if sample < 0:
-        raise UsageError("--sample: must be 0 (all) or more")
     articles, questions = read_squad(squad_file)
     name = "squad-" + Path(squad_file).stem
     base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=reranker_wanted(config.reranker), filter=True)
-    mode = "generate" if llm else "extract"
     config_for = eval_config(config, name, [base])
     config_for = config_for.model_copy(update={"chat": config_for.chat.model_copy(update={"answer_mode": mode})})
     embeddings = LocalEmbeddings(config.embedding)
     folder = write_articles(articles, config.data_dir / "eval" / name / "docs")
     ingest_owned(ingest, config_for, folder, progress=False if quiet else None, embeddings=embeddings)
     fit_filter(config_for, embeddings)  # as `make run` does: from the corpus, no labels
-    chain = load_chain(config_for, retriever=load_retriever(config_for, embeddings=embeddings))
+    return load_chain(config_for, retriever=load_retriever(config_for, embeddings=embeddings)), config_for, questions
+
+
+def run_answers(config: Config, squad_file: str | Path, *, sample: int = 40, seed: int = 0, llm: bool = True,
+                ingest: Ingest, quiet: bool = False) -> dict[str, Any]:
+    """`rag-bot eval answers`: SQuAD 2.0 questions through the whole chain, per answer mode."""
+    from .answers import ask_all, summarize
+    from .squad import sample_questions
+
+    if sample < 0:
+        raise UsageError("--sample: must be 0 (all) or more")
+    mode = "generate" if llm else "extract"
+    chain, config_for, questions = squad_chain(config, squad_file, mode, ingest=ingest, quiet=quiet)
     records = ask_all(chain, sample_questions(questions, sample or None, seed), progress=not quiet)
     figures = summarize(records, ("generate", "auto", "extract") if llm else ("extract",),
                         level=config_for.chat.judge_level if config_for.chat.judge_model else None)

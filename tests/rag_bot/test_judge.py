@@ -34,6 +34,21 @@ def test_the_packaged_judge_tells_an_answered_question_from_one_the_text_leaves_
     assert judge.margin("Who gave their name to Normandy in the 1st century?", NORMANS) < level
 
 
+@pytest.mark.slow
+def test_other_wordings_are_scored_through_the_same_judge(judge):
+    from rag_bot.judge import messages
+
+    question = "Where does rag-bot keep its data?"
+    # (the second call reuses the first's evaluated tokens; llama.cpp's sums differ slightly by batch)
+    assert judge.score(messages(question, DATA)) == pytest.approx(judge.margin(question, DATA), abs=0.3)
+    # a worked example as an earlier turn (bench/judge_prompts.py's "fewshot" wording)
+    example = messages("Who opened the bridge in 1945?", "The bridge was opened in 1932 by the governor.")
+    example.append({"role": "assistant", "content": "No"})
+    answered = example + messages(question, DATA)[1:]
+    left_open = example + messages("What license is rag-bot released under?", DATA)[1:]
+    assert judge.score(answered) > 1.0 > judge.score(left_open)
+
+
 def test_missing_judge_parts_are_one_clear_line(tmp_path, monkeypatch):
     from rag_bot import judge_model
     from rag_bot.llm import gguf_file

@@ -140,3 +140,22 @@ def test_a_gguf_chat_template_gets_the_models_own_bos_and_eos_texts(gguf_path):
     assert (template.bos_token, template.eos_token) == ("<bos>", "<eos>")
     prompt = template(messages=[{"role": "user", "content": "Hi"}]).prompt
     assert prompt == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model"  # (Jinja drops the last newline)
+
+
+def test_a_chat_template_that_refuses_a_system_turn_gets_it_folded_into_the_first_user_turn():
+    from types import SimpleNamespace
+
+    from rag_bot.llm import apply_messages
+
+    class NoSystem:  # Gemma's kind of template: system turns raise
+        bos_token = "<bos>"
+
+        def __call__(self, messages):
+            if any(m["role"] == "system" for m in messages):
+                raise ValueError("System role not supported")
+            return SimpleNamespace(prompt="<bos>" + "|".join(f"{m['role']}:{m['content']}" for m in messages))
+
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Yes"}, {"role": "user", "content": "Again"}]
+    assert apply_messages(NoSystem(), None, chat) == "user:Be brief.\n\nHi|assistant:Yes|user:Again"
+    assert chat[1]["content"] == "Hi"  # the caller's chat is left as it was
