@@ -86,7 +86,7 @@ def reached_judge(chain, questions) -> list[dict]:
     return rows
 
 
-def figures(margins: list[float], answerable: list[bool]) -> dict[str, float]:
+def figures(margins: list[float], answerable: list[bool]) -> dict[str, float | None]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
