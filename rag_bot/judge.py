@@ -77,11 +77,6 @@ class AnswerJudge:
             raise ModelError(f"{self.key}: {self.model_path.name} has no single token for Yes and No")
         return client
 
-    def preload(self) -> None:
-        with self._lock:
-            if self._client is None:
-                self._client = self._load()
-
     def margin(self, question: str, text: str) -> float:
         """logit("Yes") - logit("No") for the reply's first token: above 0, the model says the text answers."""
         return self.score(messages(question, text))

@@ -331,9 +331,6 @@ class FakeJudge:
         self.asked.append((question, text))
         return self.value
 
-    def preload(self) -> None:
-        pass
-
 
 def judged_chain(judge: FakeJudge, **chat) -> RagChain:
     chain = chain_with(FakeRetriever(DOCS), FakeLLM(), answer_mode="extract", **chat)
