@@ -5,11 +5,14 @@ This asks sampled SQuAD questions through the chain as `rag-bot eval answers` do
 off), keeps those that reach the judge (not declined, not already "the documents don't say", not yes/no),
 and scores each wording on them:
 
-- `base`: the shipped prompt (text, then question).
+- `base`: the shipped prompt (text, then question) over the shipped text: each quote after its passage's file and
+  heading (`chain.judge_text`).
 - `strict`: a system turn that says what to answer No to (related names, dates or numbers; a differing detail).
 - `fewshot`: five worked examples (written for this script; none from SQuAD) as earlier turns.
 - `qfirst`: the question before the text.
 - `passage`: the shipped prompt over the whole passage the first quote comes from, not the quotes.
+- `bare`: the shipped prompt over the quotes alone, without their passages' files and headings (the judge's
+  text until session 18).
 - `mean`: the mean margin of base, strict and fewshot (three passes).
 
 It prints, per wording, the ROC AUC (answerable against unanswerable) and the share of unanswerable
@@ -47,10 +50,10 @@ EXAMPLES = [  # (text, question, reply): written for this script
      "When did the war end?", "No"),
 ]
 FLAGGED = 0.055  # the share of answerable questions a level may flag: 10% target - 4.8% already abstained
-WORDINGS = ("base", "strict", "fewshot", "qfirst", "passage")
+WORDINGS = ("base", "strict", "fewshot", "qfirst", "passage", "bare")
 
 
-def chat(wording: str, question: str, quotes: str, passage: str) -> list[dict[str, str]]:
+def chat(wording: str, question: str, quotes: str, passage: str, bare: str = "") -> list[dict[str, str]]:
     from rag_bot.judge import ASK, messages
 
     if wording == "base":
@@ -66,11 +69,14 @@ def chat(wording: str, question: str, quotes: str, passage: str) -> list[dict[st
         return messages(question, quotes, ask="Question: {question}\n\nText: {text}\n\n" + ASK.split("\n\n")[-1])
     if wording == "passage":
         return messages(question, passage)
+    if wording == "bare":
+        return messages(question, bare)
     raise SystemExit(f"--wordings: {wording!r} is not one of {', '.join(WORDINGS)}")
 
 
 def reached_judge(chain, questions) -> list[dict]:
     """The questions the judge would read, with their quotes and the first quote's whole passage."""
+    from rag_bot.chain import judge_text
     from rag_bot.judge import judged
 
     rows = []
@@ -81,8 +87,9 @@ def reached_judge(chain, questions) -> list[dict]:
         quotes = reply["evidence"]
         documents = chain.retriever.search(q.question, k=chain.passages).documents
         rows.append({"question": q.question, "answerable": q.answerable,
-                     "quotes": " ".join(quote.text for quote in quotes),
-                     "passage": documents[quotes[0].n - 1].page_content})
+                     "quotes": judge_text(quotes, reply["sources"]),
+                     "passage": documents[quotes[0].n - 1].page_content,
+                     "bare": " ".join(quote.text for quote in quotes)})
     return rows
 
 
@@ -131,7 +138,7 @@ def main() -> None:
     wordings = [w for w in args.wordings.split(",") if w]
     for wording in wordings:
         start = time.perf_counter()  # one wording at a time, so its shared opening is evaluated once
-        margins[wording] = [judge.score(chat(wording, row["question"], row["quotes"], row["passage"])) for row in rows]
+        margins[wording] = [judge.score(chat(wording, row["question"], row["quotes"], row["passage"], row["bare"])) for row in rows]
         results[wording] = figures(margins[wording], answerable)
         results[wording]["seconds_per_question"] = round((time.perf_counter() - start) / len(rows), 2)
         print(f"{wording:8} {results[wording]}", flush=True)

@@ -341,7 +341,9 @@ def judged_chain(judge: FakeJudge, **chat) -> RagChain:
 def test_the_judge_reads_the_question_with_its_quotes_and_below_its_level_the_documents_do_not_say():
     judge = FakeJudge(0.4)
     result = judged_chain(judge, judge_level=1.0).invoke("How do I ingest a folder?")
-    assert judge.asked == [("How do I ingest a folder?", "rag-bot ingest DIR walks a folder recursively.")]
+    # each quote after its passage's file and heading, as cited
+    assert judge.asked == [("How do I ingest a folder?",
+                            '(ingesting.md, "Ingesting documents") rag-bot ingest DIR walks a folder recursively.')]
     assert result["reason"] == NOT_COVERED and result["judge"] == 0.4 and "judge" in result["timings"]
     assert result["answer"].startswith("The documents don't say. The closest passages are listed below; none of them")
     assert result["evidence"] and len(result["sources"]) == 3  # the closest passages stay listed
