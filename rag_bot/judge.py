@@ -10,6 +10,8 @@ abstains below `chat.judge_level`.
     judge = AnswerJudge(gguf_path)
     judge.margin("Where is the data kept?", "Everything goes into the data folder, .rag_bot.")  # 3.1
 
+The chain gives it each quote after its passage's file and heading (`chain.judge_text`), as cited.
+
 A yes/no question is not judged: the model answers it instead of judging it ("Are hidden files
 ingested?" over "Hidden files are left out." gets "No").
 """
