@@ -138,7 +138,8 @@ def main() -> None:
     wordings = [w for w in args.wordings.split(",") if w]
     for wording in wordings:
         start = time.perf_counter()  # one wording at a time, so its shared opening is evaluated once
-        margins[wording] = [judge.score(chat(wording, row["question"], row["quotes"], row["passage"], row["bare"])) for row in rows]
+        margins[wording] = [judge.score(chat(wording, row["question"], row["quotes"], row["passage"], row["bare"]))
+                            for row in rows]
         results[wording] = figures(margins[wording], answerable)
         results[wording]["seconds_per_question"] = round((time.perf_counter() - start) / len(rows), 2)
         print(f"{wording:8} {results[wording]}", flush=True)

@@ -330,8 +330,8 @@ def load_judge(config: Config) -> AnswerJudgeModel | None:
 def judge_text(quotes: list[Quote], sources: list[Source]) -> str:
     """What the judge reads: each quote after the file and heading of its passage, as cited ('(rich.md,
     "Rich > Emoji") To insert an emoji ...'). A quote alone lacks what its heading says ("How do I put an
-    emoji in Rich output?" over a sentence that never says "Rich" got "No"): with them, 6.6% of the
-    hand-written `examples/docs` questions the docs answer get "the documents don't say" instead of 10.7%,
+    emoji in Rich output?" over a sentence that never says "Rich" got "No"): with them, 7 of the 122
+    hand-written `examples/docs` questions the docs answer get "the documents don't say" instead of 12,
     and SQuAD's answerable and unanswerable questions stay as far apart (ROC AUC 0.773 against 0.766,
     bench/judge_prompts.py; BENCHMARKS.md, session 18)."""
     return " ".join(f"({sources[quote.n - 1].label()}) {quote.text}" for quote in quotes)
