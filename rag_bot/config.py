@@ -216,7 +216,8 @@ class ChatConfig(_Section):
         "A generated sentence counts as supported when a passage sentence is at least this similar "
         "(or holds most of its words)."))
     judge_model: str | None = Field("package:rag_bot.judge_model", description=(
-        "An instruct GGUF that reads the question with its quotes and says whether they answer it; below "
+        "An instruct GGUF that reads the question with its quotes (each after its file and heading) and says "
+        "whether they answer it; below "
         "judge_level the reply is 'the documents don't say'. A file, package:<module> (package:rag_bot.judge_model: "
         "Qwen2.5-Coder 1.5B Instruct shipped with rag-bot, the default) or hf:OWNER/REPO/FILE.gguf. "
         "null: no judge."))
