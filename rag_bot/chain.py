@@ -164,6 +164,17 @@ class RagChain(Runnable):
             return
         yield from self._generate(question, user, used, evidence, timings, start, config)
 
+    def warm_up(self) -> None:
+        """Load now every model the first question needs, in the order it needs them: the retriever's
+        (embedding model, store index, cross-encoder), the evidence step's, the judge, then the LLM (which
+        `extract` mode uses only to condense follow-ups). A server calls this in the background at start,
+        so that its first question is answered as quickly as the next ones."""
+        self.retriever.warm_up()
+        self.evidence.find("warm up", [(1, "This sentence warms up the evidence step.")])
+        if self.judge is not None:
+            self.judge.preload()
+        self.llm.preload()
+
     def unmentioned(self, question: str, used: list[Document]) -> list[str]:
         """The names, numbers and technical terms of the question ("Ollama", "1895", "int8") that no
         chunk of the collection holds (the keyword index knows all its words) and the passages found
@@ -299,9 +310,10 @@ class RagChain(Runnable):
 
 
 def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | None = None, llm: ChatLLM | None = None,
-               prompts: Prompts | None = None) -> RagChain:
-    """The chat chain over the ingested collection. Prompts are checked now; the llamacpp model
-    loads on the first question (or call `chain.llm.preload()`)."""
+               prompts: Prompts | None = None, judge: AnswerJudgeModel | None = None) -> RagChain:
+    """The chat chain over the ingested collection. Prompts are checked now; the models load on the
+    first question (or call `chain.warm_up()`). `llm` and `judge` may be shared between chains; by
+    default they are the ones `llm` and `chat.judge_model` name."""
     from .retriever import load_retriever
 
     config = config if isinstance(config, Config) else load_config(config)
@@ -312,7 +324,7 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
                               clauses_below=config.chat.min_evidence, quote_words=config.chat.quote_words,
                               idf=keyword_rarity(retriever))
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
-                    evidence=evidence, judge=load_judge(config))
+                    evidence=evidence, judge=judge or load_judge(config))
 
 
 def load_judge(config: Config) -> AnswerJudgeModel | None:

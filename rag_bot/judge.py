@@ -79,6 +79,16 @@ class AnswerJudge:
             raise ModelError(f"{self.key}: {self.model_path.name} has no single token for Yes and No")
         return client
 
+    @property
+    def loaded(self) -> bool:
+        return self._client is not None
+
+    def preload(self) -> None:
+        """Load the model now (for example in a background thread) rather than on the first question."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._load()
+
     def margin(self, question: str, text: str) -> float:
         """logit("Yes") - logit("No") for the reply's first token: above 0, the model says the text answers."""
         return self.score(messages(question, text))

@@ -35,6 +35,8 @@ class AnswerJudgeModel(Protocol):
 
     def margin(self, question: str, text: str) -> float: ...
 
+    def preload(self) -> None: ...
+
 
 class KeywordIndex(Protocol):
     """The BM25 index over the collection's chunks: the best `k` (chunk id, score) for a query, and

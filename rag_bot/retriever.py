@@ -147,6 +147,18 @@ class RagRetriever(BaseRetriever):
                 checks[i].sentence, checks[i].sentence_level = similarity, level
         return checks
 
+    def warm_up(self) -> None:
+        """Load now what the first search would load (the embedding model, the off-topic messages'
+        vectors, the store's vector index, the cross-encoder), so that a server's first question is as
+        quick as the next ones. Runs the stages on a throwaway query; returns nothing."""
+        query = "warm up"
+        vector = self.embeddings.embed_query(query)
+        if self.scope is not None:
+            self.check_scope(vector, query)
+        candidates = self.mmr(vector)
+        if self.reranker is not None and candidates:
+            self.rerank(query, candidates[:2], 1)
+
     def candidates(self, query: str, *, filter: dict | None = None) -> list[Document]:
         """What the reranker would read for `query`: MMR (fused with BM25 when hybrid is on), in
         order; no scope filter, no rerank. Used to mine hard negatives for training a reranker."""

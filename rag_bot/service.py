@@ -22,6 +22,7 @@ from .store import collection_names
 if TYPE_CHECKING:
     from .chain import RagChain
     from .llm import ChatLLM
+    from .protocols import AnswerJudgeModel
     from .retriever import RagRetriever
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Collections:
         self._llm = llm
         self.embeddings = LocalEmbeddings(config.embedding)  # loads on first use; shared with ingest jobs
         self._reranker: tuple[Any, str] | None = None  # the cross-encoder and its status line
+        self._judge: AnswerJudgeModel | None = None  # chat.judge_model's, made with the first chain
         self._chains: dict[str, RagChain] = {}
         self._lock = threading.Lock()
         self._waiting = 0
@@ -64,7 +66,7 @@ class Collections:
 
     def chain(self, name: str | None = None) -> RagChain:
         """The chain over collection `name` (default: `store.collection`); built once."""
-        from .chain import load_chain
+        from .chain import load_chain, load_judge
         from .llm import load_llm
         from .retriever import load_retriever
 
@@ -76,7 +78,9 @@ class Collections:
                 retriever = load_retriever(config, embeddings=self.embeddings, reranker=reranker,
                                            reranker_status=status)
                 self._llm = self._llm or load_llm(config)
-                self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm)
+                if not self._chains:  # one judge for every collection, as for the LLM
+                    self._judge = load_judge(config)
+                self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm, judge=self._judge)
             return self._chains[name]
 
     def _shared_reranker(self) -> tuple[Any, str]:
@@ -87,16 +91,17 @@ class Collections:
             self._reranker = off if self.config.reranker.enabled is False else open_reranker(self.config.reranker)
         return self._reranker
 
-    def warm_up(self) -> None:
-        """Build the default collection's chain and load the LLM on the worker, before the first question."""
+    def warm_up(self) -> Future[None]:
+        """Build the default collection's chain and load its models on the worker, before the first question
+        (which waits behind it); done when the future is."""
 
         def prepare() -> None:
             try:
-                self.chain().llm.preload()
+                self.chain().warm_up()
             except Exception as exc:  # reported again, readably, to whoever asks
                 log.warning("could not prepare collection %r yet: %s", self.default, exc)
 
-        self.run(prepare)
+        return self.run(prepare)
 
     def run(self, work: Callable[[], T]) -> Future[T]:
         """`work()` on the worker thread, after the work already waiting; `Busy` when the queue is full."""

@@ -52,11 +52,11 @@ class LazyChain:
             return self._chain
 
     def warm_up(self) -> None:
-        """Build the chain and load the LLM in a background thread so the first answer comes sooner."""
+        """Build the chain and load its models in a background thread so the first answer comes sooner."""
 
         def run() -> None:
             try:
-                self().llm.preload()
+                self().warm_up()
             except Exception as exc:  # reported again, readably, when someone asks
                 log.warning("could not prepare the chat yet: %s", exc)
 

@@ -332,6 +332,31 @@ class FakeJudge:
         return self.value
 
 
+def test_warm_up_loads_each_model_in_the_order_a_question_needs_them():
+    loaded: list[str] = []
+
+    class Warming:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def warm_up(self) -> None:
+            loaded.append(self.name)
+
+        preload = warm_up
+
+    retriever, llm = FakeRetriever(DOCS), FakeLLM()
+    retriever.warm_up = Warming("retriever").warm_up
+    llm.preload = Warming("llm").preload
+    chain = chain_with(retriever, llm)
+    chain.judge = Warming("judge")
+    chain.warm_up()
+    assert loaded == ["retriever", "judge", "llm"] and llm.calls == [] and retriever.queries == []
+    chain.judge = None  # no judge configured: the rest still loads
+    loaded.clear()
+    chain.warm_up()
+    assert loaded == ["retriever", "llm"]
+
+
 def judged_chain(judge: FakeJudge, **chat) -> RagChain:
     chain = chain_with(FakeRetriever(DOCS), FakeLLM(), answer_mode="extract", **chat)
     chain.judge = judge

@@ -138,6 +138,20 @@ def test_out_of_scope_questions_are_declined_before_retrieval(examples_config, m
     assert no_look.search(weather).declined and no_look.search(weather).scope.sentence is None
 
 
+def test_warm_up_loads_what_the_first_search_needs(examples_config, trained_filter, cross_encoder_dir):
+    from rag_bot.models import LocalEmbeddings
+
+    embeddings = LocalEmbeddings(examples_config.embedding)  # not loaded yet, unlike the shared fixture
+    config = with_(examples_config, filter={"enabled": True}, reranker={"enabled": True, "model": str(cross_encoder_dir)})
+    retriever = load_retriever(config, embeddings=embeddings)
+    assert not embeddings.loaded and retriever.scope == trained_filter
+    retriever.warm_up()
+    assert embeddings.loaded
+    result = retriever.search(QUESTIONS[0][0])  # and the searches after it are the usual ones
+    assert not result.declined and QUESTIONS[0][1] in {doc.metadata["source"] for doc in result.documents}
+    assert all(doc.metadata["rerank_score"] is not None for doc in result.documents)
+
+
 def test_cross_encoder_reranks_with_scores_kept(examples_config, minilm, cross_encoder_dir):
     config = with_(examples_config, reranker={"enabled": True, "model": str(cross_encoder_dir), "top_n": 3})
     retriever = load_retriever(config, embeddings=minilm)
