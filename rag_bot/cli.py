@@ -304,6 +304,7 @@ def _ask(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise UsageError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
     chain = load_chain(_config(args))
+    chain.load_judge_in_background()
     if args.json:
         print(json.dumps(reply_json(chain.invoke(args.question))))
         return 0

@@ -357,6 +357,29 @@ def test_warm_up_loads_each_model_in_the_order_a_question_needs_them():
     assert loaded == ["retriever", "llm"]
 
 
+def test_the_judge_loads_beside_the_retriever_and_a_failed_load_is_left_to_the_question():
+    import threading
+
+    class LoadingJudge(FakeJudge):
+        def __init__(self, error: Exception | None = None) -> None:
+            super().__init__(2.0)
+            self.error, self.loaded_on, self.done = error, "", threading.Event()
+
+        def preload(self) -> None:
+            self.loaded_on = threading.current_thread().name
+            self.done.set()
+            if self.error:
+                raise self.error
+
+    for judge in (LoadingJudge(), LoadingJudge(RuntimeError("no model"))):
+        chain = judged_chain(judge)
+        chain.load_judge_in_background()
+        assert judge.done.wait(5) and judge.loaded_on == "rag-bot-judge-load"
+        assert chain.invoke("How do I ingest a folder?")["judge"] == 2.0
+    chain.judge = None
+    chain.load_judge_in_background()  # no judge: nothing to load
+
+
 def judged_chain(judge: FakeJudge, **chat) -> RagChain:
     chain = chain_with(FakeRetriever(DOCS), FakeLLM(), answer_mode="extract", **chat)
     chain.judge = judge
