@@ -13,6 +13,8 @@ and scores each wording on them:
 - `passage`: the shipped prompt over the whole passage the first quote comes from, not the quotes.
 - `bare`: the shipped prompt over the quotes alone, without their passages' files and headings (the judge's
   text until session 18).
+- `once`: the shipped text, but a quote from the same file and heading as the quote before it is given without
+  the citation again (shorter, so quicker).
 - `mean`: the mean margin of base, strict and fewshot (three passes).
 
 It prints, per wording, the ROC AUC (answerable against unanswerable) and the share of unanswerable
@@ -50,10 +52,10 @@ EXAMPLES = [  # (text, question, reply): written for this script
      "When did the war end?", "No"),
 ]
 FLAGGED = 0.055  # the share of answerable questions a level may flag: 10% target - 4.8% already abstained
-WORDINGS = ("base", "strict", "fewshot", "qfirst", "passage", "bare")
+WORDINGS = ("base", "strict", "fewshot", "qfirst", "passage", "bare", "once")
 
 
-def chat(wording: str, question: str, quotes: str, passage: str, bare: str = "") -> list[dict[str, str]]:
+def chat(wording: str, question: str, quotes: str, passage: str, bare: str = "", once: str = "") -> list[dict[str, str]]:
     from rag_bot.judge import ASK, messages
 
     if wording == "base":
@@ -71,6 +73,8 @@ def chat(wording: str, question: str, quotes: str, passage: str, bare: str = "")
         return messages(question, passage)
     if wording == "bare":
         return messages(question, bare)
+    if wording == "once":
+        return messages(question, once)
     raise SystemExit(f"--wordings: {wording!r} is not one of {', '.join(WORDINGS)}")
 
 
@@ -89,8 +93,19 @@ def reached_judge(chain, questions) -> list[dict]:
         rows.append({"question": q.question, "answerable": q.answerable,
                      "quotes": judge_text(quotes, reply["sources"]),
                      "passage": documents[quotes[0].n - 1].page_content,
-                     "bare": " ".join(quote.text for quote in quotes)})
+                     "bare": " ".join(quote.text for quote in quotes),
+                     "once": cited_once(quotes, reply["sources"])})
     return rows
+
+
+def cited_once(quotes, sources) -> str:
+    """`judge_text`, with a citation left out where it repeats the one before."""
+    parts, last = [], None
+    for quote in quotes:
+        label = sources[quote.n - 1].label()
+        parts.append(quote.text if label == last else f"({label}) {quote.text}")
+        last = label
+    return " ".join(parts)
 
 
 def figures(margins: list[float], answerable: list[bool]) -> dict[str, float | None]:
@@ -138,7 +153,8 @@ def main() -> None:
     wordings = [w for w in args.wordings.split(",") if w]
     for wording in wordings:
         start = time.perf_counter()  # one wording at a time, so its shared opening is evaluated once
-        margins[wording] = [judge.score(chat(wording, row["question"], row["quotes"], row["passage"], row["bare"]))
+        margins[wording] = [judge.score(chat(wording, row["question"], row["quotes"], row["passage"], row["bare"],
+                                         row["once"]))
                             for row in rows]
         results[wording] = figures(margins[wording], answerable)
         results[wording]["seconds_per_question"] = round((time.perf_counter() - start) / len(rows), 2)
