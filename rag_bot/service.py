@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+WORKER = "rag-bot-worker"  # the name of the thread that runs every question
 
 
 class Busy(RagBotError):
@@ -49,8 +50,10 @@ class Collections:
         self._judge: AnswerJudgeModel | None = None  # chat.judge_model's, made with the first chain
         self._chains: dict[str, RagChain] = {}
         self._lock = threading.Lock()
+        self._warm = threading.Event()  # cleared while `warm_up` loads the models
+        self._warm.set()
         self._waiting = 0
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-bot-worker")
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WORKER)
 
     @property
     def default(self) -> str:
@@ -65,7 +68,14 @@ class Collections:
         return self.chain(name).retriever
 
     def chain(self, name: str | None = None) -> RagChain:
-        """The chain over collection `name` (default: `store.collection`); built once."""
+        """The chain over collection `name` (default: `store.collection`); built once. Waits for a warm-up
+        in progress: a question on another thread would otherwise import and load the same libraries at the
+        same time as it, which Python 3.11's imports do not always survive."""
+        if not threading.current_thread().name.startswith(WORKER):  # the worker runs the warm-up itself
+            self._warm.wait()
+        return self._chain(name)
+
+    def _chain(self, name: str | None = None) -> RagChain:
         from .chain import load_chain, load_judge
         from .llm import load_llm
         from .retriever import load_retriever
@@ -97,11 +107,18 @@ class Collections:
 
         def prepare() -> None:
             try:
-                self.chain().warm_up()
+                self._chain().warm_up()
             except Exception as exc:  # reported again, readably, to whoever asks
                 log.warning("could not prepare collection %r yet: %s", self.default, exc)
+            finally:
+                self._warm.set()
 
-        return self.run(prepare)
+        self._warm.clear()
+        try:
+            return self.run(prepare)
+        except BaseException:
+            self._warm.set()
+            raise
 
     def run(self, work: Callable[[], T]) -> Future[T]:
         """`work()` on the worker thread, after the work already waiting; `Busy` when the queue is full."""

@@ -44,8 +44,14 @@ class LazyChain:
         self._factory = factory
         self._chain: RagChain | None = None
         self._lock = threading.Lock()
+        self._warm = threading.Event()
+        self._warm.set()
 
     def __call__(self) -> RagChain:
+        self._warm.wait()  # a question waits for a warm-up in progress (see `Collections.chain`)
+        return self._built()
+
+    def _built(self) -> RagChain:
         with self._lock:
             if self._chain is None:
                 self._chain = self._factory()
@@ -56,10 +62,13 @@ class LazyChain:
 
         def run() -> None:
             try:
-                self().warm_up()
+                self._built().warm_up()
             except Exception as exc:  # reported again, readably, when someone asks
                 log.warning("could not prepare the chat yet: %s", exc)
+            finally:
+                self._warm.set()
 
+        self._warm.clear()
         threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
 
 

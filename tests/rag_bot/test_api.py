@@ -205,3 +205,35 @@ def test_questions_beyond_the_queue_are_refused_with_429():
     finally:
         release.set()
         service.close()
+
+
+def test_a_question_waits_for_the_warm_up_in_progress():
+    import threading
+    import time
+
+    from rag_bot.config import Config
+
+    class Warming:
+        def __init__(self) -> None:
+            self.release, self.done = threading.Event(), False
+
+        def warm_up(self) -> None:
+            assert self.release.wait(10)
+            self.done = True
+
+    warming = Warming()
+    service = Collections(Config())
+    service._chain = lambda name=None: warming  # type: ignore[method-assign]
+    try:
+        future = service.warm_up()
+        seen: list[bool] = []
+        asker = threading.Thread(target=lambda: seen.append(service.chain().done))
+        asker.start()
+        time.sleep(0.3)
+        assert seen == []  # still waiting: the models are loading
+        warming.release.set()
+        asker.join(10)
+        assert seen == [True] and future.result(10) is None
+        assert service.run(lambda: service.chain().done).result(10)  # the worker itself never waits
+    finally:
+        service.close()
