@@ -221,9 +221,16 @@ def test_a_question_waits_for_the_warm_up_in_progress():
             assert self.release.wait(10)
             self.done = True
 
-    warming = Warming()
-    service = Collections(Config())
-    service._chain = lambda name=None: warming  # type: ignore[method-assign]
+    class WarmingService(Collections):
+        def __init__(self) -> None:
+            super().__init__(Config())
+            self.warming = Warming()
+
+        def _chain(self, name: str | None = None) -> Any:
+            return self.warming
+
+    service = WarmingService()
+    warming = service.warming
     try:
         future = service.warm_up()
         seen: list[bool] = []
