@@ -94,8 +94,7 @@ class RagChain(Runnable):
     """Input: a question, or `{"question": str, "history": [...]}` where history holds earlier turns as
     `{"role": "user"|"assistant", "content": str}` messages or `(question, answer)` pairs.
 
-    `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`, `{"judge":
-    margin}` when the judge read the quotes, then
+    `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`, then
     `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered",
     "unmentioned": [terms the documents never mention, or numbers the passages found never state]}` when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
     `{"grounded": bool}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
@@ -148,12 +147,11 @@ class RagChain(Runnable):
             opposed = (contrast(question, [quote.text for quote in evidence.quotes])
                        if self.chat.check_contrasts and not (missing or absent) else None)
         weak = evidence.strength < self.chat.min_evidence or missing or absent or opposed
-        yield {"sources": sources, "timings": timings}  # shown while the judge reads (about a second)
         verdict = None
         if not weak and self.judge is not None and evidence.quotes and judged(question):
             with _timed(timings, "judge"):
                 verdict = self.judge.margin(question, judge_text(evidence.quotes, sources))
-            yield {"judge": verdict}
+        yield {"sources": sources, "timings": timings, "judge": verdict}
         unanswered = verdict is not None and verdict < self.chat.judge_level
         if weak or unanswered:
             why = (f" They never mention {_listed(missing)}." if missing else
@@ -173,8 +171,8 @@ class RagChain(Runnable):
     def warm_up(self) -> None:
         """Load now every model the first question needs, in the order it needs them: the retriever's
         (embedding model, store index, cross-encoder), the evidence step's, the judge, then the LLM (which
-        `extract` mode uses only to condense follow-ups). A server calls this in the background at start,
-        so that its first question is answered as quickly as the next ones."""
+        `extract` mode uses only to condense follow-ups), so that the first question is answered as quickly as
+        the next ones. `rag-bot chat` and `serve` do not call it yet (BENCHMARKS.md, session 19)."""
         self.retriever.warm_up()
         self.evidence.find("warm up", [(1, "This sentence warms up the evidence step.")])
         if self.judge is not None:

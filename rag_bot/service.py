@@ -22,12 +22,10 @@ from .store import collection_names
 if TYPE_CHECKING:
     from .chain import RagChain
     from .llm import ChatLLM
-    from .protocols import AnswerJudgeModel
     from .retriever import RagRetriever
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-WORKER = "rag-bot-worker"  # the name of the thread that runs every question
 
 
 class Busy(RagBotError):
@@ -47,13 +45,10 @@ class Collections:
         self._llm = llm
         self.embeddings = LocalEmbeddings(config.embedding)  # loads on first use; shared with ingest jobs
         self._reranker: tuple[Any, str] | None = None  # the cross-encoder and its status line
-        self._judge: AnswerJudgeModel | None = None  # chat.judge_model's, made with the first chain
         self._chains: dict[str, RagChain] = {}
         self._lock = threading.Lock()
-        self._warm = threading.Event()  # cleared while `warm_up` loads the models
-        self._warm.set()
         self._waiting = 0
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=WORKER)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-bot-worker")
 
     @property
     def default(self) -> str:
@@ -68,15 +63,8 @@ class Collections:
         return self.chain(name).retriever
 
     def chain(self, name: str | None = None) -> RagChain:
-        """The chain over collection `name` (default: `store.collection`); built once. Waits for a warm-up
-        in progress: a question on another thread would otherwise import and load the same libraries at the
-        same time as it, which Python 3.11's imports do not always survive."""
-        if not threading.current_thread().name.startswith(WORKER):  # the worker runs the warm-up itself
-            self._warm.wait()
-        return self._chain(name)
-
-    def _chain(self, name: str | None = None) -> RagChain:
-        from .chain import load_chain, load_judge
+        """The chain over collection `name` (default: `store.collection`); built once."""
+        from .chain import load_chain
         from .llm import load_llm
         from .retriever import load_retriever
 
@@ -88,9 +76,7 @@ class Collections:
                 retriever = load_retriever(config, embeddings=self.embeddings, reranker=reranker,
                                            reranker_status=status)
                 self._llm = self._llm or load_llm(config)
-                if not self._chains:  # one judge for every collection, as for the LLM
-                    self._judge = load_judge(config)
-                self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm, judge=self._judge)
+                self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm)
             return self._chains[name]
 
     def _shared_reranker(self) -> tuple[Any, str]:
@@ -101,24 +87,16 @@ class Collections:
             self._reranker = off if self.config.reranker.enabled is False else open_reranker(self.config.reranker)
         return self._reranker
 
-    def warm_up(self) -> Future[None]:
-        """Build the default collection's chain and load its models on the worker, before the first question
-        (which waits behind it); done when the future is."""
+    def warm_up(self) -> None:
+        """Build the default collection's chain and load the LLM on the worker, before the first question."""
 
         def prepare() -> None:
             try:
-                self._chain().warm_up()
+                self.chain().llm.preload()
             except Exception as exc:  # reported again, readably, to whoever asks
                 log.warning("could not prepare collection %r yet: %s", self.default, exc)
-            finally:
-                self._warm.set()
 
-        self._warm.clear()
-        try:
-            return self.run(prepare)
-        except BaseException:
-            self._warm.set()
-            raise
+        self.run(prepare)
 
     def run(self, work: Callable[[], T]) -> Future[T]:
         """`work()` on the worker thread, after the work already waiting; `Busy` when the queue is full."""

@@ -44,31 +44,22 @@ class LazyChain:
         self._factory = factory
         self._chain: RagChain | None = None
         self._lock = threading.Lock()
-        self._warm = threading.Event()
-        self._warm.set()
 
     def __call__(self) -> RagChain:
-        self._warm.wait()  # a question waits for a warm-up in progress (see `Collections.chain`)
-        return self._built()
-
-    def _built(self) -> RagChain:
         with self._lock:
             if self._chain is None:
                 self._chain = self._factory()
             return self._chain
 
     def warm_up(self) -> None:
-        """Build the chain and load its models in a background thread so the first answer comes sooner."""
+        """Build the chain and load the LLM in a background thread so the first answer comes sooner."""
 
         def run() -> None:
             try:
-                self._built().warm_up()
+                self().llm.preload()
             except Exception as exc:  # reported again, readably, when someone asks
                 log.warning("could not prepare the chat yet: %s", exc)
-            finally:
-                self._warm.set()
 
-        self._warm.clear()
         threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
 
 

@@ -200,18 +200,3 @@ def test_collections_command_and_collection_option(api, chat_config_file):
     bad = subprocess.run([RAG_BOT, "--config", str(chat_config_file), "stats", "--collection", "../x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --collection: '../x': ")
-
-
-def test_the_service_loads_every_model_before_the_first_question_and_shares_one_judge(api, chat_config_file):
-    from rag_bot.config import load_config
-    from rag_bot.service import Collections
-
-    service = Collections(load_config(chat_config_file))
-    try:
-        service.warm_up().result(timeout=300)
-        chain = service.chain()
-        assert chain.retriever.embeddings.loaded and chain.llm.loaded
-        assert chain.judge is not None and chain.judge.loaded  # the default config has the judge on
-        assert service.chain("notes").judge is chain.judge  # one judge model for every collection
-    finally:
-        service.close()

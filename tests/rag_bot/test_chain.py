@@ -399,15 +399,6 @@ def test_the_judge_reads_the_question_with_its_quotes_and_below_its_level_the_do
     assert answered["reason"] is None and answered["answer"].startswith("The documents say:")
 
 
-def test_the_sources_are_given_before_the_judge_reads():
-    judge = FakeJudge(2.0)
-    events = judged_chain(judge).stream("How do I ingest a folder?")
-    while "sources" not in (event := next(events)):
-        pass
-    assert event["sources"] and judge.asked == []  # a UI shows them while the judge reads
-    assert next(events) == {"judge": 2.0} and len(judge.asked) == 1
-
-
 def test_the_judge_is_not_asked_yes_no_questions_nor_what_another_rule_settled():
     from rag_bot.judge import judged
 

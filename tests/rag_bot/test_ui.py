@@ -55,28 +55,6 @@ def test_history_from_the_chat_reaches_the_chain():
     assert llm.calls[0][1] == llm.calls[2][1]
 
 
-def test_a_question_waits_for_the_warm_up_in_progress():
-    import threading
-
-    release, warmed = threading.Event(), []
-
-    class Warming:
-        def warm_up(self):
-            assert release.wait(10)
-            warmed.append(1)
-
-    lazy = LazyChain(Warming)
-    lazy.warm_up()
-    got: list = []
-    asker = threading.Thread(target=lambda: got.append(lazy()))
-    asker.start()
-    asker.join(0.3)
-    assert got == [] and asker.is_alive()  # the question waits while the models load
-    release.set()
-    asker.join(10)
-    assert warmed == [1] and len(got) == 1 and isinstance(got[0], Warming)
-
-
 def test_an_empty_store_is_a_readable_message_and_is_retried(tmp_path):
     attempts = []
 
