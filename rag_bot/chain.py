@@ -331,10 +331,9 @@ class RagChain(Runnable):
 
 
 def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | None = None, llm: ChatLLM | None = None,
-               prompts: Prompts | None = None, judge: AnswerJudgeModel | None = None) -> RagChain:
+               prompts: Prompts | None = None) -> RagChain:
     """The chat chain over the ingested collection. Prompts are checked now; the models load on the
-    first question (or call `chain.warm_up()`). `llm` and `judge` may be shared between chains; by
-    default they are the ones `llm` and `chat.judge_model` name."""
+    first question (or call `chain.warm_up()`)."""
     from .retriever import load_retriever
 
     config = config if isinstance(config, Config) else load_config(config)
@@ -345,7 +344,7 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
                               clauses_below=config.chat.min_evidence, quote_words=config.chat.quote_words,
                               idf=keyword_rarity(retriever))
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
-                    evidence=evidence, judge=judge or load_judge(config))
+                    evidence=evidence, judge=load_judge(config))
 
 
 def load_judge(config: Config) -> AnswerJudgeModel | None:

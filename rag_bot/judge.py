@@ -79,10 +79,6 @@ class AnswerJudge:
             raise ModelError(f"{self.key}: {self.model_path.name} has no single token for Yes and No")
         return client
 
-    @property
-    def loaded(self) -> bool:
-        return self._client is not None
-
     def preload(self) -> None:
         """Load the model now (for example in a background thread) rather than on the first question."""
         with self._lock:

@@ -149,8 +149,8 @@ class RagRetriever(BaseRetriever):
 
     def warm_up(self) -> None:
         """Load now what the first search would load (the embedding model, the off-topic messages'
-        vectors, the store's vector index, the cross-encoder), so that a server's first question is as
-        quick as the next ones. Runs the stages on a throwaway query; returns nothing."""
+        vectors, the store's vector index, the cross-encoder), so that the first question is as quick as
+        the next ones. Runs the stages on a throwaway query; returns nothing."""
         query = "warm up"
         vector = self.embeddings.embed_query(query)
         if self.scope is not None:
