@@ -8,13 +8,11 @@ failure), so an empty store or a model that fails to load shows up as a readable
 
 from __future__ import annotations
 
-import hmac
 import html
 import logging
 import os
 import re
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .chain import message_text
@@ -255,57 +253,20 @@ def sources_html(sources: list) -> str:
     return header + "<ol class='sources' style='list-style:none;padding-left:0'>" + "".join(items) + "</ol>"
 
 
-class LoginThrottle:
-    """The login check for `ui.auth`: each failed login for the configured user name (or for any
-    other name, counted together) doubles the wait before the next answer for it (from `base`
-    seconds up to `cap`); a good login clears it. So a password cannot be guessed at network speed,
-    while a user who mistyped waits a moment."""
-
-    def __init__(self, auth: str, base: float = 0.25, cap: float = 8.0, sleep: Callable[[float], Any] = time.sleep) -> None:
-        user, _, password = auth.partition(":")
-        self._user, self._password = user.encode(), password.encode()
-        self.base, self.cap, self._sleep = base, cap, sleep
-        self._failures: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def _key(self, username: str) -> str:
-        # Every wrong user name shares one count: guessing names is slowed too, and the table stays small.
-        return username if username.encode() == self._user else "\0other"
-
-    @property
-    def counted(self) -> int:
-        """How many user names have failures counted (at most two: the configured one and "any other")."""
-        return len(self._failures)
-
-    def delay(self, username: str) -> float:
-        """Seconds the next login attempt for `username` waits."""
-        failures = self._failures.get(self._key(username), 0)
-        return min(self.cap, self.base * 2 ** (failures - 1)) if failures else 0.0
-
-    def __call__(self, username: str, password: str) -> bool:
-        key = self._key(username)
-        with self._lock:
-            wait = self.delay(username)
-        if wait:
-            self._sleep(wait)
-        ok = hmac.compare_digest(username.encode(), self._user) & hmac.compare_digest(password.encode(), self._password)
-        with self._lock:
-            if ok:
-                self._failures.pop(key, None)
-            else:
-                self._failures[key] = self._failures.get(key, 0) + 1
-                log.warning("failed login for user %r (%d in a row)", username, self._failures[key])
-        return bool(ok)
-
-
 def launch(app: Any, ui: UIConfig, *, block: bool = True, max_file_mb: float | None = None) -> Any:
-    """Serve the app on `ui.host`:`ui.port`, with a login when `ui.auth` is set; never shared unless
-    asked; uploads larger than `max_file_mb` are refused by Gradio before they are stored."""
+    """Serve the app on `ui.host`:`ui.port`, with a login when `ui.auth` is set (failed logins
+    throttled, see `rag_bot.login`); never shared unless asked; uploads larger than `max_file_mb` are
+    refused by Gradio before they are stored."""
     import gradio as gr
 
+    from starlette.middleware import Middleware
+
+    from .login import Credentials, LoginGuard, LoginThrottle
+
     theme = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
-    auth = LoginThrottle(ui.auth) if ui.auth else None
+    auth = Credentials(ui.auth) if ui.auth else None
+    guard = [Middleware(LoginGuard, throttle=LoginThrottle(auth.user))] if auth else []
     app.queue(default_concurrency_limit=1, max_size=ui.max_queue)
     return app.launch(server_name=ui.host, server_port=ui.port, auth=auth, share=ui.share, inbrowser=False,
                       prevent_thread_lock=not block, quiet=True, theme=theme, footer_links=[],
-                      max_file_size=f"{max_file_mb:g}mb" if max_file_mb else None)
+                      max_file_size=f"{max_file_mb:g}mb" if max_file_mb else None, app_kwargs={"middleware": guard})

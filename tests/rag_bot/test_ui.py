@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from rag_bot.chain import RagChain, load_chain
 from rag_bot.config import ChatConfig, UIConfig, load_config
 from rag_bot.errors import StoreError
 from rag_bot.prompts import load_prompts
-from rag_bot.ui import LazyChain, LoginThrottle, answer_events, build_app, launch, markdown_text
+from rag_bot.ui import LazyChain, answer_events, build_app, launch, markdown_text
 from tests.conftest import free_port
 from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever, doc
 
@@ -114,34 +115,88 @@ def test_auth_keeps_the_chat_behind_a_login():
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}/config", timeout=10)
         assert refused.value.code == 401
-        def login(password):
-            form = urllib.parse.urlencode({"username": "alice", "password": password}).encode()
-            started = time.monotonic()
-            try:
-                status = urllib.request.urlopen(f"{base}/login", data=form, timeout=30).status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            return status, time.monotonic() - started
-
-        attempts = [login(f"guess{i}") for i in range(5)]
-        assert [status for status, _ in attempts] == [400] * 5
-        assert attempts[-1][1] >= 2.0 > attempts[0][1]  # 0.25, 0.5, 1, 2 s: failures slow the next try
-        assert login("s3cret")[0] == 200  # the right password still gets in, and clears the wait
-        assert login("s3cret")[1] < 2.0
+        assert login(base, "alice", "guess1")[0] == 400
+        status, _, headers = login(base, "alice", "s3cret")  # too soon after a failure: refused at once
+        assert status == 429 and headers.get("Retry-After") == "1"
+        time.sleep(0.3)
+        assert login(base, "alice", "guess2")[0] == 400
+        assert login(base, "alice", "s3cret")[0] == 429  # the wait doubled (0.5 s)
+        time.sleep(0.6)
+        assert login(base, "alice", "s3cret")[0] == 200  # the right password gets in after the wait, and clears it
+        assert login(base, "alice", "s3cret")[0] == 200
     finally:
         app.close()
 
 
-def test_failed_logins_double_the_wait_up_to_a_cap():
+def login(base: str, username: str, password: str) -> tuple[int, float, Any]:
+    """POST /login as Gradio's login form does: (status, seconds taken, headers)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    form = urllib.parse.urlencode({"username": username, "password": password}).encode()
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"{base}/login", data=form, timeout=60) as response:
+            return response.status, time.monotonic() - started, response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, time.monotonic() - started, exc.headers
+
+
+def test_wrong_logins_never_hold_up_another_clients_request():
+    """Issue 34, defect 1: the throttle slept on Gradio's event loop, so one wrong login froze every
+    page for everyone (7.5 s for one, over 120 s for 45 in parallel). Now nothing waits: 45 wrong logins
+    in parallel are answered at once (400, then 429 with Retry-After) while another client's requests
+    stay fast."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
+    app = build_app(lambda: chain)
+    port = free_port()
+    launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def page() -> float:
+            started = time.monotonic()
+            with urllib.request.urlopen(f"{base}/", timeout=60) as response:
+                assert response.status == 200
+            return time.monotonic() - started
+
+        page()  # the first request builds the page once
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            attempts = [pool.submit(login, base, "alice", f"guess{i}") for i in range(45)]
+            timings = [page() for _ in range(10)]
+            results = [attempt.result() for attempt in attempts]
+        statuses = {status for status, _, _ in results}
+        assert statuses == {400, 429} and all(seconds < 5 for _, seconds, _ in results)
+        assert max(timings) < 2.0, timings  # before: 23.6 s during three wrong logins
+    finally:
+        app.close()
+
+
+def test_failed_logins_double_the_wait_per_name_and_per_address():
+    from rag_bot.login import Credentials, LoginThrottle
+
+    now = [100.0]
+    throttle = LoginThrottle("alice", base=0.25, cap=1.0, clock=lambda: now[0])
+    assert throttle.retry_after("alice", "10.0.0.1") == 0.0
     waits = []
-    check = LoginThrottle("alice:s3cret", base=0.25, cap=1.0, sleep=waits.append)
-    assert [check("alice", "nope") for _ in range(5)] == [False] * 5
-    assert waits == [0.25, 0.5, 1.0, 1.0]
-    assert check("mallory", "s3cret") is False and waits[-1] == 1.0  # another name starts at no wait
-    assert check("alice", "s3cret") is True and check("alice", "s3cret") is True
-    assert check.delay("alice") == 0.0 and check.delay("mallory") == 0.25
-    assert check("eve", "s3cret") is False and waits[-1] == 0.25  # wrong names share one count
-    assert check.delay("trudy") == 0.5 and check.counted == 1
+    for _ in range(4):
+        throttle.record("alice", "10.0.0.1", ok=False)
+        waits.append(throttle.retry_after("alice", "10.0.0.1"))
+    assert waits == [0.25, 0.5, 1.0, 1.0]  # doubling up to the cap
+    assert throttle.retry_after("alice", "10.0.0.2") == 1.0  # the name is held back from any address
+    assert throttle.retry_after("bob", "10.0.0.1") == 1.0  # and the address for any name
+    assert throttle.retry_after("bob", "10.0.0.2") == 0.0
+    throttle.record("eve", "10.0.0.3", ok=False)
+    assert throttle.retry_after("trudy", "10.0.0.4") == 0.25  # every unknown name shares one count
+    now[0] += 0.5
+    assert throttle.retry_after("alice", "10.0.0.1") == 0.5 and throttle.retry_after("trudy", "10.0.0.4") == 0.0
+    throttle.record("alice", "10.0.0.1", ok=True)  # a good login clears the name and the address
+    assert throttle.retry_after("alice", "10.0.0.1") == 0.0 and throttle.counted == 2
+    check = Credentials("alice:s3:cret")
+    assert check("alice", "s3:cret") and not check("alice", "s3") and not check("bob", "s3:cret")
 
 
 # --- the real app in a real browser ---------------------------------------------------------------
