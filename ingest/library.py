@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, Callable
 
 from rag_bot.config import Config
 from rag_bot.errors import InputError, UsageError
-from rag_bot.names import shown
+from rag_bot.names import BIDI_CONTROLS, disk_name, shown
 from rag_bot.store import META_FOLDER, fresh_metadata, get_collection, open_client, pages
 
 from . import loaders
@@ -28,12 +30,20 @@ from .pipeline import IngestReport, run_ingest
 log = logging.getLogger(__name__)
 
 
+# A browser sends a control character of a file name percent-encoded (%0A for a newline): still one.
+_ENCODED_CONTROL = re.compile(r"%(?:[01][0-9a-fA-F]|7[fF])")
+
+
 def safe_name(name: str) -> str:
     """The base name an upload is stored under; `InputError` when none is usable."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not base or base in (".", "..") or base.startswith(".") or any(ord(c) < 32 or c == "\x7f" for c in base):
+    if (not base or base in (".", "..") or base.startswith(".") or any(ord(c) < 32 or c == "\x7f" for c in base)
+            or _ENCODED_CONTROL.search(base)):
         raise InputError(f"{shown(name)}: not a usable file name (hidden, empty or with control characters); "
                          "rename the file and add it again")
+    if BIDI_CONTROLS.search(base):
+        raise InputError(f"{shown(BIDI_CONTROLS.sub('?', base))}: the name holds characters that reverse how it "
+                         "reads (right-to-left controls); rename the file and add it again")
     if Path(base).suffix.lower() not in loaders.extensions():
         raise InputError(f"{shown(base)}: rag-bot cannot read {Path(base).suffix or 'files without an extension'}; "
                          f"supported: {', '.join(sorted(loaders.extensions()))}")
@@ -91,7 +101,7 @@ class Library:
                     self._copy(Path(upload), folder, limit)
                 except InputError as exc:
                     refused.append(str(exc))
-            return self._sync(folder, progress, refused)
+            return self._sync(folder, progress, refused, "Not added")
 
     def _copy(self, upload: Path, folder: Path, limit: float) -> None:
         name = safe_name(upload.name)
@@ -99,16 +109,29 @@ class Library:
             raise InputError(f"{shown(name)}: {upload.stat().st_size / 1048576:.3g} MB is more than ingest.max_file_mb "
                              f"({self.config.ingest.max_file_mb:g} MB); not added")
         target = folder / name
+        self._check_target(name, target, folder)
+        # Created exclusively (never through a link already there) under an unpredictable hidden name: an
+        # ingest beside it skips it, and nobody can plant a link at it in advance.
+        try:
+            handle, partial_name = tempfile.mkstemp(dir=folder, prefix=f".{name[:64]}.", suffix=".part")
+        except OSError as exc:
+            raise InputError(f"{shown(name)}: cannot be written into {folder} ({exc.strerror}); not added") from exc
+        partial = Path(partial_name)
+        try:
+            with os.fdopen(handle, "wb") as out, upload.open("rb") as source:
+                os.fchmod(out.fileno(), 0o644)  # as a plain copy would be, not mkstemp's owner-only mode
+                shutil.copyfileobj(source, out)
+            self._check_target(name, target, folder)  # again: a link may have appeared during the copy
+            os.replace(partial, target)  # replaces a name, never writes through one
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @staticmethod
+    def _check_target(name: str, target: Path, folder: Path) -> None:
         if target.is_symlink() or (target.exists() and not target.is_file()):
             raise InputError(f"{shown(name)}: the folder has a link or folder of that name; not replaced")
         if target.resolve().parent != folder.resolve():
             raise InputError(f"{shown(name)}: would land outside {folder}; not added")
-        partial = folder / f".{name}.{os.getpid()}.part"  # hidden: an ingest beside it skips it
-        try:
-            shutil.copyfile(upload, partial)
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
 
     def remove(self, sources: list[str], progress: bool = False) -> str:
         """Delete ingested files from the folder, then ingest (their chunks go); the summary."""
@@ -121,8 +144,10 @@ class Library:
                 if source not in known or not path.is_relative_to(folder):
                     refused.append(f"{shown(source)}: not a file of this collection; nothing deleted")
                     continue
+                if not path.exists() and not path.is_symlink():  # a name that is not UTF-8 is stored escaped
+                    path = Path(os.path.normpath(folder / disk_name(source)))
                 path.unlink(missing_ok=True)
-            return self._sync(folder, progress, refused)
+            return self._sync(folder, progress, refused, "Not deleted")
 
     def _folder(self) -> Path:
         folder = self.folder()
@@ -131,12 +156,12 @@ class Library:
                              "`rag-bot ingest DIR` once, then add documents here")
         return folder.resolve()
 
-    def _sync(self, folder: Path, progress: bool, refused: list[str]) -> str:
+    def _sync(self, folder: Path, progress: bool, refused: list[str], refusal: str) -> str:
         started = time.monotonic()
         report = run_ingest(self.config, folder, progress=progress, embeddings=self.embeddings)
         lines = [f"{label}: {', '.join(shown(name) for name in names)}" for label, names in
                  (("Added", report.added), ("Updated", report.updated), ("Removed", report.deleted)) if names]
-        lines += [f"Not added: {reason}" for reason in refused]
+        lines += [f"{refusal}: {reason}" for reason in refused]
         lines += [f"Skipped: {shown(skip.source)}: {skip.reason}" for skip in report.skipped]
         if report.added or report.updated or report.deleted:
             note = self.after_change(report) if self.after_change else None
