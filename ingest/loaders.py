@@ -57,8 +57,12 @@ def extensions() -> set[str]:
     return set(LOADERS)
 
 
-def load(path: Path) -> list[Section]:
-    """Read `path` with the loader for its extension; sections with no text are dropped."""
+def load(path: Path, max_bytes: int | None = None) -> list[Section]:
+    """Read `path` with the loader for its extension; sections with no text are dropped.
+
+    `max_bytes` (`ingest.max_file_mb`) bounds what the file unpacks to as well as its size: a zip-based
+    file (DOCX, and any such format added later) whose members add up to more, or that inflates far
+    beyond its size, is refused before it is parsed, and so is text read beyond it."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise InputError(f"no loader for {path.suffix or 'files without an extension'!r}", error=False)
@@ -68,10 +72,46 @@ def load(path: Path) -> list[Section]:
         raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
     if not data.strip():
         raise InputError("empty file", error=False)
+    if max_bytes is not None and data.startswith(ZIP_MAGIC):
+        check_unpacked_size(data, max_bytes)
     sections = [s for s in loader(data) if s.text.strip()]
+    if max_bytes is not None and sum(len(s.text) for s in sections) > max_bytes:
+        raise InputError(f"its text is over {_mb(max_bytes)} MB (ingest.max_file_mb); split the file or raise "
+                         "the limit", error=False)
     if not sections:
         raise InputError("no text found in the file", error=False)
     return sections
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+# Inflating more than this many times its packed size is a decompression bomb, not a document
+# (Apache POI refuses the same ratio in Office files); small members are exempt.
+MAX_INFLATE_RATIO = 100
+SMALL_MEMBER = 1 << 20
+
+
+def check_unpacked_size(data: bytes, max_bytes: int) -> None:
+    """Refuse a zip archive whose members unpack to more than `max_bytes`, or any member over 1 MB
+    that inflates more than `MAX_INFLATE_RATIO` times. The sizes are the archive's own: Python's
+    zipfile never inflates a member beyond its recorded size."""
+    import zipfile
+
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # not an archive after all: the loader says what is wrong with it
+    total = sum(member.file_size for member in members)
+    if total > max_bytes:
+        raise InputError(f"it unpacks to {_mb(total)} MB, over ingest.max_file_mb ({_mb(max_bytes)} MB); "
+                         "not read", error=False)
+    for member in members:
+        if member.file_size > SMALL_MEMBER and member.file_size > MAX_INFLATE_RATIO * max(member.compress_size, 1):
+            raise InputError(f"{member.filename} inflates {member.file_size // max(member.compress_size, 1)} times "
+                             f"(to {_mb(member.file_size)} MB): a decompression bomb, not read", error=False)
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1048576:.3g}"
 
 
 def decode_text(data: bytes) -> str:

@@ -128,7 +128,7 @@ def _dry_run(config: Config, root: Path, files: list[Candidate], keep: set[str],
     if plan.changed:  # split without embedding: how many chunks at most would be written
         splitter = Splitter(embeddings.token_offsets, config.chunking.size, config.chunking.overlap,
                             config.chunking.context_header)
-        report.chunks_written = sum(len(chunks) for chunks, _ in _split_all(plan.changed, splitter, report))
+        report.chunks_written = sum(len(chunks) for chunks, _ in _split_all(plan.changed, splitter, report, _max_bytes(config)))
 
 
 def _sync(config: Config, root: Path, files: list[Candidate], keep: set[str], rebuild: bool, embeddings: Any,
@@ -192,7 +192,7 @@ def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
                             config.chunking.context_header)
         total = sum(change.candidate.size for change in changes)
         with tqdm(total=total, unit="B", unit_scale=True, desc="ingesting", disable=disable) as bar:
-            windows = _sorted_windows(_split_all(changes, splitter, report), rows, bar.update)
+            windows = _sorted_windows(_split_all(changes, splitter, report, _max_bytes(config)), rows, bar.update)
             result = index.write((doc for window in windows for doc in window), rows, config.ingest.write_batch)
     report.chunks_written += result["num_added"] + result["num_updated"]
     report.chunks_deleted += result["num_deleted"]
@@ -224,13 +224,18 @@ def _counted(window: list[tuple[Any, float]], step: Callable[[float], Any]) -> I
         yield chunk
 
 
-def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport) -> Iterator[tuple[list, FileRow]]:
+def _max_bytes(config: Config) -> int:
+    return int(config.ingest.max_file_mb * 1024 * 1024)
+
+
+def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
+               max_bytes: int | None = None) -> Iterator[tuple[list, FileRow]]:
     """Load and split the changed files one by one into (chunks, file row). A file that fails to load
-    is reported and left as it was in the store."""
+    is reported and left as it was in the store; `max_bytes` bounds what a file unpacks to."""
     for change in changes:
         candidate = change.candidate
         try:
-            sections = loaders.load(candidate.path)
+            sections = loaders.load(candidate.path, max_bytes)
             title = document_title(sections, candidate.source) if splitter.context_header else None
             chunks = splitter.split(sections, candidate.source, title)
             check_storable(chunks)

@@ -105,3 +105,63 @@ def test_csv_rows_are_labelled_with_their_columns(tmp_path):
 def test_source_code_is_text(tmp_path):
     [section] = load(put(tmp_path, "tool.py", b"def main():\n    return 42\n"))
     assert section.text == "def main():\n    return 42\n" and not section.markdown
+
+
+def docx_bomb(paragraphs: int) -> bytes:
+    """A real DOCX whose word/document.xml is `paragraphs` empty paragraphs: tiny packed, huge unpacked."""
+    import zipfile
+
+    import docx
+
+    buffer = io.BytesIO()
+    docx.Document().save(buffer)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(buffer) as original, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as bomb:
+        for member in original.infolist():
+            data = original.read(member)
+            if member.filename == "word/document.xml":
+                head = data.decode().partition("<w:body>")[0]
+                data = (head + "<w:body>" + "<w:p/>" * paragraphs + "</w:body></w:document>").encode()
+            bomb.writestr(member, data, zipfile.ZIP_DEFLATED)
+    return packed.getvalue()
+
+
+def test_a_docx_decompression_bomb_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    """Issue 34, defect 3: a 59 KB DOCX whose document.xml is 40 MB of empty paragraphs passed
+    ingest.max_file_mb (it checked the packed size) and took 9 minutes and 2.9 GB to read."""
+    bomb = put(tmp_path, "bomb.docx", docx_bomb(40 * 1024 * 1024 // 6))
+    assert bomb.stat().st_size < 200_000
+    parsed = []
+    monkeypatch.setitem(loaders.LOADERS, ".docx", lambda data: parsed.append(data) or [])
+    with pytest.raises(InputError) as caught:
+        load(bomb, max_bytes=50 * 1024 * 1024)
+    assert caught.value.reason.startswith("word/document.xml inflates ")
+    assert "a decompression bomb, not read" in caught.value.reason and not parsed
+    with pytest.raises(InputError, match=r"it unpacks to 40.8 MB, over ingest.max_file_mb \(10 MB\); not read"):
+        load(bomb, max_bytes=10 * 1024 * 1024)
+
+
+def test_a_normal_docx_is_read_within_the_limit(tmp_path):
+    import docx
+
+    document = docx.Document()
+    for i in range(200):
+        document.add_paragraph(f"Paragraph {i} says something about the project and its documents.")
+    buffer = io.BytesIO()
+    document.save(buffer)
+    [section] = load(put(tmp_path, "long.docx", buffer.getvalue()), max_bytes=1024 * 1024)
+    assert section.text.count("Paragraph") == 200
+
+
+def test_text_that_unpacks_beyond_the_limit_is_refused(tmp_path):
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=8)
+    pdf.multi_cell(0, 4, "The same sentence again and again. " * 600)  # compressed: the file is far smaller
+    path = put(tmp_path, "repeated.pdf", bytes(pdf.output()))
+    assert path.stat().st_size < 10_000
+    with pytest.raises(InputError, match=r"its text is over 0.00954 MB \(ingest.max_file_mb\)"):
+        load(path, max_bytes=10_000)
+    assert load(path, max_bytes=100_000)
