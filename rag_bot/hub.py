@@ -235,13 +235,22 @@ def _loads(role: str, source: ModelSource, config: Any) -> str:
         elif not Path(source.path or "").exists():
             return "assembled from its package on first use"
         else:
-            from .llm import check_gguf
+            from .llm import check_gguf, verified
 
-            check_gguf(Path(source.path or ""))
+            path = Path(source.path or "")
+            check_gguf(path)
+            if source.kind == "package" and not verified(path, _package_sha256(source.ref)):
+                return "no: the file is damaged (not the one its package ships); it is assembled again at the next start"
             return "yes (a GGUF file; llama.cpp loads it at the first answer)"
     except ModelError as exc:
         return f"no: {str(exc).split(': ', 1)[-1]}"
     return "yes"
+
+
+def _package_sha256(ref: str) -> str | None:
+    from .models import model_package
+
+    return getattr(model_package(ref, "chat.judge_model"), "EXPECTED_SHA256", None)
 
 
 def list_models(config: Any, check: bool = True) -> list[ModelRow]:

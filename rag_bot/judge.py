@@ -18,6 +18,7 @@ ingested?" over "Hidden files are left out." gets "No").
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -28,6 +29,10 @@ from .errors import ModelError, first_line
 from .questions import yes_no
 
 SYSTEM = "You answer only from the given text."
+# Two questions whose answers are plain: a working model tells the first (answered) from the second (open).
+PROBE_ANSWERED = ("What colour is the sky on a clear day?", "On a clear day the sky is blue.")
+PROBE_OPEN = ("What colour is the sky on a clear day?", "Bananas grow in warm countries.")
+PROBE_GAP = 2.0
 ASK = "Text: {text}\n\nQuestion: {question}\n\nDoes the text contain the answer to the question? Reply Yes or No."
 
 
@@ -46,8 +51,10 @@ class AnswerJudge:
     """A GGUF instruct model (with a chat template) scoring whether a text answers a question; loaded on
     first use, one scoring at a time (a llama.cpp context is not thread-safe)."""
 
-    def __init__(self, model_path: Path, threads: int | None = None, n_ctx: int = 2048, key: str = "chat.judge_model") -> None:
+    def __init__(self, model_path: Path, threads: int | None = None, n_ctx: int = 2048, key: str = "chat.judge_model",
+                 hint: str = "point it at a complete .gguf file") -> None:
         self.model_path = Path(model_path)
+        self.hint = hint  # what to do when the file does not load or judges nothing
         self.threads = threads or os.cpu_count() or 1
         self.n_ctx = n_ctx
         self.key = key
@@ -67,7 +74,8 @@ class AnswerJudge:
                 client = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.threads,
                                n_batch=512, verbose=False)
         except Exception as exc:
-            raise ModelError(f"{self.key}: llama-cpp-python could not load {self.model_path}: {first_line(exc)}") from exc
+            raise ModelError(f"{self.key}: llama-cpp-python could not load {self.model_path}: {first_line(exc)}; "
+                             f"{self.hint}") from exc
         weakref.finalize(self, client.close)
         self._template = chat_template(client)
         if self._template is None:
@@ -77,7 +85,19 @@ class AnswerJudge:
         self._no = _single_tokens(client, ("No", "no", " No", "NO"))
         if not self._yes or not self._no:
             raise ModelError(f"{self.key}: {self.model_path.name} has no single token for Yes and No")
+        self._check_output(client)
         return client
+
+    def _check_output(self, client: Any) -> None:
+        """A damaged file can load and then judge nothing (every margin 0 or NaN, every question "the
+        documents don't say"): a plainly answered question must score `PROBE_GAP` above a plainly open one
+        (the packaged model: 4.4 against -0.4), or the load fails."""
+        answered = self._margin(client, messages(*PROBE_ANSWERED))
+        open_ = self._margin(client, messages(*PROBE_OPEN))
+        if not (math.isfinite(answered) and math.isfinite(open_) and answered - open_ >= PROBE_GAP):
+            raise ModelError(f"{self.key}: {self.model_path.name} loads but gives no usable judgement (margins "
+                             f"{answered:.2f} and {open_:.2f} on two plain questions); the file may be damaged: "
+                             f"{self.hint}")
 
     def preload(self) -> None:
         """Load the model now (for example in a background thread) rather than on the first question."""
@@ -92,30 +112,32 @@ class AnswerJudge:
     def score(self, chat: list[dict[str, str]]) -> float:
         """The same margin for any chat whose reply should begin with Yes or No (bench/judge_prompts.py
         tries other wordings through it)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._load()
+            return self._margin(self._client, chat)
+
+    def _margin(self, client: Any, chat: list[dict[str, str]]) -> float:
         import llama_cpp
         import numpy as np
 
         from .llm import apply_messages
 
-        with self._lock:
-            if self._client is None:
-                self._client = self._load()
-            client = self._client
-            prompt = apply_messages(self._template, client, chat)
-            tokens = client.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-            budget = self.n_ctx - 8
-            if len(tokens) > budget:  # keep both ends (the system turn; the question and instruction): cut the middle
-                tokens = tokens[: budget // 2] + tokens[-(budget - budget // 2):]
-            # reuse the evaluated prefix (the system turn) as llama-cpp-python's own generate does
-            same = 0
-            for old, new in zip(client.input_ids[: client.n_tokens], tokens[:-1]):
-                if old != new:
-                    break
-                same += 1
-            client.n_tokens = same
-            client.eval(tokens[same:])
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(client.ctx, -1), shape=(client.n_vocab(),))
-            return float(logits[self._yes].max() - logits[self._no].max())
+        prompt = apply_messages(self._template, client, chat)
+        tokens = client.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        budget = self.n_ctx - 8
+        if len(tokens) > budget:  # keep both ends (the system turn; the question and instruction): cut the middle
+            tokens = tokens[: budget // 2] + tokens[-(budget - budget // 2):]
+        # reuse the evaluated prefix (the system turn) as llama-cpp-python's own generate does
+        same = 0
+        for old, new in zip(client.input_ids[: client.n_tokens], tokens[:-1]):
+            if old != new:
+                break
+            same += 1
+        client.n_tokens = same
+        client.eval(tokens[same:])
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(client.ctx, -1), shape=(client.n_vocab(),))
+        return float(logits[self._yes].max() - logits[self._no].max())
 
 
 def _single_tokens(client: Any, words: tuple[str, ...]) -> list[int]:

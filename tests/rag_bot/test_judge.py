@@ -68,3 +68,102 @@ def test_a_judge_model_without_a_chat_template_is_refused_in_one_line(gguf_path:
     with pytest.raises(ModelError, match=r"^chat.judge_model: gemma-3-270m-q4_k_m.gguf has no chat template; "
                                          r"the judge needs an instruct model"):
         AnswerJudge(gguf_path).margin("Where?", "Here.")
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """A module shipping a tiny 'GGUF' the way rag_bot.judge_model ships the judge: assemble() + sha256."""
+    import hashlib
+    import sys
+    import types
+
+    content = b"GGUF" + bytes(range(256)) * 64
+    module = types.ModuleType("fake_gguf_package")
+    module.MODEL_NAME = "fake.gguf"
+    module.EXPECTED_SHA256 = hashlib.sha256(content).hexdigest()
+    module.assembled = 0
+
+    def assemble(target, overwrite=False):
+        module.assembled += 1
+        Path(target).write_bytes(content)
+        return Path(target)
+
+    module.assemble = assemble
+    monkeypatch.setitem(sys.modules, "fake_gguf_package", module)
+    return module, content
+
+
+def test_a_damaged_cached_model_is_found_and_assembled_again(tmp_path, fake_package):
+    """Issue 34, defect 4: the cached GGUF was hash-checked only when assembled, so a file of the right
+    size with damaged bytes loaded. It is verified before use (hashed once per change of the file)."""
+    import os
+
+    from rag_bot.llm import gguf_file
+
+    module, content = fake_package
+    path = gguf_file("package:fake_gguf_package", tmp_path, "chat.judge_model")
+    assert module.assembled == 1 and path.read_bytes() == content
+    assert gguf_file("package:fake_gguf_package", tmp_path, "chat.judge_model") == path and module.assembled == 1
+    # bytes changed behind the stamp's back (same size, inode and time): the stamp is trusted, no re-hash
+    info = path.stat()
+    with path.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff" * 16)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    gguf_file("package:fake_gguf_package", tmp_path, "chat.judge_model")
+    assert module.assembled == 1
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # a change of the file: hashed again
+    assert gguf_file("package:fake_gguf_package", tmp_path, "chat.judge_model").read_bytes() == content
+    assert module.assembled == 2
+    path.write_bytes(b"")  # emptied: assembled again too
+    assert gguf_file("package:fake_gguf_package", tmp_path, "chat.judge_model").read_bytes() == content
+
+
+def test_models_list_says_a_damaged_judge_file_does_not_load(tmp_path, fake_package, monkeypatch):
+    from rag_bot.config import Config
+    from rag_bot.hub import list_models
+
+    _, content = fake_package
+    monkeypatch.setenv("RAG_BOT_CACHE", str(tmp_path / "cache"))
+    config = Config(data_dir=tmp_path / "data", chat={"judge_model": "package:fake_gguf_package"},
+                    llm={"backend": "openai"})
+    target = tmp_path / "cache" / "models" / "fake.gguf"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(content[:-4] + b"oops")  # the right size, damaged bytes: before, "loads: yes"
+    [row] = [row for row in list_models(config) if row.role == "judge"]
+    assert row.loads.startswith("no: the file is damaged (not the one its package ships)")
+    target.write_bytes(content)
+    [row] = [row for row in list_models(config) if row.role == "judge"]
+    assert row.loads.startswith("yes")
+
+
+def test_an_empty_or_cut_short_model_file_says_what_to_do(tmp_path):
+    from rag_bot.llm import check_gguf, repair_hint
+
+    empty = tmp_path / "judge.gguf"
+    empty.write_bytes(b"")
+    hint = repair_hint("package:rag_bot.judge_model", empty)
+    with pytest.raises(ModelError, match=r"judge.gguf is empty; delete .*judge.gguf: it is assembled again from its "
+                                         r"package at the next start$"):
+        check_gguf(empty, "chat.judge_model", hint)
+    assert "download" not in hint
+
+
+@pytest.mark.slow
+def test_a_judge_file_that_loads_but_judges_nothing_is_a_load_failure(tmp_path):
+    """A GGUF whose weights were damaged loads, then every margin is 0: that is a load failure with
+    what to do, not "the documents don't say" for every question."""
+    from rag_bot.judge import AnswerJudge
+    from rag_bot.llm import gguf_file, shared_models_dir
+
+    good = gguf_file("package:rag_bot.judge_model", shared_models_dir(), "chat.judge_model")
+    damaged = tmp_path / "damaged.gguf"
+    size = good.stat().st_size
+    with good.open("rb") as source, damaged.open("wb") as out:
+        out.write(source.read(size // 3))  # the header and the first tensors as they were
+        out.truncate(size)  # the rest zeros: same size, the weights gone
+    judge = AnswerJudge(damaged, hint="delete it and assemble it again")
+    with pytest.raises(ModelError, match=r"^chat.judge_model: damaged.gguf loads but gives no usable judgement "
+                                         r"\(margins .* on two plain questions\); the file may be damaged: "
+                                         r"delete it and assemble it again$"):
+        judge.margin("Where does rag-bot keep its data?", DATA)
