@@ -8,7 +8,8 @@ chat UI and `rag-bot ask`.
   evidence quotes, declined, reason, grounded, the scope check. A declined question is a normal
   completion whose text says why.
 - `GET /v1/models`: the collections. `POST /v1/retrieve`: the retriever's passages with every score.
-  `GET /health`: no key needed. The OpenAPI schema: `/openapi.json`, browsable at `/docs`.
+  `GET /health`: no key needed. The OpenAPI schema: `/openapi.json` (no `/docs` page: Swagger UI
+  would load from a CDN).
 
 With `api.key` (or `$RAG_BOT_API_KEY`) every `/v1` request must send `Authorization: Bearer KEY`.
 Everything is JSON; no document text is ever put into HTML. Imported only by `rag-bot serve` (and
@@ -23,6 +24,7 @@ import ipaddress
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Literal
@@ -35,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import __version__
 from .chain import gather
 from .config import APIConfig
-from .errors import ConfigError, RagBotError
+from .errors import ConfigError, RagBotError, first_line
 from .reply import reply_json, terminal_text
 from .service import Busy
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY_ENV = "RAG_BOT_API_KEY"
+DISCONNECT_POLL = 0.25  # seconds between looks at whether the client of a whole reply is still there
 EXTRA = "rag_bot"  # the field of a completion that carries sources, evidence and the scope check
 
 
@@ -83,9 +86,19 @@ class Failure(Exception):
         return {"error": {"message": self.message, "type": self.kind, "code": self.code, "param": None}}
 
 
+MIN_KEY_LENGTH = 8  # as api.key
+
+
 def api_key(api: APIConfig) -> str | None:
-    """The key requests must carry: `api.key`, else `$RAG_BOT_API_KEY`, else none."""
-    return api.key or os.environ.get(KEY_ENV) or None
+    """The key requests must carry: `api.key`, else `$RAG_BOT_API_KEY` (at least 8 characters, as
+    `api.key`), else none."""
+    if api.key:
+        return api.key
+    key = os.environ.get(KEY_ENV) or None
+    if key is not None and len(key) < MIN_KEY_LENGTH:
+        raise ConfigError(f"${KEY_ENV}: {len(key)} characters is too short to guess-proof the API; use at least "
+                          f"{MIN_KEY_LENGTH} (for example: python -c 'import secrets; print(secrets.token_urlsafe())')")
+    return key
 
 
 def check_exposure(api: APIConfig) -> None:
@@ -107,7 +120,8 @@ def is_loopback(host: str) -> bool:
 def build_api(service: Collections, api: APIConfig) -> FastAPI:
     """The FastAPI app over `service`; `api` gives the key (and the queue size was given to `service`)."""
     key = api_key(api)
-    app = FastAPI(title="rag-bot", version=__version__, redoc_url=None, description=(
+    # No /docs page: Swagger UI would load its scripts from a CDN, and nothing here reaches the internet.
+    app = FastAPI(title="rag-bot", version=__version__, docs_url=None, redoc_url=None, description=(
         "Answers from your ingested documents, OpenAI-compatible, with the sources and evidence of each answer."))
 
     async def authorised(request: Request) -> None:
@@ -138,7 +152,9 @@ def build_api(service: Collections, api: APIConfig) -> FastAPI:
                                            for name in names]}
 
     @app.post("/v1/retrieve", dependencies=[Depends(authorised)])
-    async def retrieve(body: RetrieveRequest) -> dict[str, Any]:
+    async def retrieve(body: RetrieveRequest, request: Request) -> dict[str, Any]:
+        _check_text(body.query, "query")
+        _check_filter(body.filter)
         name = await _collection(service, body.model)
 
         def search() -> dict[str, Any]:
@@ -146,23 +162,25 @@ def build_api(service: Collections, api: APIConfig) -> FastAPI:
             result = retriever.search(body.query, filter=body.filter, sources=body.sources, k=body.k)
             return {"model": name, **result.to_json(), "reranker": retriever.reranker_status}
 
-        return await _answer(service, search)
+        return await _answer(service, search, request)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised)], response_model=None)
-    async def completions(body: ChatRequest) -> Any:
+    async def completions(body: ChatRequest, request: Request) -> Any:
+        question = _question(body.messages, api)
         name = await _collection(service, body.model)
-        question = _question(body.messages)
         history = [message.model_dump(include={"role", "content"}) for message in body.messages[:-1]]
         completion = Completion(name)
+        stop = threading.Event()  # set when the client goes away: the work stops at the next stage
         if body.stream:
-            pieces = _stream(service, lambda: service.chain(name).stream({"question": question, "history": history}))
+            pieces = _stream(service, lambda: service.chain(name).stream({"question": question, "history": history}),
+                             stop)
             return StreamingResponse(completion.events(pieces), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
 
         def answer() -> dict[str, Any]:
-            return completion.whole(service.chain(name).stream({"question": question, "history": history}))
+            return completion.whole(service.chain(name).stream({"question": question, "history": history}), stop)
 
-        return await _answer(service, answer)
+        return await _answer(service, answer, request, stop)
 
     return app
 
@@ -178,10 +196,10 @@ class Completion:
     def _head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def whole(self, events: Iterator[dict]) -> dict[str, Any]:
-        """The complete reply from the chain's events."""
+    def whole(self, events: Iterator[dict], stop: threading.Event | None = None) -> dict[str, Any]:
+        """The complete reply from the chain's events (cut short when `stop` is set: nobody waits for it)."""
         seen: list[dict] = []
-        text = "".join(terminal_text(_recorded(events, seen))).strip()
+        text = "".join(terminal_text(_recorded(events, seen, stop))).strip()
         message = {"role": "assistant", "content": text}
         return {**self._head("chat.completion"),
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
@@ -205,17 +223,28 @@ class Completion:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
 
-def _recorded(events: Iterator[dict], seen: list[dict]) -> Iterator[dict]:
-    for event in events:
-        seen.append(event)
-        yield event
+def _recorded(events: Iterator[dict], seen: list[dict], stop: threading.Event | None = None) -> Iterator[dict]:
+    """The events, each kept in `seen`; when `stop` is set, the chain is closed at its next event, so
+    that no later stage (the judge, the LLM) runs for a client that has gone."""
+    try:
+        for event in events:
+            if stop is not None and stop.is_set():
+                log.info("the client went away; the answer stopped")
+                return
+            seen.append(event)
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
 
 
 def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
 
-def _question(messages: list[Message]) -> str:
+def _question(messages: list[Message], api: APIConfig) -> str:
+    """The last message, checked: the user's, not empty, valid Unicode, and within the size limits."""
     from .chain import message_text
 
     last = messages[-1]
@@ -224,7 +253,38 @@ def _question(messages: list[Message]) -> str:
     question = message_text(last.content).strip()
     if not question:
         raise Failure(400, "messages: the question is empty", "invalid_messages")
+    if len(question) > api.max_question_chars:
+        raise Failure(400, f"messages: the question is {len(question)} characters; the limit is "
+                           f"{api.max_question_chars} (api.max_question_chars)", "question_too_long")
+    earlier = [message_text(message.content) for message in messages[:-1]]
+    if sum(map(len, earlier)) > api.max_history_chars:
+        raise Failure(400, f"messages: the earlier messages hold {sum(map(len, earlier))} characters; the limit is "
+                           f"{api.max_history_chars} (api.max_history_chars): send fewer turns", "history_too_long")
+    for text in [question, *earlier]:
+        _check_text(text, "messages")
     return question
+
+
+def _check_text(text: str, where: str) -> None:
+    """400 for text that is not valid Unicode (a lone surrogate such as \\ud800, which JSON allows)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Failure(400, f"{where}: the text is not valid Unicode ({exc.reason} at character {exc.start}); "
+                           "send UTF-8 text", "invalid_text") from None
+
+
+def _check_filter(where: dict[str, Any] | None) -> None:
+    """400 for a `filter` Chroma would refuse, checked by Chroma's own validator before any work."""
+    if where is None:
+        return
+    from chromadb.api.types import validate_where
+
+    try:
+        validate_where(where)
+    except (ValueError, TypeError) as exc:
+        raise Failure(400, f"filter: {first_line(exc)}; see Chroma's metadata filters ($eq, $in, $and, ...)",
+                      "invalid_filter") from None
 
 
 async def _collection(service: Collections, model: str | None) -> str:
@@ -245,23 +305,40 @@ async def _off_loop(work: Callable[[], Any]) -> Any:
         raise Failure(503, str(exc), "unavailable", "server_error") from exc
 
 
-async def _answer(service: Collections, work: Callable[[], Any]) -> Any:
-    """`work()` on the service's worker, its `RagBotError` as a 503 and a full queue as a 429."""
+async def _answer(service: Collections, work: Callable[[], Any], request: Request | None = None,
+                  stop: threading.Event | None = None) -> Any:
+    """`work()` on the service's worker, its `RagBotError` as a 503 and a full queue as a 429. While it
+    waits, the client is watched: when it goes away, `stop` is set (work that checks it ends early)
+    and work still queued is dropped."""
+    stop = stop or threading.Event()
+
+    def unless_gone() -> Any:
+        if stop.is_set():
+            return None
+        return work()
+
     try:
-        return await asyncio.wrap_future(service.run(work))
+        future = asyncio.wrap_future(service.run(unless_gone))
     except Busy as exc:
         raise Failure(429, str(exc), "busy", "rate_limit_error") from exc
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=DISCONNECT_POLL)
+            if done:
+                return future.result()
+            if request is not None and await request.is_disconnected():
+                stop.set()
     except RagBotError as exc:
         raise Failure(503, str(exc), "unavailable", "server_error") from exc
 
 
-def _stream(service: Collections, events: Callable[[], Iterator[dict]]) -> AsyncIterator[str | dict]:
+def _stream(service: Collections, events: Callable[[], Iterator[dict]],
+            stop: threading.Event) -> AsyncIterator[str | dict]:
     """Start the answer on the worker now (a full queue is a 429 before any byte is sent) and give
     its text pieces as they are written, then the `rag_bot` field (a dict). A client that goes away
-    stops the work at its next piece."""
+    sets `stop`: the work ends at the chain's next event (see `_recorded`), or before it starts."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    state = {"gone": False}
     done = object()
 
     def put(item: Any) -> None:
@@ -270,16 +347,19 @@ def _stream(service: Collections, events: Callable[[], Iterator[dict]]) -> Async
     def work() -> None:
         seen: list[dict] = []
         try:
-            for piece in terminal_text(_recorded(events(), seen)):
-                if state["gone"]:
+            if stop.is_set():
+                return
+            for piece in terminal_text(_recorded(events(), seen, stop)):
+                if stop.is_set():
                     return
                 put(piece)
             put(reply_json(gather(seen), full=True))
         except RagBotError as exc:
             put(Failure(503, str(exc), "unavailable", "server_error"))
-        except Exception as exc:
+        except Exception as exc:  # the details go to the log, not to the client
             log.exception("the answer failed")
-            put(Failure(500, f"{type(exc).__name__}: {exc}", "internal", "server_error"))
+            put(Failure(500, f"the answer failed ({type(exc).__name__}); the details are in the server's log",
+                        "internal", "server_error"))
         finally:
             put(done)
 
@@ -295,7 +375,7 @@ def _stream(service: Collections, events: Callable[[], Iterator[dict]]) -> Async
                     raise item
                 yield item
         finally:
-            state["gone"] = True
+            stop.set()
 
     return pieces()
 

@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -331,9 +331,10 @@ class RagChain(Runnable):
 
 
 def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | None = None, llm: ChatLLM | None = None,
-               prompts: Prompts | None = None) -> RagChain:
+               prompts: Prompts | None = None, judge: AnswerJudgeModel | None | Literal["config"] = "config") -> RagChain:
     """The chat chain over the ingested collection. Prompts are checked now; the models load on the
-    first question (or call `chain.warm_up()`)."""
+    first question (or call `chain.warm_up()`). `llm` and `judge` may be shared by several chains
+    (the default judge: `load_judge(config)`)."""
     from .retriever import load_retriever
 
     config = config if isinstance(config, Config) else load_config(config)
@@ -344,7 +345,7 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
                               clauses_below=config.chat.min_evidence, quote_words=config.chat.quote_words,
                               idf=keyword_rarity(retriever))
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
-                    evidence=evidence, judge=load_judge(config))
+                    evidence=evidence, judge=load_judge(config) if judge == "config" else judge)
 
 
 def load_judge(config: Config) -> AnswerJudgeModel | None:
@@ -353,10 +354,10 @@ def load_judge(config: Config) -> AnswerJudgeModel | None:
     if not config.chat.judge_model:
         return None
     from .judge import AnswerJudge
-    from .llm import gguf_file, shared_models_dir
+    from .llm import gguf_file, repair_hint, shared_models_dir
 
-    return AnswerJudge(gguf_file(config.chat.judge_model, shared_models_dir(), "chat.judge_model"),
-                       threads=config.llm.threads)
+    path = gguf_file(config.chat.judge_model, shared_models_dir(), "chat.judge_model")
+    return AnswerJudge(path, threads=config.llm.threads, hint=repair_hint(config.chat.judge_model, path))
 
 
 def judge_text(quotes: list[Quote], sources: list[Source]) -> str:

@@ -69,8 +69,10 @@ class ChunkingConfig(_Section):
         return self
 
 
-# Chroma's rule (3-512 characters), short enough for the companion `<name>.rag_bot_files` too.
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,496}[A-Za-z0-9]$")
+# Chroma's rule (3-512 characters, no "..", not an IPv4 address), short enough for the companion
+# `<name>.rag_bot_files` and for the ingest's lock file `<name>-<mode>-<hash>.lock` (255 bytes at most).
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,198}[A-Za-z0-9]$")
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 
 
 class StoreConfig(_Section):
@@ -85,8 +87,9 @@ class StoreConfig(_Section):
     @field_validator("collection")
     @classmethod
     def _valid_collection(cls, value: str) -> str:
-        if not _COLLECTION_NAME.match(value):
-            raise ValueError("3-498 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit")
+        if not _COLLECTION_NAME.match(value) or ".." in value or _IPV4.match(value):
+            raise ValueError("3-200 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit, "
+                             "with no '..', and not an IP address")
         if value.endswith(".rag_bot_files"):
             raise ValueError("names ending in .rag_bot_files are kept for the ingest record's files table")
         return value
@@ -250,6 +253,10 @@ class APIConfig(_Section):
     key: str | None = Field(None, min_length=8, description=(
         "Bearer token every request must carry; null: $RAG_BOT_API_KEY, else none (loopback only)."))
     max_queue: int = Field(64, ge=1, description="Questions waiting for the models; more get HTTP 429.")
+    max_question_chars: int = Field(2000, ge=1, description=(
+        "Longest question (the last message) in characters; a longer one gets HTTP 400."))
+    max_history_chars: int = Field(20000, ge=0, description=(
+        "Most characters of earlier messages a request may carry; more gets HTTP 400."))
 
 
 class Config(_Section):

@@ -1,6 +1,6 @@
 """The chains over every collection of one store, for the edges that serve many people at once (the
-HTTP API): one embedder, one cross-encoder and one LLM loaded once and shared by all collections,
-and one worker thread through which every question reaches them, in turn.
+HTTP API, the chat UI): one embedder, one cross-encoder, one LLM and one answer judge loaded once and
+shared by all collections, and one worker thread through which every question reaches them, in turn.
 
     from rag_bot.service import Collections
     service = Collections(load_config("config.yaml"))
@@ -22,6 +22,7 @@ from .store import collection_names
 if TYPE_CHECKING:
     from .chain import RagChain
     from .llm import ChatLLM
+    from .protocols import AnswerJudgeModel
     from .retriever import RagRetriever
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Collections:
         self._llm = llm
         self.embeddings = LocalEmbeddings(config.embedding)  # loads on first use; shared with ingest jobs
         self._reranker: tuple[Any, str] | None = None  # the cross-encoder and its status line
+        self._judge: tuple[AnswerJudgeModel | None] | None = None  # built with the first chain
         self._chains: dict[str, RagChain] = {}
         self._lock = threading.Lock()
         self._waiting = 0
@@ -64,7 +66,7 @@ class Collections:
 
     def chain(self, name: str | None = None) -> RagChain:
         """The chain over collection `name` (default: `store.collection`); built once."""
-        from .chain import load_chain
+        from .chain import load_chain, load_judge
         from .llm import load_llm
         from .retriever import load_retriever
 
@@ -76,7 +78,9 @@ class Collections:
                 retriever = load_retriever(config, embeddings=self.embeddings, reranker=reranker,
                                            reranker_status=status)
                 self._llm = self._llm or load_llm(config)
-                self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm)
+                if self._judge is None:
+                    self._judge = (load_judge(config),)
+                self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm, judge=self._judge[0])
             return self._chains[name]
 
     def _shared_reranker(self) -> tuple[Any, str]:

@@ -205,3 +205,171 @@ def test_questions_beyond_the_queue_are_refused_with_429():
     finally:
         release.set()
         service.close()
+
+
+def test_every_collection_shares_one_llm_and_one_judge(monkeypatch):
+    """Issue 34, defect 5: `serve` built a judge per collection (about 0.73 GB each, never freed).
+    The service builds one judge and one LLM, and every collection's chain uses them."""
+    import rag_bot.chain as chain_module
+    import rag_bot.retriever as retriever_module
+    from rag_bot.config import Config
+
+    judges: list[object] = []
+    monkeypatch.setattr(chain_module, "load_judge", lambda config: judges.append(object()) or judges[-1])
+    monkeypatch.setattr(retriever_module, "load_retriever", lambda config, **kwargs: FakeRetrieverWithModels())
+    service = Collections(Config(llm={"backend": "openai"}))
+    try:
+        chains = [service.chain(name) for name in ("rag_bot", "notes", "papers", "notes")]
+    finally:
+        service.close()
+    assert len(judges) == 1 and all(chain.judge is judges[0] for chain in chains)
+    assert len({id(chain.llm) for chain in chains}) == 1 and len({id(chain) for chain in chains}) == 3
+
+
+class FakeRetrieverWithModels(FakeRetriever):
+    embeddings = None
+    reranker = None
+    keyword_index = None
+
+
+def test_questions_and_histories_beyond_the_limits_are_400(service):
+    """Issue 34, defect 6: a 1 MB message held the single worker for 81 s. The question and the
+    history have limits (api.max_question_chars, api.max_history_chars), refused before any work."""
+    http = TestClient(build_api(service, APIConfig(max_question_chars=100, max_history_chars=300)))
+
+    def ask(messages):
+        return http.post("/v1/chat/completions", json={"model": "rag_bot", "messages": messages})
+
+    reply = ask([{"role": "user", "content": "x" * 101}])
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "question_too_long"
+    assert reply.json()["error"]["message"] == ("messages: the question is 101 characters; the limit is 100 "
+                                                "(api.max_question_chars)")
+    history = [{"role": "user", "content": "y" * 200}, {"role": "assistant", "content": "z" * 200}]
+    reply = ask([*history, {"role": "user", "content": "and then?"}])
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "history_too_long"
+    assert "400 characters; the limit is 300 (api.max_history_chars)" in reply.json()["error"]["message"]
+    assert ask([{"role": "user", "content": "x" * 100}]).status_code == 200
+    assert service.fakes["rag_bot"].inputs[-1]["question"] == "x" * 100 and len(service.fakes["rag_bot"].inputs) == 1
+    assert APIConfig().max_question_chars == 2000
+
+
+def test_odd_input_is_an_openai_shaped_400_not_a_500(service):
+    """Issue 34, defect 8: a bad `filter` and a lone surrogate gave plain-text 500s (the streamed case
+    sent the internal TypeError's text)."""
+    http = TestClient(build_api(service, APIConfig()), raise_server_exceptions=False)
+    reply = http.post("/v1/retrieve", json={"query": "start", "filter": {"page": {"$nope": 1}}})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_filter"
+    assert reply.json()["error"]["message"].startswith("filter: ")
+    surrogate = b'{"model": "rag_bot", "messages": [{"role": "user", "content": "hi \\ud800"}]%s}'
+    for stream in (b"", b', "stream": true'):
+        reply = http.post("/v1/chat/completions", content=surrogate % stream, headers={"content-type": "application/json"})
+        assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_text", reply.text
+        assert "not valid Unicode" in reply.json()["error"]["message"]
+    reply = http.post("/v1/retrieve", content=b'{"query": "\\udfff"}', headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and reply.json()["error"]["message"].startswith("query: ")
+
+
+def test_a_failure_inside_a_stream_does_not_send_internal_details(service):
+    def broken(input):
+        yield {"question": input["question"]}
+        raise TypeError("secret internal detail at 0x7f")
+
+    service.fakes["rag_bot"].stream = broken
+    http = TestClient(build_api(service, APIConfig()))
+    reply = http.post("/v1/chat/completions", json={"model": "rag_bot", "stream": True,
+                                                    "messages": [{"role": "user", "content": "start?"}]})
+    assert "secret internal detail" not in reply.text
+    assert "the answer failed (TypeError); the details are in the server's log" in reply.text
+
+
+class StagedChain(FakeChain):
+    """Twenty stages of 0.2 s each, counted: how far the work went."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.stages = 0
+
+    def stream(self, input: Any) -> Iterator[dict]:
+        import time
+
+        self.inputs.append(input)
+        for i in range(20):
+            time.sleep(0.2)
+            self.stages += 1
+            yield {"answer": f"piece {i} "}
+
+
+@pytest.fixture
+def served():
+    """The API over a fake service with a staged chain, on a real uvicorn server on loopback."""
+    import time
+
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    service = FakeService(["rag_bot", "notes"])
+    service.fakes["rag_bot"] = StagedChain("rag_bot")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_api(service, APIConfig()), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield service, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.close()
+
+
+def test_work_for_a_client_that_went_away_stops_between_stages(served):
+    """Issue 34, defect 6: after a client disconnected mid-stream, the next request waited 88 s for
+    the abandoned answer. Now the answer stops at its next stage, streamed or whole."""
+    import time
+
+    import httpx
+
+    service, base = served
+    chain = service.fakes["rag_bot"]
+    body = {"model": "rag_bot", "stream": True, "messages": [{"role": "user", "content": "start?"}]}
+    with httpx.Client(timeout=30) as http:
+        with http.stream("POST", f"{base}/v1/chat/completions", json=body) as reply:
+            lines = reply.iter_lines()
+            while "piece 1" not in next(lines):
+                pass
+        time.sleep(1.0)
+        assert chain.stages <= 4  # stopped within a stage or two of the disconnect, not all 20
+        started = time.monotonic()
+        quick = http.post(f"{base}/v1/chat/completions",
+                          json={"model": "notes", "messages": [{"role": "user", "content": "start?"}]})
+        assert quick.status_code == 200 and time.monotonic() - started < 2.0
+        before = chain.stages
+        with pytest.raises(httpx.ReadTimeout):  # a whole reply the client stops waiting for
+            http.post(f"{base}/v1/chat/completions", json={**body, "stream": False}, timeout=0.7)
+        time.sleep(1.5)
+        assert chain.stages - before <= 6
+        assert http.post(f"{base}/v1/chat/completions", timeout=10,
+                         json={"model": "notes", "messages": [{"role": "user", "content": "start?"}]}).status_code == 200
+
+
+def test_a_short_key_from_the_environment_is_refused(monkeypatch):
+    """Issue 34, defect 8: a one-character $RAG_BOT_API_KEY let `serve` listen beyond loopback;
+    api.key needs 8 characters, and so does the variable now."""
+    monkeypatch.setenv("RAG_BOT_API_KEY", "k")
+    with pytest.raises(ConfigError, match=r"^\$RAG_BOT_API_KEY: 1 characters is too short .* at least 8"):
+        check_exposure(APIConfig(host="0.0.0.0"))
+    monkeypatch.setenv("RAG_BOT_API_KEY", "eight-ch")
+    check_exposure(APIConfig(host="0.0.0.0"))
+
+
+def test_no_page_loads_anything_from_the_internet(service):
+    """Issue 34, defect 8: /docs loaded Swagger UI from a CDN. It is off; the schema stays."""
+    http = TestClient(build_api(service, APIConfig()))
+    assert http.get("/docs").status_code == 404 and http.get("/redoc").status_code == 404
+    schema = http.get("/openapi.json")
+    assert schema.status_code == 200 and "/v1/chat/completions" in schema.json()["paths"]
+    assert "cdn" not in schema.text.lower()

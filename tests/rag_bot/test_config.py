@@ -54,6 +54,10 @@ def test_unknown_key_names_the_key_path_and_valid_keys(tmp_path):
         ("store:\n  mode: cloud\n", "store.mode: "),
         ("store:\n  collection: 'a b'\n", "store.collection: "),
         ("store:\n  collection: docs.rag_bot_files\n", "store.collection: names ending in .rag_bot_files are kept"),
+        # Issue 34, defect 8: names Chroma refuses, or too long for the ingest's lock file, failed as "unexpected"
+        ("store:\n  collection: a..b\n", "store.collection: 3-200 characters"),
+        ("store:\n  collection: 10.0.0.1\n", "not an IP address"),
+        (f"store:\n  collection: {'x' * 201}\n", "store.collection: 3-200 characters"),
         ("ingest:\n  max_file_mb: 0\n", "ingest.max_file_mb: "),
         ("- just\n- a list\n", "the top level must be a mapping"),
         ("embedding: [unclosed\n", "invalid YAML"),
@@ -103,3 +107,18 @@ def test_every_config_key_is_in_the_readme_table():
             yield from keys(value, f"{prefix}{name}.") if hasattr(type(value), "model_fields") else [prefix + name]
 
     assert [key for key in keys(Config()) if f"`{key}`" not in readme] == []
+
+
+def test_the_longest_collection_name_allowed_can_be_ingested(tmp_path):
+    """The longest name the validator takes works end to end: the lock file and the companion
+    collection's names still fit (a 229-character name used to fail there)."""
+    from ingest.pipeline import run_ingest
+    from tests.conftest import FakeEmbeddings, make_config
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nSome text about apples.\n")
+    name = "n" * 200
+    config = make_config(tmp_path / "store", embedding={"model": "fake"}, store={"collection": name})
+    report = run_ingest(config, folder, progress=False, embeddings=FakeEmbeddings(size=8))
+    assert report.added == ["a.md"] and report.collection == name
