@@ -20,6 +20,7 @@ from .pipeline import IngestReport, run_ingest
 log = logging.getLogger(__name__)
 
 DEBOUNCE_MS = 1000  # quiet time after the last change before a run starts
+LONGEST_BURST_MS = 30_000  # changes that never pause: a run starts after this long all the same
 FIRST_RUN_AFTER_MS = 300  # the watcher runs this long before the first ingest
 
 
@@ -48,8 +49,9 @@ def watch_folder(config: Config, folder: str | Path, *, embeddings: Any,
     # The first run starts once the watcher is live (its first, empty yield after `rust_timeout`), so
     # a change made while it runs, or just after it reported, comes in the next batch, never lost.
     started = False
-    for batch in watch(root, watch_filter=changes, debounce=debounce_ms, stop_event=stop, raise_interrupt=False,
-                       yield_on_timeout=True, rust_timeout=FIRST_RUN_AFTER_MS):
+    # watchfiles' `step` is the quiet time that ends a burst (its `debounce` is only the longest burst)
+    for batch in watch(root, watch_filter=changes, step=debounce_ms, debounce=max(LONGEST_BURST_MS, 2 * debounce_ms),
+                       stop_event=stop, raise_interrupt=False, yield_on_timeout=True, rust_timeout=FIRST_RUN_AFTER_MS):
         if started and not batch:
             continue  # a quiet spell
         log.info("%d changes in %s", len(batch), root)

@@ -150,3 +150,30 @@ def test_cli_watch_prints_each_run_and_stops_on_ctrl_c(tmp_path: Path):
         assert "stopped watching" in watcher.stderr.read()
     finally:
         watcher.kill()
+
+
+def test_a_slow_copy_of_many_files_is_one_run(tmp_path: Path):
+    """Issue 34, defect 8: a run started after 50 ms of quiet, so a 3 s copy of 30 files gave 6 runs
+    (each retraining a corpus filter). A burst ends after a second of quiet (DEBOUNCE_MS)."""
+    from ingest.watch import DEBOUNCE_MS
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "first.md").write_text("# First\n\nThe first file.\n")
+    config = make_config(tmp_path, embedding={"model": "fake"})
+    reports: list = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_folder, args=(config, folder), kwargs=dict(
+        embeddings=FakeEmbeddings(size=16), on_report=reports.append, on_error=print, stop=stop))
+    watcher.start()
+    try:
+        wait_for(lambda: len(reports) == 1)
+        for i in range(30):  # 3 s, a file every 0.1 s: like a slow copy
+            (folder / f"copied-{i:02d}.md").write_text(f"# Copied {i}\n\nFile number {i} of the copy.\n")
+            time.sleep(0.1)
+        wait_for(lambda: sum(len(r.added) for r in reports[1:]) == 30)
+        time.sleep(DEBOUNCE_MS / 1000 + 0.5)
+        assert len(reports) == 2, [len(r.added) for r in reports]
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
