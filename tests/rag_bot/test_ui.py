@@ -430,7 +430,10 @@ def served_chat(tmp_path, gguf_path):
                     ["ingest", str(notes), "--no-progress", "--collection", "notes"]):
         subprocess.run([RAG_BOT, "--config", str(config), *command], check=True, capture_output=True, timeout=600)
     port = free_port()
-    server = subprocess.Popen([RAG_BOT, "--config", str(config), "chat", "--port", str(port)],
+    # Gradio's upload folder under the working directory, as when the chat is started from / or /tmp:
+    # there Gradio itself refuses a hidden file before rag-bot's code sees it
+    server = subprocess.Popen([RAG_BOT, "--config", str(config), "chat", "--port", str(port)], cwd=tmp_path,
+                              env={**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio-uploads")},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -469,6 +472,13 @@ def test_upload_ask_delete_ask_again_in_a_real_browser(browser, served_chat, tmp
     assert status.startswith("Added: lighthouse.md\nscope filter: retrained from the changed corpus")
     assert (docs / "lighthouse.md").read_text() == upload.read_text()
     assert "lighthouse.md" in page.locator("#files").inner_text()
+    # issue 34, defect 8: a hidden file got Gradio's bare "Error" on every field, with no reason
+    hidden = tmp_path / "upload" / ".notes.md"
+    hidden.write_text("# Hidden\n\nA hidden file.\n")
+    page.locator("#upload input[type=file]").set_input_files(str(hidden))
+    status = wait_for_status(page, "Not added: .notes.md")
+    assert status == "Not added: .notes.md: a hidden file (its name starts with a dot); rename it and add it again"
+    assert not (docs / ".notes.md").exists() and "lighthouse.md" in page.locator("#files").inner_text()
 
     page.get_by_role("tab", name="Chat").click()
     ask(page, "Who built the lighthouse on Karrow Point?")
