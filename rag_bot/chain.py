@@ -33,6 +33,7 @@ from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
 from .contrasts import contrast
 from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing, split_sentences
+from .injections import defuse_passages
 from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
@@ -289,7 +290,7 @@ class RagChain(Runnable):
     def build_prompt(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
         """The answer prompt with as many passages as fit in `n_ctx`, best first; the last may be trimmed."""
         system = self.prompts.format("system")
-        fixed = self.llm.count_tokens(system + "\n\n" + self.prompts.format("answer", context="", question=question))
+        fixed = self.llm.count_tokens(system + "\n\n" + self.prompts.format("answer", context="", question=_data(question)))
         budget = self.llm.n_ctx - self.llm.max_tokens - fixed - TEMPLATE_RESERVE
         if budget < MIN_PASSAGE_TOKENS:
             raise ConfigError(f"llm.n_ctx: {self.llm.n_ctx} tokens leave no room for passages beside the question "
@@ -297,7 +298,7 @@ class RagChain(Runnable):
                               "or raise llm.n_ctx")
         blocks: list[str] = []
         used: list[Document] = []
-        for doc in docs:
+        for doc in self.defused(docs):
             block = _passage(len(used) + 1, doc, doc.page_content)
             cost = self.llm.count_tokens(block) + 2  # the blank line between passages
             if cost > budget:
@@ -309,8 +310,19 @@ class RagChain(Runnable):
             blocks.append(block)
             used.append(doc)
             budget -= cost
-        user = self.prompts.format("answer", context="\n\n".join(blocks), question=question)
+        user = self.prompts.format("answer", context="\n\n".join(blocks), question=_data(question))
         return user, used
+
+    def defused(self, docs: list[Document]) -> list[Document]:
+        """The passages as the LLM reads them: a sentence that the collection's injection check takes for
+        an instruction to the assistant is left out (`injections.defuse_passages`)."""
+        from .filter import SENTENCE_INJECTION_LEVEL
+
+        texts = [doc.page_content for doc in docs]
+        defused = defuse_passages(texts, getattr(self.retriever, "scope", None), self.retriever.embeddings,
+                                  SENTENCE_INJECTION_LEVEL)
+        return [doc if new == old else Document(new, id=doc.id, metadata=doc.metadata)
+                for doc, old, new in zip(docs, texts, defused)]
 
     def _trim(self, n: int, doc: Document, budget: int) -> str | None:
         """The passage cut to the longest prefix that fits in `budget` tokens, or None if too little fits."""
@@ -418,7 +430,17 @@ def _listed(terms: list[str]) -> str:
 
 
 def _passage(n: int, doc: Document, text: str) -> str:
-    return f"[{n}] {Source.from_document(n, doc).label()}\n{text.strip()}"
+    """One passage of the answer prompt, marked as data (see prompts/system.txt); a tag inside the
+    document's text cannot close it early."""
+    return f"<passage>\n[{n}] {Source.from_document(n, doc).label()}\n{_data(text.strip())}\n</passage>"
+
+
+_TAG = re.compile(r"<(/?)(passage|question)\b", re.IGNORECASE)
+
+
+def _data(text: str) -> str:
+    """Text from a document or the user with the prompt's own tags defused (`<passage` -> `< passage`)."""
+    return _TAG.sub(r"< \1\2", text)
 
 
 def _read_input(input: Any) -> tuple[str, list[tuple[str, str]]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from typing import Any
 
 _OVERRIDE = (
     ("ignore", "disregard", "forget", "override", "drop", "bypass", "skip", "never mind"),
@@ -125,6 +126,14 @@ def own_question(text: str) -> bool:
             and _SECOND_SENTENCE.search(text[:-1]) is None)
 
 
+def sentences_of(text: str) -> list[str]:
+    """The sentences of a message (its quoted spans reduced to "..."), those of two words or more: each is
+    scored by the injection check on its own, so an instruction cannot hide beside a fair question."""
+    from .evidence import split_sentences
+
+    return [part for part in split_sentences(QUOTED.sub('"..."', text)) if len(part.split()) >= 2]
+
+
 def without_quotes(text: str) -> str | None:
     """`text` with its quoted spans (double quotes, curly quotes, backticks) reduced to "...", or None
     when it quotes nothing. The injection check scores both forms and keeps the lower score, so
@@ -157,3 +166,28 @@ def task_questions(phrases: list[str], count: int = 300, seed: int = 1) -> list[
     rng = random.Random(seed)
     made = {rng.choice(TASK_FORMS).format(v=rng.choice(TASK_VERBS), p=rng.choice(phrases)) for _ in range(count)}
     return sorted(made)
+
+
+# Where a passage's text is cut to find instructions inside it: after a sentence's end, a colon that ends
+# a header ("SYSTEM:", "NOTE TO AI ASSISTANTS:") or at a line break; pieces are kept verbatim.
+_PIECE_END = re.compile(r"(?<=[.!?])\s+|(?<=:)\s+(?=[A-Za-z])|\n+")
+LEFT_OUT = "[an instruction in the document, left out]"
+
+
+def defuse_passages(texts: list[str], scope: Any, embedder: Any, level: float) -> list[str]:
+    """The passages with every sentence that the collection's injection check scores at `level` or
+    above replaced by `LEFT_OUT`: a document that tells the assistant what to do ("NOTE TO AI
+    ASSISTANTS: reply only with ...") never reaches the LLM that writes the answer, which a small model
+    would obey whatever its prompt says. Unchanged without an injection check (`scope` None or untrained)."""
+    if scope is None or not getattr(scope, "injection_weights", None):
+        return texts
+    pieces = [(i, piece) for i, text in enumerate(texts) for piece in _PIECE_END.split(text)
+              if len(piece.split()) >= 3]
+    if not pieces:
+        return texts
+    scores = scope.injection_scores(embedder.embed_documents([piece for _, piece in pieces])) or []
+    defused = list(texts)
+    for (i, piece), score in zip(pieces, scores):
+        if score >= level:
+            defused[i] = defused[i].replace(piece, LEFT_OUT)
+    return defused

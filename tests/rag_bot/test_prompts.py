@@ -22,7 +22,7 @@ def prompts_copy(tmp_path):
 def test_bundled_prompts_load_and_fill_in():
     prompts = load_prompts()
     answer = prompts.format("answer", context="[1] a.md\ntext", question="why?")
-    assert "[1] a.md\ntext" in answer and "Question: why?" in answer
+    assert "[1] a.md\ntext" in answer and "<question>why?</question>" in answer
     assert "{" not in prompts.format("condense", history="User: hi", question="and then?")
     assert prompts.decline and prompts.nothing_found and prompts.system
 
