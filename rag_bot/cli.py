@@ -135,6 +135,13 @@ def _eval_parser(commands: Any) -> None:
     answers.add_argument("--no-llm", action="store_true", help="measure answer_mode extract only (no LLM)")
     answers.add_argument("--judge", metavar="MODEL", help="use this chat.judge_model (e.g. package:rag_bot.judge_model); "
                          "'none': no judge (default: the configured one)")
+    talks = _command(evaluations, "conversations", _eval_conversations,
+                     "multi-turn conversations (MTRAG) through the whole chain, follow-ups and all", figures,
+                     collection=False)
+    talks.add_argument("--data", default="../shared/data/conversations", metavar="DIR",
+                       help="the conversations folder (default: ../shared/data/conversations)")
+    talks.add_argument("--domains", metavar="LIST", help="comma separated: clapnq, cloud, fiqa (default: all)")
+    talks.add_argument("--limit", type=int, default=0, metavar="N", help="conversations per domain (default: 0, all)")
     sts = _command(evaluations, "embeddings", _eval_embeddings,
                    "Spearman/Pearson of cosine similarity on the STS Benchmark", figures, collection=False)
     sts.add_argument("--sts", required=True, metavar="DIR", help="the stsbenchmark folder (sts-test.csv, ...)")
@@ -423,6 +430,18 @@ def _eval_answers(args: argparse.Namespace) -> int:
     figures = run_answers(config, args.squad, sample=args.sample, seed=args.seed,
                           llm=not args.no_llm, ingest=run_ingest, quiet=args.json)
     print(json.dumps(figures) if args.json else format_answers(figures))
+    return 0
+
+
+def _eval_conversations(args: argparse.Namespace) -> int:
+    from ingest.pipeline import run_ingest
+
+    from .eval.conversations import format_conversations
+    from .eval.runs import run_conversations
+
+    figures = run_conversations(_config(args), args.data, domains=args.domains.split(",") if args.domains else None,
+                                limit=args.limit, ingest=run_ingest, quiet=args.json)
+    print(json.dumps(figures) if args.json else format_conversations(figures))
     return 0
 
 

@@ -196,3 +196,44 @@ def run_answers(config: Config, squad_file: str | Path, *, sample: int = 40, see
                          "hybrid": config_for.retriever.hybrid, "judge_model": config_for.chat.judge_model,
                          "judge_level": config_for.chat.judge_level}
     return figures
+
+
+def run_conversations(config: Config, data: str | Path, *, domains: list[str] | None = None, limit: int = 0,
+                      ingest: Ingest, quiet: bool = False) -> dict[str, Any]:
+    """`rag-bot eval conversations`: MTRAG conversations through the chain as configured (answer mode, LLM,
+    judge), each domain's passages in a collection of their own with its gate trained from the corpus;
+    `limit` conversations per domain (0: all)."""
+    from tqdm import tqdm
+
+    from ..chain import load_chain
+    from ..filter_training import fit_filter
+    from ..models import LocalEmbeddings, reranker_wanted
+    from ..retriever import load_retriever
+    from .conversations import ask_conversation, read_conversations, summarize, write_passages
+
+    if limit < 0:
+        raise UsageError("--limit: must be 0 (all) or more")
+    conversations = read_conversations(data, domains)
+    embeddings = LocalEmbeddings(config.embedding)
+    results: dict[str, Any] = {"config": {"answer_mode": config.chat.answer_mode, "llm": config.llm.model_path,
+                                          "judge_model": config.chat.judge_model, "limit": limit}, "domains": {}}
+    llm: Any = None
+    judge: Any = "config"  # loaded with the first chain, then shared
+    for domain in sorted({c.domain for c in conversations}):
+        chosen = [c for c in conversations if c.domain == domain]
+        base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=reranker_wanted(config.reranker), filter=True)
+        config_for = eval_config(config, f"mtrag-{domain}", [base])
+        folder = write_passages(chosen, config.data_dir / "eval" / f"mtrag-{domain}" / "docs")
+        ingest_owned(ingest, config_for, folder, progress=False if quiet else None, embeddings=embeddings)
+        fit_filter(config_for, embeddings)  # as `make run` does: from the corpus, no labels
+        chain = load_chain(config_for, retriever=load_retriever(config_for, embeddings=embeddings), llm=llm,
+                           judge=judge)
+        llm, judge = chain.llm, chain.judge  # one LLM and one judge for every domain
+        ungated = load_retriever(config_for.model_copy(update={"filter": config_for.filter.model_copy(
+            update={"enabled": False})}), embeddings=embeddings)
+        records = [record for conversation in tqdm(chosen[:limit or None], desc=domain, unit="conversation",
+                                                   disable=quiet, leave=False)
+                   for record in ask_conversation(chain, ungated, conversation)]
+        results["domains"][domain] = {"collection": config_for.store.collection,
+                                      "conversations": len(chosen[:limit or None]), "groups": summarize(records)}
+    return results
