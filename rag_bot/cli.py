@@ -128,7 +128,10 @@ def _eval_parser(commands: Any) -> None:
                        help="folder with squad2-dev-subset/, scifact/ and banking77/ (default: ../shared/data)")
     answers = _command(evaluations, "answers", _eval_answers, "answers through the whole chain on SQuAD 2.0 questions",
                        figures, collection=False)
-    answers.add_argument("--squad", required=True, metavar="FILE", help="a SQuAD 2.0 JSON file")
+    answers.add_argument("--squad", metavar="FILE", help="a SQuAD 2.0 JSON file")
+    answers.add_argument("--followups", nargs="?", const="bundled", metavar="FILE",
+                         help="two-turn conversations over examples/docs instead (default set: the bundled "
+                              "rag_bot/eval/data/docs_followups.txt)")
     answers.add_argument("--sample", type=int, default=40, metavar="N",
                          help="answerable and unanswerable questions each (default: 40; 0: all)")
     answers.add_argument("--seed", type=int, default=0)
@@ -427,6 +430,16 @@ def _eval_answers(args: argparse.Namespace) -> int:
     if args.judge:
         judge_model = None if args.judge == "none" else args.judge
         config = config.model_copy(update={"chat": config.chat.model_copy(update={"judge_model": judge_model})})
+    if args.followups:
+        from .eval.followups import format_followups
+        from .eval.runs import run_followups
+
+        found = run_followups(config, None if args.followups == "bundled" else args.followups, ingest=run_ingest,
+                              quiet=args.json)
+        print(json.dumps(found) if args.json else format_followups(found))
+        return 0
+    if not args.squad:
+        raise UsageError("eval answers: give --squad FILE (SQuAD 2.0 questions) or --followups")
     figures = run_answers(config, args.squad, sample=args.sample, seed=args.seed,
                           llm=not args.no_llm, ingest=run_ingest, quiet=args.json)
     print(json.dumps(figures) if args.json else format_answers(figures))

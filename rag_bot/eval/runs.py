@@ -237,3 +237,26 @@ def run_conversations(config: Config, data: str | Path, *, domains: list[str] | 
         results["domains"][domain] = {"collection": config_for.store.collection,
                                       "conversations": len(chosen[:limit or None]), "groups": summarize(records)}
     return results
+
+
+def run_followups(config: Config, path: str | Path | None = None, *, ingest: Ingest, quiet: bool = False) -> dict[str, Any]:
+    """`rag-bot eval answers --followups`: two-turn conversations over examples/docs through the chain as
+    configured, the documents in an evaluation collection of their own with the gate trained from them."""
+    from ..chain import load_chain
+    from ..filter_training import fit_filter
+    from ..models import LocalEmbeddings, reranker_wanted
+    from ..retriever import load_retriever
+    from .followups import ask_followups, read_followups, summarize_followups
+    from .scope import EXAMPLE_DOCS
+
+    items = read_followups(path)
+    base = Pipeline("hybrid" if config.retriever.hybrid else "mmr", rerank=reranker_wanted(config.reranker), filter=True)
+    config_for = eval_config(config, "examples-docs", [base])
+    embeddings = LocalEmbeddings(config.embedding)
+    ingest_owned(ingest, config_for, EXAMPLE_DOCS, progress=False if quiet else None, embeddings=embeddings)
+    fit_filter(config_for, embeddings)
+    chain = load_chain(config_for, retriever=load_retriever(config_for, embeddings=embeddings))
+    figures = summarize_followups(ask_followups(chain, items))
+    figures["config"] = {"answer_mode": config.chat.answer_mode, "llm": config.llm.model_path,
+                         "judge_model": config.chat.judge_model, "set": str(path or "bundled")}
+    return figures

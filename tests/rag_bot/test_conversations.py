@@ -108,3 +108,45 @@ def test_overlap_with_the_reference():
     assert token_recall("anything", "") == 0.0
     assert rouge_l("Carthage installs the SDK", "Carthage installs the SDK") == pytest.approx(1.0)
     assert rouge_l("bananas", "Carthage installs the SDK") == 0.0
+
+
+def test_the_bundled_follow_up_set_has_twenty_two_turn_conversations():
+    from rag_bot.eval.followups import read_followups
+
+    items = read_followups()
+    assert len(items) >= 20 and all(item.expected for item in items)
+    assert items[0].first == "What does the reranker do?" and items[0].question == "How do I turn it off?"
+
+
+def test_a_follow_up_is_asked_with_the_first_reply_and_scored_on_its_phrases(tmp_path):
+    from rag_bot.eval.followups import ask_followups, read_followups, summarize_followups
+    from rag_bot.evidence import Quote
+
+    path = tmp_path / "set.txt"
+    path.write_text("# two conversations\nWhat does the reranker do?\tHow do I turn it off?\treranker.enabled: false\n"
+                    "Where is my data?\tCan I delete it?\tdelete that folder | start afresh\n")
+
+    class Chain:
+        def __init__(self):
+            self.inputs = []
+
+        def invoke(self, input):
+            self.inputs.append(input)
+            question = input if isinstance(input, str) else input["question"]
+            if question == "Can I delete it?":
+                return {"question": question, "answer": "", "reason": "out_of_scope", "evidence": []}
+            searched = "How do I turn off the reranker?" if question == "How do I turn it off?" else question
+            return {"question": searched, "answer": "The documents say: [1]", "reason": None,
+                    "evidence": [Quote(1, "Set reranker.enabled: false in config.yaml.", 0.8)]}
+
+    chain = Chain()
+    records = ask_followups(chain, read_followups(path))
+    assert chain.inputs[1]["history"] == [{"role": "user", "content": "What does the reranker do?"},
+                                          {"role": "assistant", "content": "The documents say: [1]"}]
+    assert [r.answered for r in records] == [True, False]  # the phrase is in the quotes; a decline is a miss
+    figures = summarize_followups(records)
+    assert figures["answered"] == 0.5 and figures["declined"] == 0.5 and figures["rewritten"] == 0.5
+    assert figures["misses"][0]["follow_up"] == "Can I delete it?"
+    path.write_text("only one field\n")
+    with pytest.raises(UsageError, match="--followups: line 1: expected three tab-separated fields"):
+        read_followups(path)
