@@ -107,3 +107,11 @@ def test_judge_prompts_benchmark_smoke(tmp_path: Path):
     for figures in result["wordings"].values():
         assert figures["auc"] is None or 0.0 <= figures["auc"] <= 1.0
         assert figures["seconds_per_question"] > 0
+
+
+def test_hardening_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "hardening.json"
+    bench("hardening.py", "--parts", "login", "--logins", "0,3", "--out", str(out))
+    rows = json.loads(out.read_text())["login"]["rows"]
+    assert [row["wrong_logins"] for row in rows] == [0, 3]
+    assert rows[1]["login_statuses"] and all(row["page_max_s"] < 60 for row in rows)

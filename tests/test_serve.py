@@ -168,10 +168,9 @@ def test_key_is_required_and_the_openapi_schema_is_served(chat_config_file):
         assert "rag_bot" in [model.id for model in client(base, "test-key-123").models.list()]
         with urllib.request.urlopen(base + "/openapi.json", timeout=10) as reply:
             assert "/v1/chat/completions" in json.load(reply)["paths"]
-        with urllib.request.urlopen(base + "/docs", timeout=10) as reply:
-            assert "openapi.json" in reply.read().decode()
-        with pytest.raises(urllib.error.HTTPError):  # no other page than /docs
-            urllib.request.urlopen(base + "/redoc", timeout=10)
+        for page in ("/docs", "/redoc"):  # no page: Swagger UI and ReDoc would load from a CDN (issue 34)
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(base + page, timeout=10)
     finally:
         stop(server)
 

@@ -57,9 +57,9 @@ def test_the_wheel_holds_the_prompts_and_runs_outside_the_checkout(tmp_path):
     code = ("import rag_bot, rag_bot.prompts as p, rag_bot.filter as f\n"
             "prompts = p.load_prompts()\n"
             "print(rag_bot.__file__); print(p.BUNDLED_DIR); print(len(f.bundled_negatives()))\n"
-            "print(prompts.format('answer', context='C', question='Q')[:200])\n")
+            "print(prompts.format('answer', context='C', question='Q'))\n")
     loaded = subprocess.run([str(python), "-c", code], cwd=outside, env=env, capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
     module, bundled, negatives, answer = loaded.stdout.split("\n", 3)
     assert module.startswith(site) and bundled.startswith(site)  # the wheel's copy, not the checkout's
-    assert int(negatives) > 100 and "Q" in answer
+    assert int(negatives) > 100 and "<question>Q</question>" in answer
