@@ -46,6 +46,7 @@ class LoginThrottle:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.user, self.base, self.cap, self._clock = user, base, cap, clock
         self._failures: dict[tuple[str, str], tuple[int, float]] = {}  # key -> (failures in a row, last at)
+        self._checking: set[tuple[str, str]] = set()  # keys with an attempt being checked now
         self._lock = threading.Lock()
 
     def _keys(self, username: str, address: str) -> list[tuple[str, str]]:
@@ -56,15 +57,35 @@ class LoginThrottle:
         return min(self.cap, self.base * 2 ** (failures - 1)) if failures else 0.0
 
     def retry_after(self, username: str, address: str) -> float:
-        """Seconds before an attempt for `username` from `address` is heard (0: now)."""
-        now = self._clock()
+        """Seconds before an attempt for `username` from `address` is heard after its failures (0: now)."""
         with self._lock:
-            counts = [self._failures.get(key) for key in self._keys(username, address)]
+            return self._retry_after(self._keys(username, address))
+
+    def begin(self, username: str, address: str) -> float:
+        """Admit an attempt now (0) or say how long to wait: after a failure, as `retry_after`, and while
+        another attempt for the same name or address is being checked (so that guesses sent in parallel
+        do not all pass before the first failure counts). An admitted attempt must be `record`ed."""
+        keys = self._keys(username, address)
+        with self._lock:
+            if any(key in self._checking for key in keys):
+                return self.base
+            wait = self._retry_after(keys)
+            if wait <= 0:
+                self._checking.update(keys)
+            return wait
+
+    def _retry_after(self, keys: list[tuple[str, str]]) -> float:
+        now = self._clock()
+        counts = [self._failures.get(key) for key in keys]
         return max([0.0] + [last + self.delay(failures) - now for failures, last in filter(None, counts)])
 
-    def record(self, username: str, address: str, ok: bool) -> None:
-        """Count a failure for the name and the address, or clear both after a good login."""
+    def record(self, username: str, address: str, ok: bool | None) -> None:
+        """Count a failure for the name and the address, or clear both after a good login (`ok` None: the
+        attempt had no outcome, nothing is counted); ends the attempt `begin` admitted."""
         with self._lock:
+            self._checking.difference_update(self._keys(username, address))
+            if ok is None:
+                return
             for key in self._keys(username, address):
                 if ok:
                     self._failures.pop(key, None)
@@ -74,7 +95,7 @@ class LoginThrottle:
                 oldest = sorted(self._failures, key=lambda key: self._failures[key][1])
                 for key in oldest[: len(self._failures) - MAX_ADDRESSES]:
                     self._failures.pop(key)
-        if not ok:
+        if ok is False:
             log.warning("failed login for user %r from %s", username, address)
 
     @property
@@ -98,7 +119,7 @@ class LoginGuard:
         body, messages = await _read_body(receive)
         username = (parse_qs(body.decode("utf-8", "replace")).get("username") or [""])[0].strip()
         address = (scope.get("client") or ("unknown",))[0]
-        wait = self.throttle.retry_after(username, address)
+        wait = self.throttle.begin(username, address)
         if wait > 0:
             await _too_soon(send, wait)
             return
@@ -112,9 +133,13 @@ class LoginGuard:
                 status.append(message["status"])
             await send(message)
 
-        await self.app(scope, replay, watched)
-        if status and status[0] in (200, 400):  # 400: Gradio's "Incorrect credentials."
-            self.throttle.record(username, address, ok=status[0] == 200)
+        outcome: bool | None = None
+        try:
+            await self.app(scope, replay, watched)
+            if status and status[0] in (200, 400):  # 400: Gradio's "Incorrect credentials."
+                outcome = status[0] == 200
+        finally:
+            self.throttle.record(username, address, ok=outcome)
 
 
 async def _read_body(receive: Callable[[], Awaitable[dict]]) -> tuple[bytes, list[dict]]:
