@@ -101,31 +101,36 @@ def test_document_markup_is_text_in_the_chat():
     assert "“Click or now, the ingest walks a folder.”" in content  # a quote shows the words, not the image markup
 
 
-def test_auth_keeps_the_chat_behind_a_login():
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
+@pytest.fixture
+def login_app():
+    """The chat app with `ui.auth` on a free loopback port; its base URL."""
     chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
     app = build_app(lambda: chain)
     port = free_port()
     launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False)
-    base = f"http://127.0.0.1:{port}"
     try:
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{base}/config", timeout=10)
-        assert refused.value.code == 401
-        assert login(base, "alice", "guess1")[0] == 400
-        status, _, headers = login(base, "alice", "s3cret")  # too soon after a failure: refused at once
-        assert status == 429 and headers.get("Retry-After") == "1"
-        time.sleep(0.3)
-        assert login(base, "alice", "guess2")[0] == 400
-        assert login(base, "alice", "s3cret")[0] == 429  # the wait doubled (0.5 s)
-        time.sleep(0.6)
-        assert login(base, "alice", "s3cret")[0] == 200  # the right password gets in after the wait, and clears it
-        assert login(base, "alice", "s3cret")[0] == 200
+        yield f"http://127.0.0.1:{port}"
     finally:
         app.close()
+
+
+def test_auth_keeps_the_chat_behind_a_login(login_app):
+    import urllib.error
+    import urllib.request
+
+    base = login_app
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/config", timeout=10)
+    assert refused.value.code == 401
+    assert login(base, "alice", "guess1")[0] == 400
+    status, _, headers = login(base, "alice", "s3cret")  # too soon after a failure: refused at once
+    assert status == 429 and headers.get("Retry-After") == "1"
+    time.sleep(0.3)
+    assert login(base, "alice", "guess2")[0] == 400
+    assert login(base, "alice", "s3cret")[0] == 429  # the wait doubled (0.5 s)
+    time.sleep(0.6)
+    assert login(base, "alice", "s3cret")[0] == 200  # the right password gets in after the wait, and clears it
+    assert login(base, "alice", "s3cret")[0] == 200
 
 
 def login(base: str, username: str, password: str) -> tuple[int, float, Any]:
@@ -143,7 +148,7 @@ def login(base: str, username: str, password: str) -> tuple[int, float, Any]:
         return exc.code, time.monotonic() - started, exc.headers
 
 
-def test_wrong_logins_never_hold_up_another_clients_request():
+def test_wrong_logins_never_hold_up_another_clients_request(login_app):
     """Issue 34, defect 1: the throttle slept on Gradio's event loop, so one wrong login froze every
     page for everyone (7.5 s for one, over 120 s for 45 in parallel). Now nothing waits: 45 wrong logins
     in parallel are answered at once (400, then 429 with Retry-After) while another client's requests
@@ -151,29 +156,23 @@ def test_wrong_logins_never_hold_up_another_clients_request():
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    chain = RagChain(FakeRetriever(DOCS), FakeLLM(), load_prompts(), ChatConfig())
-    app = build_app(lambda: chain)
-    port = free_port()
-    launch(app, UIConfig(port=port, auth="alice:s3cret"), block=False)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def page() -> float:
-            started = time.monotonic()
-            with urllib.request.urlopen(f"{base}/", timeout=60) as response:
-                assert response.status == 200
-            return time.monotonic() - started
+    base = login_app
 
-        page()  # the first request builds the page once
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            attempts = [pool.submit(login, base, "alice", f"guess{i}") for i in range(45)]
-            timings = [page() for _ in range(10)]
-            results = [attempt.result() for attempt in attempts]
-        statuses = [status for status, _, _ in results]
-        assert set(statuses) == {400, 429} and all(seconds < 5 for _, seconds, _ in results)
-        assert statuses.count(400) <= 3  # guesses in parallel are heard one at a time, not all at once
-        assert max(timings) < 2.0, timings  # before: 23.6 s during three wrong logins
-    finally:
-        app.close()
+    def page() -> float:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{base}/", timeout=60) as response:
+            assert response.status == 200
+        return time.monotonic() - started
+
+    page()  # the first request builds the page once
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        attempts = [pool.submit(login, base, "alice", f"guess{i}") for i in range(45)]
+        timings = [page() for _ in range(10)]
+        results = [attempt.result() for attempt in attempts]
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) == {400, 429} and all(seconds < 5 for _, seconds, _ in results)
+    assert statuses.count(400) <= 3  # guesses in parallel are heard one at a time, not all at once
+    assert max(timings) < 2.0, timings  # before: 23.6 s during three wrong logins
 
 
 def test_failed_logins_double_the_wait_per_name_and_per_address():
