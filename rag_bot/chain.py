@@ -234,9 +234,11 @@ class RagChain(Runnable):
             return
         check = retrieval.scope
         yield {"declined": OUT_OF_SCOPE, "scope": check.to_json() if check else None}
-        why = check.why() if check else "scope score below the threshold"
-        topics = "; ".join(check.about) if check and check.about else "the files in this collection"
+        # plain words in the chat; the scores and the closest passage are in `scope` (the sources panel, --json)
         told = check is not None and check.instruction and check.score >= check.threshold
+        why = ("this reads as an instruction to me rather than a question about them" if told else
+               "this question seems to be about something else")
+        topics = "; ".join(check.about) if check and check.about else "the files in this collection"
         hint = ("Ask a question about what they cover (\"What ...?\", \"How do I ...?\")." if told else
                 "Try asking about something they cover, or rephrase the question with their words.")
         yield {"answer": self.prompts.format("decline", question=question, why=why, topics=topics, hint=hint)}

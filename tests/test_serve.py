@@ -98,7 +98,7 @@ def test_off_topic_question_is_declined_as_a_normal_completion(api):
         model="rag_bot", messages=[{"role": "user", "content": "what is the best pizza topping?"}])
     extra = reply.model_extra["rag_bot"]
     assert extra["declined"] is True and extra["reason"] == "out_of_scope" and extra["sources"] == []
-    assert "out of scope" in reply.choices[0].message.content
+    assert "seems to be about something else" in reply.choices[0].message.content
     assert extra["scope"]["score"] < extra["scope"]["threshold"]
 
 
