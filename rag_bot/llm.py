@@ -73,9 +73,21 @@ class LlamaCppLLM(ChatLLM):
     def loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def generate_lock(self) -> threading.Lock:
+        """Held while the model reads or writes: a judge sharing this model (`AnswerJudge(shared=...)`) holds it too."""
+        return self._generate_lock
+
+    @property
+    def template(self) -> Any:
+        """The GGUF's chat template (None: a plain-prompt model), once loaded."""
+        self.model
+        return self._template
+
     def model_file(self) -> Path:
-        """The GGUF file, assembling the packaged model into `<data_dir>/models` the first time."""
-        return gguf_file(self.config.model_path, self.data_dir / "models", "llm.model_path")
+        """The GGUF file, assembling a packaged model the first time into the machine's shared model cache
+        (`shared_models_dir()`: one copy for every data folder)."""
+        return gguf_file(self.config.model_path, shared_models_dir(), "llm.model_path")
 
     def _load(self) -> Any:
         path = self.model_file()
@@ -90,7 +102,9 @@ class LlamaCppLLM(ChatLLM):
                                  n_batch=min(512, self.n_ctx), verbose=False,
                                  # LangChain's defaults (10000 / 1.0) override the model's own RoPE
                                  # settings (Gemma 3: base 1e6); 0 lets llama.cpp read them from the file
-                                 rope_freq_base=0.0, rope_freq_scale=0.0)
+                                 rope_freq_base=0.0, rope_freq_scale=0.0,
+                                 # reads a prompt about 9% faster on 2 CPU cores (500 tokens: 6.5 s against 7.1 s)
+                                 model_kwargs={"flash_attn": True})
         except Exception as exc:
             raise ModelError(f"llm.model_path: llama-cpp-python could not load {path}: {first_line(exc)}; "
                              f"{repair_hint(self.config.model_path, path)}") from exc

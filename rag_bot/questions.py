@@ -73,6 +73,25 @@ _YES_NO = re.compile(r"\s*(?:is|are|was|were|do|does|did|can|could|will|would|sh
                      r"isn't|aren't|doesn't|don't|can't|won't)\b", re.IGNORECASE)
 
 
+# words that point back into a conversation ("How do I turn it off?", "Can I delete them?")
+_REFERS_BACK = re.compile(r"\b(?:it|its|it's|itself|this|that|these|those|they|them|their|theirs|he|him|his|she|her|"
+                          r"hers|one|ones|same|former|latter|else|instead|above|previous)\b", re.IGNORECASE)
+# openings that continue the last question ("What about ...?", "And for PDFs?", "Why?")
+_CONTINUES = re.compile(r"\s*(?:and|but|or|so|also|then|what about|how about|what if|why|why not|how come|"
+                        r"which one|more|any other|anything else)\b", re.IGNORECASE)
+_STANDS_ALONE_WORDS = 5
+
+
+def depends_on_history(question: str) -> bool:
+    """Whether a question may need the conversation to be understood: it points back ("it", "that",
+    "they"), continues the last question ("What about ...?", "And ...?"), or is too short to stand alone.
+    Only such a question is rewritten by the model; the rest skip the call."""
+    words = re.findall(r"[\w'-]+", question)
+    names = any(word[:1].isupper() or re.search(r"\w[._]\w|\d", word) for word in words[1:])
+    return (len(words) < _STANDS_ALONE_WORDS and not names or bool(_REFERS_BACK.search(question))
+            or bool(_CONTINUES.match(question)))
+
+
 def yes_no(question: str) -> bool:
     """Whether a question asks yes or no ("Is 4 GB enough?", "Doesn't it run offline?") by its first word."""
     return _YES_NO.match(question) is not None

@@ -8,13 +8,17 @@ from typing import Any, Iterable, Iterator
 
 
 def reply_json(result: dict[str, Any], full: bool = False) -> dict[str, Any]:
-    """`RagChain.invoke()`'s result as plain JSON: answer, declined, reason, grounded, evidence,
+    """`RagChain.invoke()`'s result as plain JSON: answer, the question searched for (a follow-up rewritten:
+    `rewritten`), declined, reason, grounded and `verification` (why a written answer did not stand), the word
+    rules' findings (`rules`), evidence,
     scope, sources (`full`: each source with its snippet and scores) and, for "the documents don't
     say", the question's terms they never mention (`unmentioned`); `judge`: the answer judge's margin
     (null without a judge, or for a question it did not read)."""
-    return {"answer": result["answer"], "declined": result["declined"], "reason": result["reason"],
+    return {"answer": result["answer"], "searched_for": result["question"], "rewritten": result.get("rewritten", False),
+            "declined": result["declined"], "reason": result["reason"],
             "unmentioned": result.get("unmentioned", []), "judge": result.get("judge"),
             "grounded": result["grounded"], "evidence": [quote.to_json() for quote in result["evidence"]],
+            "verification": result.get("verification"), "rules": result.get("rules"),
             "scope": result["scope"], "sources": [source.to_json(full) for source in result["sources"]]}
 
 
@@ -32,9 +36,10 @@ def terminal_text(events: Iterable[dict[str, Any]]) -> Iterator[str]:
         quoted = quoted or bool(event.get("quoted"))
         if "answer" in event:
             yield event["answer"]
-        if "final" in event:
-            yield "\n\n(That answer is not supported by the passages, so here is what they say instead.)\n"
-            yield event["final"]
+        if event.get("rewritten"):
+            yield f"(Searched for: {event['question']})\n"
+        if "final" in event:  # the written answer did not stand: what replaces it says why
+            yield "\n\n" + event["final"]
     yield "\n"
     if quotes and not quoted:  # a reply made of the quotes already shows them
         heading = "\nClosest passages:\n" if abstained else "\nEvidence:\n"

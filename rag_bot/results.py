@@ -70,6 +70,7 @@ class ScopeCheck:
     sentence: float | None = None  # the best similarity of a sentence of the nearest chunks (None: not looked at)
     sentence_level: float | None = None
     own_question: bool = False  # the user asks how they do something: the injection check does not veto it
+    second_opinion: float | None = None  # the model's margin over the passages, asked after the gate declined
 
     @property
     def rescued(self) -> bool:
@@ -98,6 +99,8 @@ class ScopeCheck:
             if self.own_question:
                 injection["own_question"] = True
             found["injection"] = injection
+        if self.second_opinion is not None:
+            found["second_opinion"] = round(self.second_opinion, 4)
         if self.sentence is not None and self.sentence_level is not None:
             found["sentence"] = {"similarity": round(self.sentence, 4), "level": round(self.sentence_level, 4),
                                  "rescued": self.rescued}

@@ -74,14 +74,16 @@ class RagRetriever(BaseRetriever):
         return self.search(query, **kwargs).documents
 
     def search(self, query: str, *, filter: dict | None = None, sources: str | list[str] | None = None,
-               k: int | None = None) -> Retrieval:
-        """Run the stages for one query; see the class docstring for the arguments."""
+               k: int | None = None, gate: bool = True) -> Retrieval:
+        """Run the stages for one query; see the class docstring for the arguments. `gate=False`: the
+        passages even when the gate declines (its verdict still in `scope`), for a second opinion."""
         with server_errors(self.config, "the search"):
             self.follow_store()
             with _rebuilding(self):
-                return self._search(query, filter, sources, k)
+                return self._search(query, filter, sources, k, gate)
 
-    def _search(self, query: str, filter: dict | None, sources: str | list[str] | None, k: int | None) -> Retrieval:
+    def _search(self, query: str, filter: dict | None, sources: str | list[str] | None, k: int | None,
+                gate: bool = True) -> Retrieval:
         timings: dict[str, float] = {}
         clock = _Clock(timings)
         with clock("embed"):
@@ -90,7 +92,7 @@ class RagRetriever(BaseRetriever):
         if self.scope is not None:
             with clock("filter"):
                 check = self.check_scope(vector, query)
-            if check.declined:
+            if check.declined and gate:
                 return Retrieval([], True, check.score, check.threshold, timings, check)
         where = self._where(filter, sources)
         with clock("mmr"):

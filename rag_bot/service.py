@@ -79,7 +79,7 @@ class Collections:
                                            reranker_status=status)
                 self._llm = self._llm or load_llm(config)
                 if self._judge is None:
-                    self._judge = (load_judge(config),)
+                    self._judge = (load_judge(config, self._llm),)
                 self._chains[name] = load_chain(config, retriever=retriever, llm=self._llm, judge=self._judge[0])
             return self._chains[name]
 

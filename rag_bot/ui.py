@@ -145,14 +145,16 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
     yield list(history), "", panel
     found: list = []
     quotes: list = []
-    text, quoted, abstained = "", False, False
+    text, quoted, abstained, searched = "", False, False, ""
     try:
         for event in get_chain().stream({"question": message, "history": earlier}):
+            if event.get("rewritten"):  # a follow-up rewritten: say what was searched for
+                searched = f"<p class='searched'>Searched for: <em>{html.escape(event['question'])}</em></p>"
             if "sources" in event:
                 found = event["sources"]
-                panel = sources_html(found)
+                panel = searched + sources_html(found)
             if "declined" in event:
-                panel = declined_html(event.get("scope"))
+                panel = searched + declined_html(event.get("scope"))
             if "answer" in event:
                 text += event["answer"]
             if "final" in event:  # the generated answer was not supported: the quotes replace it
@@ -160,7 +162,9 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
             quoted = quoted or bool(event.get("quoted"))
             abstained = abstained or "abstained" in event
             quotes = event.get("evidence", quotes)
-            history[-1] = {"role": "assistant", "content": markdown_text(text)}
+            # the quotes show at once, under the answer as it is written
+            shown_quotes = "" if quoted or abstained or not quotes else EVIDENCE_MARK + _quote_lines(quotes)
+            history[-1] = {"role": "assistant", "content": markdown_text(text) + shown_quotes}
             yield list(history), "", panel
     except RagBotError as exc:
         history[-1] = {"role": "assistant", "content": markdown_text(f"Sorry, I cannot answer right now: {exc}")}
@@ -192,9 +196,13 @@ def _with_references(text: str, quotes: list, found: list, closest: bool = False
     don't say"), then the numbered sources; every piece escaped."""
     content = markdown_text(text.strip())
     if quotes:
-        content += (CLOSEST_MARK if closest else EVIDENCE_MARK) + "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
+        content += (CLOSEST_MARK if closest else EVIDENCE_MARK) + _quote_lines(quotes)
     refs = "\n".join(f"\\[{source.n}\\] {markdown_text(source.label())}  " for source in found)
     return f"{content}{SOURCES_MARK}{refs}"
+
+
+def _quote_lines(quotes: list) -> str:
+    return "\n".join(f"> \\[{q.n}\\] “{markdown_text(q.text)}”  " for q in quotes)
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>:@-])")
@@ -227,6 +235,9 @@ def declined_html(scope: dict | None) -> str:
                   f"(injection check {injection['score']:.3f} &ge; {injection['threshold']:.3f})")
     else:
         reason = f"the question looks out of scope (score {scope['score']:.3f} &lt; threshold {scope['threshold']:.3f})"
+    if scope.get("second_opinion") is not None:
+        reason += (f"; the model read the passages closest to it and did not find the answer there "
+                   f"(margin {scope['second_opinion']:.2f})")
     return (f"<p>Not answered: {reason}.</p><p>Closest passage: <code class='source-file'>{where}</code> "
             f"(similarity {near.get('similarity', 0.0):.2f})</p>"
             + (f"<p>The documents are about:</p><ul class='about'>{about}</ul>" if about else ""))

@@ -215,7 +215,7 @@ def test_every_collection_shares_one_llm_and_one_judge(monkeypatch):
     from rag_bot.config import Config
 
     judges: list[object] = []
-    monkeypatch.setattr(chain_module, "load_judge", lambda config: judges.append(object()) or judges[-1])
+    monkeypatch.setattr(chain_module, "load_judge", lambda config, llm=None: judges.append(object()) or judges[-1])
     monkeypatch.setattr(retriever_module, "load_retriever", lambda config, **kwargs: FakeRetrieverWithModels())
     service = Collections(Config(llm={"backend": "openai"}))
     try:

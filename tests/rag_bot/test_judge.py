@@ -167,3 +167,44 @@ def test_a_judge_file_that_loads_but_judges_nothing_is_a_load_failure(tmp_path):
                                          r"\(margins .* on two plain questions\); the file may be damaged: "
                                          r"delete it and assemble it again$"):
         judge.margin("Where does rag-bot keep its data?", DATA)
+
+
+@pytest.mark.slow
+def test_a_written_answer_with_a_wrong_number_or_claim_does_not_stand(tmp_path: Path):
+    """The writer's model also judges and verifies (one model in memory). "4 heads" over a passage that says 8
+    and states a 4 elsewhere ("a beam size of 4") is caught: the passage states 4 of something else. A claim
+    without numbers or names that the passage does not make is caught by the model reading both."""
+    from rag_bot.chain import RagChain
+    from rag_bot.config import ChatConfig, LLMConfig
+    from rag_bot.judge import AnswerJudge
+    from rag_bot.llm import LlamaCppLLM, gguf_file, shared_models_dir
+    from rag_bot.prompts import load_prompts
+    from tests.rag_bot.test_chain import FakeRetriever, doc
+
+    path = gguf_file("package:rag_bot.judge_model", shared_models_dir(), "chat.judge_model")
+    llm = LlamaCppLLM(LLMConfig(model_path=str(path), temperature=0.0), tmp_path)
+    heads = ("In this work we employ h = 8 parallel attention layers, or heads. For each of these we use "
+             "dk = dv = dmodel/h = 64. Due to the reduced dimension of each head, the total computational cost is "
+             "similar to that of single-head attention with full dimensionality. For translation we used beam "
+             "search with a beam size of 4 and length penalty 0.6.")
+    reranker = ("The reranker reads the question and each passage together and puts them in a more precise order. "
+                "Only the best reranker.top_n passages (four by default) reach the answer.")
+    chain = RagChain(FakeRetriever([]), llm, load_prompts(), ChatConfig(), judge=AnswerJudge(path, shared=llm))
+
+    def verify(question: str, passage: str, answer: str):
+        docs = [doc("paper.pdf", passage, page=5)]
+        context, used = chain.build_context(question, docs)
+        return chain.verify(question, context, answer, used, None)
+
+    question = "How many attention heads does the base Transformer use?"
+    wrong = verify(question, heads, "The base Transformer uses 4 parallel attention heads [1].")
+    assert wrong.grounded is False and wrong.missing == ["4 (the passages state it of something else)"]
+    right = verify(question, heads, "The base Transformer uses 8 parallel attention heads [1].")
+    question = "What does the reranker do?"
+    invented = verify(question, reranker, "The reranker writes a short summary of every passage for the user [1].")
+    stands = verify(question, reranker, "It reads the question with each passage and puts the passages in a more "
+                                        "precise order; the best four reach the answer [1].")
+    print(f"margins: right {right.margin:.2f}, invented {invented.margin:.2f}, stands {stands.margin:.2f}")
+    assert right.grounded is True and stands.grounded is True
+    assert invented.missing == [] and invented.grounded is False  # no word check can tell: the model does
+    assert chain.judge.shared is llm and chain.judge.model_path == llm.model_file()  # one model, read by both

@@ -30,8 +30,11 @@ GENERATE = ChatConfig(answer_mode="generate", min_evidence=-1.0)  # the fake emb
 def test_an_answer_streams_into_the_chat_and_cites_its_sources():
     chain = RagChain(FakeRetriever(DOCS), FakeLLM(reply="Run rag-bot ingest DIR [1]."), load_prompts(), GENERATE)
     steps = run(lambda: chain, "How do I ingest a folder?")
-    partial = [history[-1]["content"] for history, _, _ in steps]
+    partial = [history[-1]["content"].split("\n\n**Evidence**")[0] for history, _, _ in steps]
     assert partial[0] == "" and any(0 < len(text) < 20 for text in partial)  # grew piece by piece
+    # the quotes show at once, before the first word of the answer
+    first_quotes = next(i for i, (history, _, _) in enumerate(steps) if "**Evidence**" in history[-1]["content"])
+    assert partial[first_quotes] == ""
     history, textbox, panel = steps[-1]
     assert history[0] == {"role": "user", "content": "How do I ingest a folder?"}
     content = history[1]["content"]
