@@ -54,6 +54,7 @@ NOT_COVERED = "not_covered"
 _CITED = re.compile(r"\[(\d+)\]")
 TEMPLATE_RESERVE = 32  # tokens kept free for chat-template markup and tokenization at the joins
 MIN_PASSAGE_TOKENS = 48  # a trimmed passage shorter than this is left out
+PASSAGE_MARKUP_TOKENS = 24  # a passage's tags, number, file and heading
 SNIPPET_CHARS = 240
 # how much surer the judge must be when a word rule fired (a term never mentioned, a number not stated, a
 # contrast the quotes never make, weak evidence): the rules inform, the model reading the passages decides
@@ -181,7 +182,7 @@ class RagChain(Runnable):
         yield {"question": question, "rewritten": question != asked}
         retrieval = self.retriever.search(question, k=self.passages)
         timings.update(retrieval.timings)
-        second: tuple[str, list[Document], float] | None = None
+        second: tuple[str, list[Document], Evidence, float] | None = None
         if retrieval.declined and self._may_look_again(retrieval):
             with _timed(timings, "second_opinion"):
                 retrieval, second = self.second_opinion(question, retrieval)
@@ -192,20 +193,20 @@ class RagChain(Runnable):
         mode = self.chat.answer_mode
         reads = mode != "extract" or self.judge is not None  # a model reads the passages
         if second is not None:
-            context, used = second[0], second[1]
+            context, used, evidence = second[0], second[1], second[2]
         else:
-            context, used = self.build_context(question, retrieval.documents) if reads else ("", retrieval.documents)
+            with _timed(timings, "evidence"):
+                context, used, evidence = self.read(question, retrieval.documents, reads)
         sources = [Source.from_document(n, doc) for n, doc in enumerate(used, 1)]
-        with _timed(timings, "evidence"):
-            evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
+        with _timed(timings, "rules"):
             flags = self.rule_flags(question, used, evidence)
         # the passages and their best sentences are shown at once, while the model reads
         yield {"sources": sources, "timings": timings, "rules": flags.to_json(), "evidence": evidence.quotes,
                "strength": evidence.strength}
-        verdict = second[2] if second is not None else None
+        verdict = second[3] if second is not None else None
         if verdict is None and self.judge is not None and evidence.quotes and judged(question):
             with _timed(timings, "judge"):
-                verdict = self.judge.score(self._reading("judge", question, context))
+                verdict = self.judge.margin(question, judge_text(evidence.quotes, sources))
         yield {"judge": verdict, "timings": timings}
         if not self._answerable(flags, verdict):
             yield {"abstained": NOT_COVERED, "unmentioned": flags.missing + flags.absent}
@@ -233,13 +234,27 @@ class RagChain(Runnable):
         opened = self.retriever.search(question, k=self.passages, gate=False)
         if not opened.documents or self.judge is None:
             return retrieval, None
-        context, used = self.build_context(question, opened.documents)
-        margin = self.judge.score(self._reading("judge", question, context))
+        context, used, evidence = self.read(question, opened.documents)
+        if not evidence.quotes:
+            return retrieval, None
+        sources = [Source.from_document(n, doc) for n, doc in enumerate(used, 1)]
+        margin = self.judge.margin(question, judge_text(evidence.quotes, sources))
         if retrieval.scope is not None:
             retrieval.scope.second_opinion = margin
         if margin < self.chat.judge_level + SECOND_OPINION_BAR:
             return retrieval, None
-        return opened, (context, used, margin)
+        return opened, (context, used, evidence, margin)
+
+    def read(self, question: str, docs: list[Document], reads: bool = True) -> tuple[str, list[Document], Evidence]:
+        """The passages' sentences scored for the question (the quotes), then what the model reads of them
+        (`build_context`; nothing when no model reads) and the passages that holds."""
+        evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(docs, 1)])
+        if not reads:
+            return "", docs, evidence
+        context, used = self.build_context(question, docs, evidence)
+        if len(used) < len(docs):  # a passage left out: quote only what the model reads
+            evidence = self.evidence.find(question, [(n, doc.page_content) for n, doc in enumerate(used, 1)])
+        return context, used, evidence
 
     def rule_flags(self, question: str, used: list[Document], evidence: Evidence) -> Flags:
         """What the word rules notice about the question and the passages found: terms the documents never
@@ -416,9 +431,11 @@ class RagChain(Runnable):
         rewritten = text.strip().strip('"').strip()
         return rewritten if 3 <= len(rewritten) <= 400 else question
 
-    def build_context(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
-        """The passages the model reads, best first, as many as fit in `chat.context_tokens` (and in `n_ctx`
-        beside the prompt and the answer); the last may be cut short."""
+    def build_context(self, question: str, docs: list[Document], evidence: Evidence | None = None) -> tuple[str, list[Document]]:
+        """The passages the model reads, best first, within `chat.context_tokens` (and `n_ctx` beside the
+        prompt and the answer). With the question's `evidence`, each passage longer than its share of the
+        budget is read as an excerpt of its best sentences (in their order, gaps marked "..."), so that the
+        model sees the best part of every passage; without, as many whole passages as fit, the last cut short."""
         count = self._token_counter()
         fixed = count(self.prompts.format("system") + "\n\n" + self.prompts.format("answer", context="", question=_data(question)))
         room = self.llm.n_ctx - self.llm.max_tokens - fixed - TEMPLATE_RESERVE
@@ -429,8 +446,11 @@ class RagChain(Runnable):
         budget = min(room, self.chat.context_tokens)
         blocks: list[str] = []
         used: list[Document] = []
-        for doc in self.defused(docs):
-            block = _passage(len(used) + 1, doc, doc.page_content)
+        scores = sentence_scores(evidence, self.chat.quote_words) if evidence is not None else {}
+        share = max(MIN_PASSAGE_TOKENS, budget // max(1, len(docs)) - PASSAGE_MARKUP_TOKENS)
+        for n, doc in enumerate(self.defused(docs), 1):
+            text = excerpt(doc.page_content, n, scores, share, count) if scores else doc.page_content
+            block = _passage(len(used) + 1, doc, text)
             cost = count(block) + 2  # the blank line between passages
             if cost > budget:
                 trimmed = self._trim(len(used) + 1, doc, budget - 2, count)
@@ -574,6 +594,39 @@ def _listed(terms: list[str]) -> str:
     """'"a"', '"a" or "b"', '"a", "b" or "c"'."""
     quoted = [f'"{term}"' for term in terms]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def sentence_scores(evidence: Evidence, quote_words: float) -> dict[tuple[int, str], float]:
+    """(passage number, sentence) -> how well it answers the question: its cosine plus `quote_words` times
+    its share of the question's words, as the quotes are chosen."""
+    overlap = evidence.overlap if len(evidence.overlap) == len(evidence.sentences) else [0.0] * len(evidence.sentences)
+    return {key: similarity + quote_words * words
+            for key, similarity, words in zip(evidence.sentences, evidence.similarities, overlap)}
+
+
+def excerpt(text: str, n: int, scores: dict[tuple[int, str], float], budget: int, count: Callable[[str], int]) -> str:
+    """Passage `n` as the model reads it within `budget` tokens: whole when it fits, else its best sentences
+    (by `scores`) in their own order, a gap between them marked "..."."""
+    if count(text) <= budget:
+        return text
+    sentences = split_sentences(text)
+    order = sorted(range(len(sentences)), key=lambda i: -scores.get((n, sentences[i]), -1.0))
+    kept: set[int] = set()
+    used = 0
+    for i in order:
+        cost = count(sentences[i]) + 1
+        if used + cost > budget:
+            continue
+        kept.add(i)
+        used += cost
+    parts: list[str] = []
+    for i in sorted(kept):
+        if parts and i - 1 not in kept:
+            parts.append("...")
+        parts.append(sentences[i])
+    if not parts:
+        return text
+    return ("... " if min(kept) > 0 else "") + " ".join(parts) + (" ..." if max(kept) < len(sentences) - 1 else "")
 
 
 def _quote_lines(quotes: list[Quote]) -> str:

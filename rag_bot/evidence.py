@@ -347,6 +347,9 @@ _ANSWER_CODE = re.compile(r"`([^`\n]{1,80})`")
 _CODE_WORD = re.compile(r"(?<![\w/.-])(?:--?[A-Za-z][\w-]*|[A-Za-z_][\w-]*(?:[._/:][\w-]+)+|[a-z]+_[\w]+)(?![\w/-])")
 
 
+_NOT_NAMES = frozenset({"yes", "no", "i", "ok"})  # capitalised after a comma ("Yes, ..."), not names
+
+
 def facts_missing(answer: str, texts: Sequence[str]) -> list[str]:
     """The numbers, names and code tokens of a written answer that none of `texts` holds: "4" in "uses 4
     heads" over a passage that says 8, "Ollama" over passages that never name it, `reranker.top_k` where
@@ -354,7 +357,7 @@ def facts_missing(answer: str, texts: Sequence[str]) -> list[str]:
     numbers written as words); names and code case-insensitively, as written."""
     source = " ".join(texts).lower()
     missing = numbers_missing(answer, texts)
-    names = [w for w in _facts(answer) if not _NUMBER.fullmatch(w)]
+    names = [w for w in _facts(answer) if not _NUMBER.fullmatch(w) and w.lower() not in _NOT_NAMES]
     code = [m.strip() for m in _ANSWER_CODE.findall(answer)] + [m.rstrip(".:") for m in _CODE_WORD.findall(answer)]
     for token in names + code:
         if token and token.lower() not in source and token not in missing:
@@ -387,5 +390,14 @@ def numbers_out_of_place(answer: str, texts: Sequence[str]) -> list[str]:
 
 
 def _stems(words: Sequence[str]) -> set[str]:
-    """Content words cut to their first five letters ("heads" and "head" meet), numbers left out."""
-    return {w.lower()[:5] for w in words if w[:1].isalpha() and len(w) > 1 and w.lower() not in STOPWORDS}
+    """Content words stemmed as the keyword index stems them ("heads" and "head", "exits" and "exit"
+    meet), numbers left out."""
+    stem = _english_stem()
+    return {stem(w.lower()) for w in words if w[:1].isalpha() and len(w) > 1 and w.lower() not in STOPWORDS}
+
+
+@cache
+def _english_stem() -> Callable[[str], str]:
+    import Stemmer
+
+    return Stemmer.Stemmer("english").stemWord

@@ -159,16 +159,15 @@ def gguf_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def chat_config_file(tmp_path_factory, gguf_path) -> Path:
+def chat_config_file(tmp_path_factory) -> Path:
     """What the README's first command prepares, through the real CLI: examples/docs ingested, the
-    bootstrap scope gate trained from the corpus; the LLM is the packaged GGUF (reranker off: none ships)."""
+    bootstrap scope gate trained from the corpus; every model the shipped default (the packaged Qwen2.5-Coder
+    1.5B Instruct writes, judges and verifies; reranker off: none ships)."""
     import subprocess
 
     root = tmp_path_factory.mktemp("chat")
     path = root / "config.yaml"
-    # answer_mode auto: the LLM answers (streamed) where the passages support it
-    path.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nllm: {{model_path: {gguf_path}}}\n"
-                    "chat: {answer_mode: auto}\n")
+    path.write_text("data_dir: data\nreranker: {enabled: false}\n")
     for command in (["ingest", str(EXAMPLE_DOCS), "--no-progress"], ["train-filter", "--from-corpus"]):
         subprocess.run([RAG_BOT, "--config", str(path), *command], check=True, capture_output=True, timeout=600)
     return path

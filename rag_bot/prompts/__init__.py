@@ -21,7 +21,6 @@ BUNDLED_DIR = Path(str(resources.files(__name__)))  # the package's own folder: 
 TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "system.txt": (frozenset(), frozenset()),
     "answer.txt": (frozenset({"context", "question"}), frozenset()),
-    "judge.txt": (frozenset({"context", "question"}), frozenset()),
     "verify.txt": (frozenset({"context", "question", "answer"}), frozenset()),
     "unsupported.txt": (frozenset({"quotes"}), frozenset({"question"})),
     "condense.txt": (frozenset({"history", "question"}), frozenset()),
@@ -39,7 +38,6 @@ class Prompts:
 
     system: str
     answer: str
-    judge: str
     verify: str
     unsupported: str
     condense: str
