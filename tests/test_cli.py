@@ -279,8 +279,9 @@ def test_http_mode_without_a_server_is_one_line(tmp_path):
 def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file, tmp_path):
     done = rag_bot(chat_config_file, "ask", "--json", "Where does rag-bot keep its data?")
     result = json.loads(done.stdout)
-    assert set(result) == {"answer", "declined", "reason", "unmentioned", "judge", "grounded", "evidence", "scope",
-                           "sources"}
+    assert set(result) == {"answer", "searched_for", "rewritten", "declined", "reason", "unmentioned", "judge", "grounded",
+                           "verification", "rules", "evidence", "scope", "sources"}
+    assert result["searched_for"] == "Where does rag-bot keep its data?" and result["rewritten"] is False
     assert result["declined"] is False and result["answer"] and result["grounded"] in (True, False)
     assert result["judge"] >= 1.0  # the default answer judge read it and found its quotes answer it
     assert result["evidence"] and set(result["evidence"][0]) == {"n", "text"}
@@ -292,7 +293,8 @@ def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file,
     answer, _, listing = streamed.stdout.partition("\nSources:\n")
     assert answer.strip() and listing.startswith("[1] ")
     assert "ingesting.md" in listing
-    assert "\nEvidence:\n[" in answer or "The documents say:\n\"" in answer  # quoted under the answer, or as it
+    # quoted under the written answer, or as the reply when the answer did not stand
+    assert "\nEvidence:\n[" in answer or "here is what they say:\n\"" in answer
 
     # the same store with the packaged default LLM: declining never assembles or loads it
     config = load_config(chat_config_file)
