@@ -1,10 +1,13 @@
-"""The answer chain, a LangChain Runnable: condense a follow-up with the chat history -> retrieve ->
-decline out-of-scope questions (with why) -> find the evidence sentences -> "the documents don't
-say" when the evidence is too weak -> answer by `chat.answer_mode`:
-- `extract`: the quoted evidence is the answer (no LLM at all);
-- `generate`: the LLM's answer, streamed, then checked against the passages (`grounded`);
-- `auto`: as generate, but an answer that fails the check is replaced by the quoted evidence.
-None of the declines or abstentions calls the LLM.
+"""The answer chain, a LangChain Runnable: rewrite a follow-up that leans on the conversation -> retrieve
+-> decline out-of-scope questions (after the model's second opinion) -> the quotes (shown at once) and
+what the word rules notice -> the judge model reads the quotes and decides whether the documents answer
+-> answer by `chat.answer_mode`:
+- `auto` (default): the LLM writes a short answer citing passages [n], streamed, then verified
+  (`verify`: its numbers, names and code in the passages it cites, the model's yes); an answer that
+  fails is replaced by the quotes;
+- `generate`: the written answer even when it fails verification (flagged);
+- `extract`: the quotes are the answer (no writing).
+The LLM and the judge are one model by default (see `load_judge`). docs/answers.md has each step.
 
 Citations are numbered references built from document metadata (source, page, heading), not asked
 of the LLM: passage [n] in the prompt is source [n] in the answer. Every answer carries one to three
@@ -145,10 +148,11 @@ class RagChain(Runnable):
     """Input: a question, or `{"question": str, "history": [...]}` where history holds earlier turns as
     `{"role": "user"|"assistant", "content": str}` messages or `(question, answer)` pairs.
 
-    `stream()` yields events in this order: `{"question": standalone}`, `{"sources": [Source]}`, then
+    `stream()` yields events in this order: `{"question": standalone, "rewritten": bool}`, `{"sources": [Source],
+    "evidence": [Quote], "rules": {...}}` (the quotes at once), `{"judge": margin}`, then
     `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered",
     "unmentioned": [terms the documents never mention, or numbers the passages found never state]}` when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
-    `{"grounded": bool}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
+    `{"grounded": bool, "verification": {...}}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
     `{"evidence": [Quote], "strength": float, "quoted": bool}` (quoted: the reply is made of these quotes). `invoke()` gathers them into `{"question", "answer",
     "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings", "unmentioned"}`.
     """
