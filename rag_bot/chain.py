@@ -230,7 +230,8 @@ class RagChain(Runnable):
         return (self.chat.second_opinion and self.judge is not None and check is not None
                 and not check.instruction)
 
-    def second_opinion(self, question: str, retrieval: Retrieval) -> tuple[Retrieval, tuple[str, list[Document], float] | None]:
+    def second_opinion(self, question: str, retrieval: Retrieval
+                       ) -> tuple[Retrieval, tuple[str, list[Document], Evidence, float] | None]:
         """The gate declined: the model reads the passages the question would have got and lets it through
         when it finds the answer there with margin `chat.judge_level` + `SECOND_OPINION_BAR` ("How do I add my
         own documents?" over passages about ingesting a folder). Returns the retrieval to go on with and, when
