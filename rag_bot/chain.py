@@ -468,11 +468,6 @@ class RagChain(Runnable):
             budget -= cost
         return "\n\n".join(blocks), used or docs[:1]
 
-    def build_prompt(self, question: str, docs: list[Document]) -> tuple[str, list[Document]]:
-        """The writer's user turn (`answer.txt` over `build_context`) and the passages it holds."""
-        context, used = self.build_context(question, docs)
-        return self.prompts.format("answer", context=context, question=_data(question)), used
-
     def _token_counter(self) -> Callable[[str], int]:
         """The LLM's own token count; in extract mode (the LLM may never load) an estimate of four
         characters a token."""
