@@ -333,6 +333,7 @@ def _chat(args: argparse.Namespace) -> int:
     config = _config(args)
     ui = config.ui.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
                                       if value is not None})
+    _check_port("ui.port", ui.host, ui.port)
     load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
     service = Collections(config)  # one set of models for every collection the picker offers
     service.warm_up()
@@ -357,6 +358,7 @@ def _serve(args: argparse.Namespace) -> int:
     api = config.api.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
                                         if value is not None})
     check_exposure(api)
+    _check_port("api.port", api.host, api.port)
     load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
     service = Collections(config, max_queue=api.max_queue)
     service.warm_up()
@@ -367,6 +369,22 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         service.close()
     return 0
+
+
+def _check_port(key: str, host: str, port: int) -> None:
+    """Stop at once when `host`:`port` is taken, before any model loads: the loads run in the
+    background and silence the process's stderr while llama.cpp reads a GGUF, which would swallow
+    the error of a server failing later."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                          f"choose another port with --port or {key}") from exc
 
 
 def _libraries(config: Config, embeddings: Any) -> Callable[[str | None], Any]:

@@ -332,11 +332,49 @@ def apply_messages(template: Any, client: Any, messages: list[dict[str, str]]) -
     return prompt[len(bos):] if bos and prompt.startswith(bos) else prompt
 
 
+class _Unsilenced:
+    """Stands in for llama-cpp-python's `suppress_stdout_stderr`, which points the process's file
+    descriptors 1 and 2 at /dev/null while a model loads: from a background load that swallowed what
+    the main thread printed meanwhile (an error, the chat's address), and two loads at once could leave
+    them pointing there for good. llama.cpp's lines reach `_native_log` instead."""
+
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> "_Unsilenced":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+NATIVE_LOG = logging.getLogger("rag_bot.llama_cpp")
+_native_callback: Any = None
+_route_lock = threading.Lock()
+
+
 def quiet_native_logs() -> Any:
-    """Silence llama.cpp's own start-up lines, written straight to the process's stderr."""
-    try:
-        from llama_cpp._utils import suppress_stdout_stderr
-    except ImportError:  # a llama-cpp-python without it: the lines stay
-        return nullcontext()
-    return suppress_stdout_stderr(disable=False)
+    """Send llama.cpp's own lines to the `rag_bot.llama_cpp` logger (shown with --verbose) instead of the
+    process's stderr, without touching the process's output (once per process; thread-safe)."""
+    global _native_callback
+    with _route_lock:
+        if _native_callback is None:
+            try:
+                import ctypes
+
+                import llama_cpp
+                import llama_cpp._internals
+                import llama_cpp.llama
+                import llama_cpp.llama_chat_format
+            except ImportError:  # without llama-cpp-python there is nothing to load
+                return nullcontext()
+
+            def _native_log(level: int, text: bytes, user_data: Any) -> None:
+                NATIVE_LOG.debug("%s", text.decode("utf-8", "replace").rstrip("\n"))
+
+            _native_callback = llama_cpp.llama_log_callback(_native_log)  # kept: llama.cpp holds a pointer
+            llama_cpp.llama_log_set(_native_callback, ctypes.c_void_p(0))
+            for module in (llama_cpp.llama, llama_cpp._internals, llama_cpp.llama_chat_format):
+                module.suppress_stdout_stderr = _Unsilenced  # type: ignore[attr-defined]
+    return nullcontext()
 

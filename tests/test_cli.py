@@ -325,5 +325,10 @@ def test_ask_and_chat_errors_are_one_line(tmp_path, chat_config_file):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = rag_bot(chat_config_file, "chat", "--port", str(port), check_code=2)
-    assert f"error: ui.port: cannot listen on 127.0.0.1:{port}" in done.stderr
+        # (refused before any model loads: a GGUF load silences stderr while it runs)
+        chat = rag_bot(chat_config_file, "chat", "--port", str(port), check_code=2)
+        serve = rag_bot(chat_config_file, "serve", "--port", str(port), check_code=2)
+    assert chat.stderr.startswith(f"error: ui.port: cannot listen on 127.0.0.1:{port} (")
+    assert chat.stderr.strip().endswith("choose another port with --port or ui.port") and chat.stdout == ""
+    assert serve.stderr.startswith(f"error: api.port: cannot listen on 127.0.0.1:{port} (")
+    assert serve.stdout == ""

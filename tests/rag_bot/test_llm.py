@@ -125,6 +125,25 @@ def test_a_script_using_the_python_api_exits_without_a_traceback(chat_config_fil
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
 
 
+def test_a_model_loading_in_the_background_leaves_the_process_output_alone(gguf_path):
+    # llama-cpp-python points file descriptors 1 and 2 at /dev/null while a model loads; from a background
+    # load that swallowed the main thread's lines (a CLI error was lost this way) and its start-up lines
+    # must not reach the terminal either
+    script = ("import sys, threading, time\nfrom rag_bot.llm import LlamaCppLLM\nfrom rag_bot.config import LLMConfig\n"
+              "llm = LlamaCppLLM(LLMConfig(model_path=sys.argv[1], n_ctx=1024), '.')\n"
+              "loading = threading.Thread(target=lambda: llm.model)\nloading.start()\nlines = 0\n"
+              "while loading.is_alive():\n    print('main', lines, file=sys.stderr, flush=True)\n"
+              "    print('out', lines, flush=True)\n    lines += 1\n    time.sleep(0.002)\n"
+              "print('lines', lines, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(gguf_path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    lines = int(done.stdout.strip().splitlines()[-1].split()[1])
+    assert lines > 0
+    assert done.stderr.splitlines() == [f"main {i}" for i in range(lines)]
+    assert done.stdout.splitlines()[:-1] == [f"out {i}" for i in range(lines)]
+
+
 @pytest.mark.slow
 def test_a_gguf_chat_template_gets_the_models_own_bos_and_eos_texts(gguf_path):
     from llama_cpp import Llama
