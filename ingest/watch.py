@@ -55,7 +55,11 @@ def watch_folder(config: Config, folder: str | Path, *, embeddings: Any,
         if started and not batch:
             continue  # a quiet spell
         log.info("%d changes in %s", len(batch), root)
-        once(rebuild and not started)
+        try:
+            once(rebuild and not started)
+        except KeyboardInterrupt:  # Ctrl+C is how a watch stops, also in the middle of a run
+            log.warning("stopped during a run; the next ingest of %s finishes it", root)
+            return
         started = True
         if stop is not None and stop.is_set():
             break

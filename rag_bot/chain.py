@@ -314,7 +314,9 @@ class RagChain(Runnable):
             except Exception as exc:  # reported by the question that needs it
                 log.debug("the judge did not load in the background: %s", exc)
 
-        threading.Thread(target=load, name="rag-bot-judge-load", daemon=True).start()
+        # not a daemon: a process that exits while llama.cpp is still reading the model (a `rag-bot ask`
+        # declined before the load ended) crashed at exit (SIGSEGV or SIGABRT); it waits for the load instead
+        threading.Thread(target=load, name="rag-bot-judge-load", daemon=False).start()
 
     def unmentioned(self, question: str, used: list[Document]) -> list[str]:
         """The names, numbers and technical terms of the question ("Ollama", "1895", "int8") that no

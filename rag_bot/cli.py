@@ -372,9 +372,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_port(key: str, host: str, port: int) -> None:
-    """Stop at once when `host`:`port` is taken, before any model loads: the loads run in the
-    background and silence the process's stderr while llama.cpp reads a GGUF, which would swallow
-    the error of a server failing later."""
+    """Stop at once when `host`:`port` is taken, before the models load (seconds to a minute) only to
+    find the server cannot start."""
     import socket
 
     try:

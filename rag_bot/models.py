@@ -251,6 +251,8 @@ class LocalEmbeddings(Embeddings):
     def encoder(self) -> str:
         """What makes the vectors, as a collection records it: `torch bfloat16`, `torch float32`,
         `onnx float32` or `onnx int8` (loads the ONNX export for the last two)."""
+        if self.backend == "onnx" and self.config.quantize != "int8" and self._onnx is None:
+            return "onnx float32"  # known without exporting or loading anything (a retriever opens lazily)
         onnx = self._onnx_or_none()
         return f"onnx {onnx.precision}" if onnx is not None else f"torch {'bfloat16' if self.bf16 else 'float32'}"
 

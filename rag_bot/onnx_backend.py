@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +182,14 @@ def _export(module: Any, tokenizer: Any, path: Path, output: str, key: str) -> N
     axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "output"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.part")
-    log.warning("exporting the %s model to ONNX in %s (once)", key, path.parent)
+    log.info("exporting the %s model to ONNX in %s (once)", key, path.parent)
     try:
         if swap:
             module.set_attn_implementation("eager")
-        with torch.inference_mode():
+        # the tracer's warnings (advanced indexing, tensors read as Python values) are about graphs in
+        # general, not this one, and would land in the middle of an ingest's report on stderr
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(Exported(), tuple(sample[name] for name in names), str(partial), input_names=names,
                               output_names=["output"], dynamic_axes=axes, opset_version=17, dynamo=False)
         os.replace(partial, path)

@@ -58,7 +58,8 @@ class LazyChain:
             except Exception as exc:  # reported again, readably, when someone asks
                 log.warning("could not prepare the chat yet: %s", exc)
 
-        threading.Thread(target=run, name="rag-bot-warm-up", daemon=True).start()
+        # not a daemon: exiting while llama.cpp reads a model crashes the process; it waits instead
+        threading.Thread(target=run, name="rag-bot-warm-up", daemon=False).start()
 
 
 def build_app(get_chain: Callable[..., RagChain], title: str = TITLE, note: str = "",

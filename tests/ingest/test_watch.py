@@ -118,6 +118,24 @@ def test_a_failed_run_is_reported_and_the_watch_goes_on(tmp_path: Path, monkeypa
     assert "stopped answering" in str(errors[0])
 
 
+def test_ctrl_c_in_the_middle_of_a_run_stops_the_watch_quietly(tmp_path: Path, monkeypatch):
+    import ingest.watch as watch_module
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nText.\n")
+
+    def interrupted(config, root, **kwargs):
+        raise KeyboardInterrupt  # what SIGINT raises on the main thread while a run embeds
+
+    monkeypatch.setattr(watch_module, "run_ingest", interrupted)
+    reports: list = []
+    # returns instead of raising (the CLI then says "stopped watching" and exits 0, as between runs)
+    watch_folder(make_config(tmp_path, embedding={"model": "fake"}), folder, embeddings=None,
+                 on_report=reports.append, on_error=reports.append, debounce_ms=100)
+    assert reports == []
+
+
 @pytest.mark.slow
 def test_cli_watch_prints_each_run_and_stops_on_ctrl_c(tmp_path: Path):
     folder = tmp_path / "docs"
