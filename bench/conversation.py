@@ -21,6 +21,7 @@ from pathlib import Path
 from scifact import ROOT, cpu_flags, machine
 
 from rag_bot.chain import load_chain
+from rag_bot.events import Found, Reply, Text
 from rag_bot.config import load_config
 from rag_bot.eval.scope import data_lines
 
@@ -42,25 +43,19 @@ def ask(chain, question: str) -> dict:
     """One question: its outcome and timings (ms from the question)."""
     start = time.perf_counter()
     shown = first = None
-    outcome, text, seen = "answered", "", {}
+    reply = Reply()
     for event in chain.stream(question):
-        seen.update({key: event[key] for key in ("judge", "verification", "rules", "scope") if key in event})
+        reply.apply(event)
         now = (time.perf_counter() - start) * 1000
-        if "sources" in event and shown is None:
+        if isinstance(event, Found) and shown is None:
             shown = now
-        if event.get("answer"):
-            first = first if first is not None else now
-            text += event["answer"]
-        if "final" in event:
-            text = event["final"]
-        if "declined" in event:
-            outcome = "declined"
-        elif "abstained" in event:
-            outcome = "abstained"
-        elif event.get("quoted") and outcome == "answered":
-            outcome = "quotes"
+        if isinstance(event, Text) and event.piece and first is None:
+            first = now
+    outcome = ("declined" if reply.declined else "abstained" if reply.abstained else
+               "quotes" if reply.quoted else "answered")
+    seen = {key: value for key, value in reply.to_json().items() if key in ("judge", "verification", "rules", "scope")}
     total = (time.perf_counter() - start) * 1000
-    return {"question": question, "outcome": outcome, "reply": text.strip(), "quotes_ms": shown,
+    return {"question": question, "outcome": outcome, "reply": reply.answer.strip(), "quotes_ms": shown,
             "first_token_ms": first, "total_ms": total, **seen}
 
 
@@ -95,9 +90,9 @@ def declined_share(chain, messages: list[str]) -> dict:
     declined = second = 0
     let_through = []
     for message in messages:
-        events = list(chain.stream(message))
-        scope = next((event["scope"] for event in events if "declined" in event), None)
-        if any("declined" in event for event in events):
+        reply = Reply.of(chain.stream(message))
+        scope = reply.scope
+        if reply.declined:
             declined += 1
         else:
             let_through.append(message)

@@ -25,6 +25,7 @@ from scifact import ROOT, machine
 
 from rag_bot.chain import load_chain
 from rag_bot.config import load_config
+from rag_bot.events import Text
 
 QUESTIONS = [
     "Where does rag-bot keep its data?",
@@ -71,7 +72,7 @@ def timed(pieces) -> tuple[float, int, float]:
 
 
 def ours(chain, question: str) -> tuple[float, int, float]:
-    return timed(event["answer"] for event in chain.stream(question) if event.get("answer"))
+    return timed(event.piece for event in chain.stream(question) if isinstance(event, Text) and event.piece)
 
 
 def raw(llama, prompt: str, params: dict) -> tuple[float, int, float]:

@@ -35,10 +35,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
-from .chain import gather
 from .config import APIConfig
 from .errors import ConfigError, RagBotError, first_line
-from .reply import reply_json, terminal_text
+from .events import Event, Reply
+from .reply import terminal_text
 from .service import Busy
 
 if TYPE_CHECKING:
@@ -196,14 +196,14 @@ class Completion:
     def _head(self, kind: str) -> dict[str, Any]:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
 
-    def whole(self, events: Iterator[dict], stop: threading.Event | None = None) -> dict[str, Any]:
+    def whole(self, events: Iterator[Event], stop: threading.Event | None = None) -> dict[str, Any]:
         """The complete reply from the chain's events (cut short when `stop` is set: nobody waits for it)."""
-        seen: list[dict] = []
-        text = "".join(terminal_text(_recorded(events, seen, stop))).strip()
+        reply = Reply()
+        text = "".join(terminal_text(_stopped(events, stop), reply)).strip()
         message = {"role": "assistant", "content": text}
         return {**self._head("chat.completion"),
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-                EXTRA: reply_json(gather(seen), full=True)}
+                EXTRA: reply.to_json(full=True)}
 
     async def events(self, pieces: AsyncIterator[str | dict]) -> AsyncIterator[str]:
         """Server-sent events: the role, the text piece by piece, then the end with the `rag_bot` field."""
@@ -223,15 +223,14 @@ class Completion:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
 
 
-def _recorded(events: Iterator[dict], seen: list[dict], stop: threading.Event | None = None) -> Iterator[dict]:
-    """The events, each kept in `seen`; when `stop` is set, the chain is closed at its next event, so
-    that no later stage (the judge, the LLM) runs for a client that has gone."""
+def _stopped(events: Iterator[Event], stop: threading.Event | None = None) -> Iterator[Event]:
+    """The events until `stop` is set; then the chain is closed at its next event, so that no later
+    stage (the judge, the LLM) runs for a client that has gone."""
     try:
         for event in events:
             if stop is not None and stop.is_set():
                 log.info("the client went away; the answer stopped")
                 return
-            seen.append(event)
             yield event
     finally:
         close = getattr(events, "close", None)
@@ -332,11 +331,11 @@ async def _answer(service: Collections, work: Callable[[], Any], request: Reques
         raise Failure(503, str(exc), "unavailable", "server_error") from exc
 
 
-def _stream(service: Collections, events: Callable[[], Iterator[dict]],
+def _stream(service: Collections, events: Callable[[], Iterator[Event]],
             stop: threading.Event) -> AsyncIterator[str | dict]:
     """Start the answer on the worker now (a full queue is a 429 before any byte is sent) and give
     its text pieces as they are written, then the `rag_bot` field (a dict). A client that goes away
-    sets `stop`: the work ends at the chain's next event (see `_recorded`), or before it starts."""
+    sets `stop`: the work ends at the chain's next event (see `_stopped`), or before it starts."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
@@ -345,15 +344,15 @@ def _stream(service: Collections, events: Callable[[], Iterator[dict]],
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def work() -> None:
-        seen: list[dict] = []
+        reply = Reply()
         try:
             if stop.is_set():
                 return
-            for piece in terminal_text(_recorded(events(), seen, stop)):
+            for piece in terminal_text(_stopped(events(), stop), reply):
                 if stop.is_set():
                     return
                 put(piece)
-            put(reply_json(gather(seen), full=True))
+            put(reply.to_json(full=True))
         except RagBotError as exc:
             put(Failure(503, str(exc), "unavailable", "server_error"))
         except Exception as exc:  # the details go to the log, not to the client

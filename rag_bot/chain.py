@@ -16,7 +16,8 @@ evidence quotes from those passages, each with its number.
     from rag_bot import load_chain
     chain = load_chain("config.yaml")
     for event in chain.stream({"question": "how do I ingest a folder?"}):
-        print(event.get("answer", ""), end="")
+        if isinstance(event, Text):                            # from rag_bot.events
+            print(event.piece, end="")
     answer = chain.invoke("what is the best pizza topping?")   # answer["declined"] is True
 """
 
@@ -27,13 +28,15 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from langchain_core.documents import Document
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
+from .events import (Abstained, Cited, Declined, Event, Finished, Found, Judged, Replaced, Reply, Searched, Text,
+                     Verified)
 from .contrasts import contrast
 from .evidence import (Evidence, EvidenceFinder, Quote, facts_missing, named_terms, numbers_missing, numbers_out_of_place,
                        split_sentences)
@@ -148,13 +151,9 @@ class RagChain(Runnable):
     """Input: a question, or `{"question": str, "history": [...]}` where history holds earlier turns as
     `{"role": "user"|"assistant", "content": str}` messages or `(question, answer)` pairs.
 
-    `stream()` yields events in this order: `{"question": standalone, "rewritten": bool}`, `{"sources": [Source],
-    "evidence": [Quote], "rules": {...}}` (the quotes at once), `{"judge": margin}`, then
-    `{"declined": reason, "scope": {...}}` (out of scope, nothing found) or `{"abstained": "not_covered",
-    "unmentioned": [terms the documents never mention, or numbers the passages found never state]}` when no answer is attempted, `{"answer": text}` pieces, and for an attempted answer
-    `{"grounded": bool, "verification": {...}}`, `{"final": text}` only when the streamed text is replaced (auto mode), and
-    `{"evidence": [Quote], "strength": float, "quoted": bool}` (quoted: the reply is made of these quotes). `invoke()` gathers them into `{"question", "answer",
-    "declined", "reason", "grounded", "evidence", "strength", "sources", "scope", "timings", "unmentioned"}`.
+    `stream()` yields the typed events of `rag_bot.events` (their order is there); `invoke()` folds them
+    with `Reply` into `{"question", "answer", "declined", "reason", "grounded", "evidence", "strength",
+    "sources", "scope", "timings", "unmentioned", "judge", "rewritten", "rules", "verification"}`.
     """
 
     def __init__(self, retriever: RagRetriever, llm: ChatLLM, prompts: Prompts, chat: ChatConfig | None = None,
@@ -173,17 +172,21 @@ class RagChain(Runnable):
         self.last_prompt: tuple[str, str] | None = None  # (system, user) of the latest answer, for benchmarks
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
-        return gather(self.stream(input, config, **kwargs))
+        return Reply.of(self.stream(input, config, **kwargs)).result()
 
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[dict]:
-        question, history = _read_input(input)
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Event]:
         timings: dict[str, float] = {}
+        yield from self._answer(input, timings, config)
+        yield Finished(timings)
+
+    def _answer(self, input: Any, timings: dict[str, float], config: RunnableConfig | None) -> Iterator[Event]:
+        question, history = _read_input(input)
         start = time.perf_counter()
         asked = question
         if history and self.chat.condense and self.chat.history_turns and depends_on_history(question):
             question = self.condense(question, history, config)
             timings["condense"] = _ms(start)
-        yield {"question": question, "rewritten": question != asked}
+        yield Searched(question, question != asked)
         retrieval = self.retriever.search(question, k=self.passages)
         timings.update(retrieval.timings)
         second: tuple[str, list[Document], Evidence, float] | None = None
@@ -191,7 +194,6 @@ class RagChain(Runnable):
             with _timed(timings, "second_opinion"):
                 retrieval, second = self.second_opinion(question, retrieval)
         if retrieval.declined or not retrieval.documents:
-            yield {"sources": [], "timings": timings}
             yield from self._decline(question, retrieval)
             return
         mode = self.chat.answer_mode
@@ -205,22 +207,20 @@ class RagChain(Runnable):
         with _timed(timings, "rules"):
             flags = self.rule_flags(question, used, evidence)
         # the passages and their best sentences are shown at once, while the model reads
-        yield {"sources": sources, "timings": timings, "rules": flags.to_json(), "evidence": evidence.quotes,
-               "strength": evidence.strength}
+        yield Found(sources, evidence.quotes, evidence.strength, flags.to_json())
         verdict = second[3] if second is not None else None
         if verdict is None and self.judge is not None and evidence.quotes and judged(question):
             with _timed(timings, "judge"):
                 verdict = self.judge.margin(question, judge_text(evidence.quotes, sources))
-        yield {"judge": verdict, "timings": timings}
+        yield Judged(verdict)
         if not self._answerable(flags, verdict):
-            yield {"abstained": NOT_COVERED, "unmentioned": flags.missing + flags.absent}
-            yield {"answer": self.prompts.format("not_covered", question=question, why=flags.why(verdict is None))}
-            yield {"evidence": evidence.quotes, "strength": evidence.strength}
+            yield Abstained(NOT_COVERED, flags.missing + flags.absent)
+            yield Text(self.prompts.format("not_covered", question=question, why=flags.why(verdict is None)))
+            yield Cited(evidence.quotes, evidence.strength)
             return
         if mode == "extract":
-            yield {"answer": self.documents_say(question, evidence.quotes)}
-            yield {"grounded": True}
-            yield {"evidence": evidence.quotes, "strength": evidence.strength, "quoted": True}
+            yield Text(self.documents_say(question, evidence.quotes))
+            yield Cited(evidence.quotes, evidence.strength, quoted=True)
             return
         yield from self._generate(question, context, used, evidence, timings, start, config)
 
@@ -348,13 +348,13 @@ class RagChain(Runnable):
             return []
         return numbers_missing(question, _searchable(used))
 
-    def _decline(self, question: str, retrieval: Retrieval) -> Iterator[dict]:
+    def _decline(self, question: str, retrieval: Retrieval) -> Iterator[Event]:
         if not retrieval.declined:
-            yield {"declined": NOTHING_FOUND}
-            yield {"answer": self.prompts.format("nothing_found", question=question)}
+            yield Declined(NOTHING_FOUND)
+            yield Text(self.prompts.format("nothing_found", question=question))
             return
         check = retrieval.scope
-        yield {"declined": OUT_OF_SCOPE, "scope": check.to_json() if check else None}
+        yield Declined(OUT_OF_SCOPE, check.to_json() if check else None)
         # plain words in the chat; the scores and the closest passage are in `scope` (the sources panel, --json)
         told = check is not None and check.instruction and check.score >= check.threshold
         why = ("this reads as an instruction to me rather than a question about them" if told else
@@ -362,10 +362,10 @@ class RagChain(Runnable):
         topics = "; ".join(check.about) if check and check.about else "the files in this collection"
         hint = ("Ask a question about what they cover (\"What ...?\", \"How do I ...?\")." if told else
                 "Try asking about something they cover, or rephrase the question with their words.")
-        yield {"answer": self.prompts.format("decline", question=question, why=why, topics=topics, hint=hint)}
+        yield Text(self.prompts.format("decline", question=question, why=why, topics=topics, hint=hint))
 
     def _generate(self, question: str, context: str, used: list[Document], evidence: Evidence, timings: dict,
-                  start: float, config: RunnableConfig | None) -> Iterator[dict]:
+                  start: float, config: RunnableConfig | None) -> Iterator[Event]:
         """Stream the LLM's answer, verify it against the passages it cites, and attach the evidence."""
         system, user = (turn["content"] for turn in self._reading("answer", question, context))
         self.last_prompt = (system, user)
@@ -376,28 +376,27 @@ class RagChain(Runnable):
             if first:
                 timings["first_token"], first = _ms(start), False
             pieces.append(piece)
-            yield {"answer": piece}
+            yield Text(piece)
         answer = "".join(pieces).strip()
         if not answer:  # a small model may stop at once: say so rather than show nothing
-            yield {"answer": self.prompts.format("no_answer", question=question)}
+            yield Text(self.prompts.format("no_answer", question=question))
         if _SAYS_NOT_COVERED.search(answer) and not _CITED.search(answer):  # the model itself found no answer
-            yield {"abstained": NOT_COVERED, "unmentioned": []}
-            yield {"final": self.prompts.format("not_covered", question=question, why="")}
-            yield {"evidence": evidence.quotes, "strength": evidence.strength}
+            yield Abstained(NOT_COVERED)
+            yield Replaced(self.prompts.format("not_covered", question=question, why=""))
+            yield Cited(evidence.quotes, evidence.strength)
             return
         with _timed(timings, "verify"):
             check = self.verify(question, context, answer, used, evidence)
         timings["answer"] = _ms(start)
-        yield {"grounded": check.grounded, "verification": check.to_json()}
+        yield Verified(check)
         if check.grounded:
             cited = {int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)}
             quotes = self.evidence.quotes(evidence, answer, only=cited or None) or evidence.quotes
         else:
             quotes = evidence.quotes
             if self.chat.answer_mode == "auto":
-                yield {"final": self.prompts.format("unsupported", question=question, quotes=_quote_lines(quotes))}
-        replaced = not check.grounded and self.chat.answer_mode == "auto"
-        yield {"evidence": quotes, "strength": evidence.strength, "quoted": replaced}
+                yield Replaced(self.prompts.format("unsupported", question=question, quotes=_quote_lines(quotes)))
+        yield Cited(quotes, evidence.strength, quoted=not check.grounded and self.chat.answer_mode == "auto")
 
     def verify(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence) -> Verification:
         """Does the written answer stand? Every number, name and code token in it must be in a passage it
@@ -556,29 +555,6 @@ def keyword_rarity(retriever: Any) -> Callable[[str], float]:
         index = getattr(retriever, "bm25", None)
         return index.idf(token) if index is not None else 1.0
     return idf
-
-
-def gather(events: Iterable[dict]) -> dict[str, Any]:
-    """`RagChain.stream()`'s events gathered into the `invoke()` result."""
-    result: dict[str, Any] = {"question": "", "answer": "", "declined": False, "reason": None, "grounded": None,
-                              "evidence": [], "strength": None, "sources": [], "scope": None, "timings": {},
-                              "unmentioned": [], "judge": None, "rewritten": False, "rules": None,
-                              "verification": None}
-    for event in events:
-        if "answer" in event:
-            result["answer"] += event["answer"]
-        if "final" in event:
-            result["answer"] = event["final"]
-        if "declined" in event:
-            result["declined"], result["reason"] = True, event["declined"]
-        if "abstained" in event:
-            result["reason"] = event["abstained"]
-        for key in ("question", "sources", "timings", "grounded", "evidence", "strength", "scope", "unmentioned", "judge",
-                    "rewritten", "rules", "verification"):
-            if key in event:
-                result[key] = event[key]
-    result["answer"] = result["answer"].strip()
-    return result
 
 
 def _mentioned(index: KeywordIndex, term: str) -> bool:

@@ -309,14 +309,15 @@ def _train_filter(args: argparse.Namespace) -> int:
 
 def _ask(args: argparse.Namespace) -> int:
     from .chain import load_chain
-    from .reply import reply_json, terminal_text
+    from .events import Reply
+    from .reply import terminal_text
 
     if not args.question.strip():
         raise UsageError("the question is empty; pass it in quotes: rag-bot ask \"how do I ...?\"")
     chain = load_chain(_config(args))
     chain.load_judge_in_background()
     if args.json:
-        print(json.dumps(reply_json(chain.invoke(args.question))))
+        print(json.dumps(Reply.of(chain.stream(args.question)).to_json()))
         return 0
     for text in terminal_text(chain.stream(args.question)):
         sys.stdout.write(text)

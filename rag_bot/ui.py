@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from .chain import message_text
 from .config import UIConfig
 from .errors import RagBotError
+from .events import Declined, Found, Reply, Searched
 
 if TYPE_CHECKING:
     from .chain import RagChain
@@ -144,28 +145,20 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     panel = "<p><em>Searching the documents ...</em></p>"
     yield list(history), "", panel
-    found: list = []
-    quotes: list = []
-    text, quoted, abstained, searched = "", False, False, ""
+    reply, searched = Reply(), ""
     try:
         for event in get_chain().stream({"question": message, "history": earlier}):
-            if event.get("rewritten"):  # a follow-up rewritten: say what was searched for
-                searched = f"<p class='searched'>Searched for: <em>{html.escape(event['question'])}</em></p>"
-            if "sources" in event:
-                found = event["sources"]
-                panel = searched + sources_html(found)
-            if "declined" in event:
-                panel = searched + declined_html(event.get("scope"))
-            if "answer" in event:
-                text += event["answer"]
-            if "final" in event:  # the generated answer was not supported: the quotes replace it
-                text = event["final"]
-            quoted = quoted or bool(event.get("quoted"))
-            abstained = abstained or "abstained" in event
-            quotes = event.get("evidence", quotes)
+            reply.apply(event)
+            if isinstance(event, Searched) and event.rewritten:  # a follow-up rewritten: say what was searched for
+                searched = f"<p class='searched'>Searched for: <em>{html.escape(event.question)}</em></p>"
+            if isinstance(event, Found):
+                panel = searched + sources_html(reply.sources)
+            if isinstance(event, Declined):
+                panel = searched + declined_html(reply.scope)
             # the quotes show at once, under the answer as it is written
-            shown_quotes = "" if quoted or abstained or not quotes else EVIDENCE_MARK + _quote_lines(quotes)
-            history[-1] = {"role": "assistant", "content": markdown_text(text) + shown_quotes}
+            quotes = [] if reply.abstained else reply.quotes_to_show
+            shown_quotes = EVIDENCE_MARK + _quote_lines(quotes) if quotes else ""
+            history[-1] = {"role": "assistant", "content": markdown_text(reply.answer) + shown_quotes}
             yield list(history), "", panel
     except RagBotError as exc:
         history[-1] = {"role": "assistant", "content": markdown_text(f"Sorry, I cannot answer right now: {exc}")}
@@ -177,9 +170,9 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
                        "content": f"Sorry, something went wrong ({type(exc).__name__}); the details are in the server log."}
         yield history, "", "<p>Something went wrong; see the server log.</p>"
         return
-    if found:
-        history[-1] = {"role": "assistant", "content": _with_references(text, [] if quoted else quotes, found,
-                                                                          abstained)}
+    if reply.sources:
+        history[-1] = {"role": "assistant", "content": _with_references(reply.answer, reply.quotes_to_show, reply.sources,
+                                                                          reply.abstained)}
         yield list(history), "", panel
 
 

@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rag_bot.api import build_api, check_exposure, is_loopback
-from rag_bot.chain import Source
+from rag_bot.chain import Source, Verification
 from rag_bot.config import APIConfig
 from rag_bot.errors import ConfigError, StoreError
+from rag_bot.events import Cited, Declined, Event, Finished, Found, Judged, Searched, Text, Verified
 from rag_bot.evidence import Quote
 from rag_bot.results import Retrieval
 from rag_bot.service import Busy, Collections
@@ -29,20 +30,23 @@ class FakeChain:
         self.inputs: list[Any] = []
         self.retriever = FakeRetriever()
 
-    def stream(self, input: Any) -> Iterator[dict]:
+    def stream(self, input: Any) -> Iterator[Event]:
         self.inputs.append(input)
         question = input["question"]
-        yield {"question": question}
+        yield Searched(question, False)
         if "pizza" in question:
-            yield {"sources": [], "timings": {}}
-            yield {"declined": "out_of_scope", "scope": {"score": 0.1, "threshold": 0.4}}
-            yield {"answer": "That question is outside these documents."}
+            yield Declined("out_of_scope", {"score": 0.1, "threshold": 0.4})
+            yield Text("That question is outside these documents.")
+            yield Finished({})
             return
-        yield {"sources": [Source(1, "guide.md", None, "Install", "Run <b>make run</b>.", 0.9, 0.8)]}
-        yield {"answer": f"From {self.name}: run make run "}
-        yield {"answer": "[1]."}
-        yield {"grounded": True}
-        yield {"evidence": [Quote(1, "Run <b>make run</b>.", 0.7)], "strength": 0.7, "quoted": False}
+        quote = Quote(1, "Run <b>make run</b>.", 0.7)
+        yield Found([Source(1, "guide.md", None, "Install", "Run <b>make run</b>.", 0.9, 0.8)], [quote], 0.7)
+        yield Judged(1.5)
+        yield Text(f"From {self.name}: run make run ")
+        yield Text("[1].")
+        yield Verified(Verification(True))
+        yield Cited([quote], 0.7)
+        yield Finished({"answer": 10.0})
 
 
 class FakeRetriever:
@@ -289,14 +293,14 @@ class StagedChain(FakeChain):
         super().__init__(name)
         self.stages = 0
 
-    def stream(self, input: Any) -> Iterator[dict]:
+    def stream(self, input: Any) -> Iterator[Event]:
         import time
 
         self.inputs.append(input)
         for i in range(20):
             time.sleep(0.2)
             self.stages += 1
-            yield {"answer": f"piece {i} "}
+            yield Text(f"piece {i} ")
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from langchain_core.documents import Document
 from rag_bot.chain import NOT_COVERED, NOTHING_FOUND, OUT_OF_SCOPE, RagChain, Source
 from rag_bot.config import ChatConfig
 from rag_bot.errors import ConfigError
+from rag_bot.events import Cited, Found, Finished, Judged, Replaced, Reply, Searched, Text, Verified
 from rag_bot.prompts import load_prompts
 from rag_bot.reply import terminal_text
 from rag_bot.results import Retrieval, ScopeCheck
@@ -93,12 +94,39 @@ def test_prompt_holds_numbered_passages_with_sources_and_the_question():
 
 def test_stream_gives_question_then_sources_and_quotes_then_answer_pieces():
     events = list(chain_with(FakeRetriever(DOCS), FakeLLM(reply="one two three")).stream("How?"))
-    assert events[0] == {"question": "How?", "rewritten": False}
+    assert events[0] == Searched("How?", False)
     # the sources and the quotes come at once, before the model has read anything
-    assert [s.source for s in events[1]["sources"]] == ["ingesting.md", "manual.pdf", "faq.html"]
-    assert "evidence" in events[1] and events[2]["judge"] is None
-    assert [e["answer"] for e in events[3:6]] == ["one ", "two ", "three "]
-    assert events[6]["grounded"] is False and "evidence" in events[7]  # "one two three" is in no passage
+    assert isinstance(events[1], Found) and events[1].evidence
+    assert [s.source for s in events[1].sources] == ["ingesting.md", "manual.pdf", "faq.html"]
+    assert events[2] == Judged(None)
+    assert events[3:6] == [Text("one "), Text("two "), Text("three ")]
+    assert isinstance(events[6], Verified) and events[6].verification.grounded is False  # in no passage
+    assert isinstance(events[7], Cited) and not events[7].quoted  # generate mode: the text stays, flagged
+    assert isinstance(events[8], Finished) and len(events) == 9
+
+
+def test_one_fold_gives_the_reply_every_edge_shows():
+    question = "What happens when the ingest runs again?"
+    docs = [doc("ingesting.md", "The ingest is incremental. A file you deleted has its chunks removed.")]
+    reply = Reply.of(chain_with(FakeRetriever(docs), FakeLLM(reply="It is incremental [1]."), answer_mode="auto")
+                     .stream(question))
+    assert reply.answer.strip() == "It is incremental [1]." and reply.grounded is True and not reply.quoted
+    assert reply.quotes_to_show and reply.sources[0].source == "ingesting.md" and "answer" in reply.timings
+    printed = "".join(terminal_text(chain_with(FakeRetriever(docs), FakeLLM(reply="It is incremental [1]."),
+                                               answer_mode="auto").stream(question)))
+    assert printed.startswith("It is incremental [1]. \n\nEvidence:\n[1] \"")
+    assert printed.endswith("Sources:\n[1] ingesting.md\n")
+    assert reply.to_json()["answer"] == reply.result()["answer"] == "It is incremental [1]."
+    assert reply.to_json()["verification"]["grounded"] is True
+
+    replaced = Reply.of(chain_with(FakeRetriever(docs), FakeLLM(reply="It uploads to 7 servers [1]."),
+                                   answer_mode="auto").stream(question))
+    assert replaced.replaced and replaced.quoted and replaced.grounded is False
+    assert replaced.quotes_to_show == [] and replaced.answer.startswith("The documents do not fully support")
+
+    declined = Reply.of(chain_with(FakeRetriever(docs, declined=True), FakeLLM()).stream(question))
+    assert declined.declined and declined.reason == "out_of_scope" and declined.grounded is None
+    assert declined.sources == [] and declined.quotes_to_show == [] and not declined.abstained
 
 
 def test_the_prompt_never_overflows_the_context_window():
@@ -240,7 +268,7 @@ def test_an_ungrounded_answer_becomes_the_quoted_evidence_in_auto_mode(reply):
     checked = chain_with(FakeRetriever(docs), FakeLLM(reply=reply)).invoke(question)
     assert checked["grounded"] is False and checked["answer"] == reply  # generate: shown, marked ungrounded
     events = list(chain_with(FakeRetriever(docs), FakeLLM(reply=reply), answer_mode="auto").stream(question))
-    final = [e["final"] for e in events if "final" in e]
+    final = [e.text for e in events if isinstance(e, Replaced)]
     assert final and final[0].startswith("The documents do not fully support a written answer to this, so here is "
                                          "what they say:\n") and '[1]' in final[0]
     assert "The ingest is incremental." in final[0]

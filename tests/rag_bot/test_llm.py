@@ -14,6 +14,7 @@ import pytest
 from rag_bot.chain import load_chain
 from rag_bot.config import Config, LLMConfig, load_config
 from rag_bot.errors import ModelError
+from rag_bot.events import Found, Text
 from rag_bot.llm import LlamaCppLLM, OpenAILLM, load_llm
 from tests.conftest import ROOT, free_port
 
@@ -52,8 +53,8 @@ def test_llm_config_is_checked():
 def test_real_gguf_streams_a_short_answer_with_sources(chat_config_file):
     chain = load_chain(load_config(chat_config_file))
     events = list(chain.stream(QUESTION))
-    pieces = [event["answer"] for event in events if "answer" in event]
-    sources = next(event["sources"] for event in events if "sources" in event)
+    pieces = [event.piece for event in events if isinstance(event, Text)]
+    sources = next(event.sources for event in events if isinstance(event, Found))
     assert len(pieces) >= 2 and "".join(pieces).strip()  # streamed token by token
     assert "getting-started.md" in [source.source for source in sources] or \
         "configuration.md" in [source.source for source in sources]
@@ -101,7 +102,7 @@ def test_the_same_chain_through_an_openai_compatible_server(chat_config_file, ll
                 "stop": []})})
     chain = load_chain(config)
     assert isinstance(chain.llm, OpenAILLM)
-    pieces = [event["answer"] for event in chain.stream(QUESTION) if "answer" in event]
+    pieces = [event.piece for event in chain.stream(QUESTION) if isinstance(event, Text)]
     assert len(pieces) >= 2 and "".join(pieces).strip()
     declined = chain.invoke("what is the best pizza topping?")
     assert declined["declined"] is True
