@@ -45,7 +45,7 @@ from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
-from .questions import depends_on_history, yes_no
+from .questions import depends_on_history, still_points_back, words_left_out, yes_no
 
 if TYPE_CHECKING:
     from .protocols import AnswerJudgeModel, KeywordIndex
@@ -425,7 +425,17 @@ class RagChain(Runnable):
         return self.prompts.format("documents_say", question=question, quotes=_quote_lines(quotes))
 
     def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
-        """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing usable."""
+        """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing
+        usable. A rewrite that lost a word the follow-up asks about ("What about telemetry?" -> "What does
+        rag-bot send?") or still points back ("... more than that ...") gives way to the last question and
+        the follow-up together, which keep every word."""
+        rewritten = self._rewrite(question, history, config)
+        if rewritten != question and (words_left_out(question, rewritten) or still_points_back(question, rewritten)):
+            return _joined(history[-1][0], question)
+        return rewritten
+
+    def _rewrite(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None) -> str:
+        """The model's standalone form of the follow-up (`condense.txt`), or the question itself."""
         turns = history[-self.chat.history_turns:]
         lines = []
         for asked, answered in turns:
@@ -661,6 +671,12 @@ def message_text(content: Any) -> str:
     if isinstance(content, list):  # Gradio message content may be a list of parts
         return " ".join(message_text(part.get("text", "") if isinstance(part, dict) else part) for part in content)
     return str(content or "")
+
+
+def _joined(last: str, question: str) -> str:
+    """The last question and the follow-up as one search: "Which formats can it read? And scanned ones?"."""
+    last = last.strip()
+    return f"{last}{'' if last[-1:] in '.?!' else '.'} {question.strip()}" if last else question
 
 
 def _clip(text: str, limit: int) -> str:

@@ -20,7 +20,7 @@ from functools import cache
 from typing import Any, Callable, Sequence
 
 from .protocols import CrossEncoderModel, Embedder
-from .questions import STOPWORDS
+from .questions import STOPWORDS, english_stem
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9`])|\n\s*\n|\n(?=\s*(?:[-*#]|\d+\.)\s)")
 _HEADING_LINE = re.compile(r"(?m)^ {0,3}#{1,6}[ \t].*$")  # a markdown heading is a title, not a sentence to quote
@@ -392,12 +392,6 @@ def numbers_out_of_place(answer: str, texts: Sequence[str]) -> list[str]:
 def _stems(words: Sequence[str]) -> set[str]:
     """Content words stemmed as the keyword index stems them ("heads" and "head", "exits" and "exit"
     meet), numbers left out."""
-    stem = _english_stem()
+    stem = english_stem()
     return {stem(w.lower()) for w in words if w[:1].isalpha() and len(w) > 1 and w.lower() not in STOPWORDS}
 
-
-@cache
-def _english_stem() -> Callable[[str], str]:
-    import Stemmer
-
-    return Stemmer.Stemmer("english").stemWord

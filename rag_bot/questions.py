@@ -16,7 +16,8 @@ import random
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from functools import cache
+from typing import Any, Callable, Iterable, Sequence
 
 # Common English function words, kept out of key phrases (no library call: this list is the rule).
 STOPWORDS = frozenset("""
@@ -79,7 +80,14 @@ _REFERS_BACK = re.compile(r"\b(?:it|its|it's|itself|this|that|these|those|they|t
 # openings that continue the last question ("What about ...?", "And for PDFs?", "Why?")
 _CONTINUES = re.compile(r"\s*(?:and|but|or|so|also|then|what about|how about|what if|why|why not|how come|"
                         r"which one|more|any other|anything else)\b", re.IGNORECASE)
+# "What exit code do I get then?", "What do I put there?" ("Is there ...?" stands alone)
+_AFTER_THAT = re.compile(r"\b(?:then|(?<!is )(?<!are )there)\b", re.IGNORECASE)
 _STANDS_ALONE_WORDS = 5
+# words a follow-up asks with rather than about: a rewrite may drop them ("do I get" -> "does it give")
+_ASKING_WORDS = frozenset("""
+get gets got make makes need needs want wants tell know happen happens mean means say says work works
+way ways thing things lot kind sort exactly actually really just still even else ok okay please go goes
+""".split())
 
 
 def depends_on_history(question: str) -> bool:
@@ -89,7 +97,37 @@ def depends_on_history(question: str) -> bool:
     words = re.findall(r"[\w'-]+", question)
     names = any(word[:1].isupper() or re.search(r"\w[._]\w|\d", word) for word in words[1:])
     return (len(words) < _STANDS_ALONE_WORDS and not names or bool(_REFERS_BACK.search(question))
-            or bool(_CONTINUES.match(question)))
+            or bool(_CONTINUES.match(question)) or bool(_AFTER_THAT.search(question)))
+
+
+def words_left_out(question: str, rewrite: str) -> list[str]:
+    """The words a follow-up asks about that its rewrite lost ("telemetry" when "What about telemetry?"
+    came back as "What does rag-bot send?"): content words, matched by stem, leaving aside the words that
+    point back ("it", "that") and the ones it asks with ("get", "need")."""
+    stem = english_stem()
+    kept = {stem(w.lower()) for w in _WORD.findall(rewrite)} | {w.lower() for w in _WORD.findall(rewrite)}
+    out = []
+    for word in _WORD.findall(question):
+        lowered = word.lower()
+        if (len(lowered) > 2 and lowered not in STOPWORDS and lowered not in _ASKING_WORDS
+                and not _REFERS_BACK.fullmatch(lowered) and lowered not in kept and stem(lowered) not in kept):
+            out.append(word)
+    return out
+
+
+def still_points_back(question: str, rewrite: str) -> bool:
+    """Whether the rewrite kept a word by which the follow-up pointed back ("And if I have way more than
+    that?" -> "If you have way more than that, how can I handle it?"): it does not stand alone yet."""
+    pointers = {word.lower() for word in _REFERS_BACK.findall(question)}
+    return any(word.lower() in pointers for word in _REFERS_BACK.findall(rewrite))
+
+
+@cache
+def english_stem() -> Callable[[str], str]:
+    """The Snowball English stemmer the keyword index uses ("heads" -> "head")."""
+    import Stemmer
+
+    return Stemmer.Stemmer("english").stemWord
 
 
 def yes_no(question: str) -> bool:

@@ -163,7 +163,7 @@ def test_declining_answers_with_the_message_and_never_calls_the_llm(retriever, r
 
 
 def test_a_follow_up_is_condensed_with_the_history_before_retrieval():
-    llm = FakeLLM(condensed="How do I exclude files from ingest?")
+    llm = FakeLLM(condensed="How do I leave some files out of an ingest?")
     retriever = FakeRetriever(DOCS)
     history = [{"role": "user", "content": "How do I ingest a folder?"},
                {"role": "assistant", "content": "Run rag-bot ingest DIR [1]."}]
@@ -171,9 +171,27 @@ def test_a_follow_up_is_condensed_with_the_history_before_retrieval():
     condense_prompt = llm.calls[0][1]
     assert "User: How do I ingest a folder?\nAssistant: Run rag-bot ingest DIR [1]." in condense_prompt
     assert "Last question: and how do I leave some files out?" in condense_prompt
-    assert retriever.queries == ["How do I exclude files from ingest?"]
-    assert result["question"] == "How do I exclude files from ingest?"
-    assert "<question>How do I exclude files from ingest?</question>" in llm.calls[1][1]
+    assert retriever.queries == ["How do I leave some files out of an ingest?"]
+    assert result["question"] == "How do I leave some files out of an ingest?"
+    assert "<question>How do I leave some files out of an ingest?</question>" in llm.calls[1][1]
+
+
+@pytest.mark.parametrize("follow_up, rewrite, searched", [
+    # the model lost what the follow-up asks about: the last question and the follow-up are searched together
+    ("What about telemetry?", "What does rag-bot send?", "Does rag-bot send my documents anywhere? What about telemetry?"),
+    ("and what about scanned ones?", "What file types can the cache read?",
+     "Does rag-bot send my documents anywhere? and what about scanned ones?"),
+    # or still points back as the follow-up did
+    ("And if I have way more than that?", "If you have way more than that, how can I handle it?",
+     "Does rag-bot send my documents anywhere? And if I have way more than that?"),
+    # a rewrite that keeps them (by stem: "files" and "file") stands
+    ("Can I delete those files?", "Can I delete the ingested file?", "Can I delete the ingested file?"),
+])
+def test_a_rewrite_that_loses_what_the_follow_up_asks_about_gives_way_to_both_questions(follow_up, rewrite, searched):
+    retriever = FakeRetriever(DOCS)
+    history = [("Does rag-bot send my documents anywhere?", "No [1].")]
+    result = chain_with(retriever, FakeLLM(condensed=rewrite)).invoke({"question": follow_up, "history": history})
+    assert retriever.queries == [searched] and result["question"] == searched and result["rewritten"] is True
 
 
 def test_an_unusable_rewrite_falls_back_to_the_question_and_pairs_are_accepted():
@@ -469,7 +487,8 @@ def test_the_judge_is_not_asked_yes_no_questions_and_a_rule_that_fired_raises_it
     ("How do I turn it off?", True), ("What about files that are too large?", True), ("Can I delete it?", True),
     ("Why?", True), ("How much memory?", True), ("And for PDFs?", True),
     ("What does the reranker do?", False), ("Is there a limit on file size?", False), ("What is MMR?", False),
-    ("Which file formats can be ingested?", False), ("How do I add my own documents?", False)])
+    ("Which file formats can be ingested?", False), ("How do I add my own documents?", False),
+    ("What exit code do I get then?", True), ("What do I write there?", True)])
 def test_only_a_question_that_depends_on_the_conversation_is_rewritten(question, depends):
     from rag_bot.questions import depends_on_history
 

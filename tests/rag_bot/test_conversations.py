@@ -150,3 +150,21 @@ def test_a_follow_up_is_asked_with_the_first_reply_and_scored_on_its_phrases(tmp
     path.write_text("only one field\n")
     with pytest.raises(UsageError, match="--followups: line 1: expected three tab-separated fields"):
         read_followups(path)
+
+
+@pytest.mark.parametrize("name", ["docs_followups.txt", "docs_followups_2.txt"])
+def test_every_follow_up_set_asks_what_the_example_documents_answer(name):
+    """Each follow-up's phrases: at least one is in examples/docs, so a miss is the bot's, not the set's."""
+    import re
+    from pathlib import Path
+
+    from ingest.loaders import load
+    from rag_bot.eval.followups import read_followups
+
+    docs = Path(__file__).resolve().parents[2] / "examples" / "docs"
+    text = re.sub(r"\s+", " ", " ".join(section.text for path in sorted(docs.iterdir()) for section in load(path))).lower()
+    items = read_followups(Path(__file__).resolve().parents[2] / "rag_bot" / "eval" / "data" / name)
+    assert len(items) >= 20
+    missing = [(item.question, item.expected) for item in items
+               if not any(phrase.lower() in text for phrase in item.expected)]
+    assert missing == []
