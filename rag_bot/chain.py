@@ -45,7 +45,7 @@ from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
-from .questions import depends_on_history, still_points_back, words_left_out, yes_no
+from .questions import depends_on_history, points_back, still_points_back, words_left_out, yes_no
 
 if TYPE_CHECKING:
     from .protocols import AnswerJudgeModel, KeywordIndex
@@ -427,9 +427,12 @@ class RagChain(Runnable):
     def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
         """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing
         usable. A rewrite that lost a word the follow-up asks about ("What about telemetry?" -> "What does
-        rag-bot send?") or still points back ("... more than that ...") gives way to the last question and
+        rag-bot send?") or still points back ("... more than that ..."), and a follow-up that says it leans
+        on the last question but came back unchanged ("And --rebuild?"), give way to the last question and
         the follow-up together, which keep every word."""
         rewritten = self._rewrite(question, history, config)
+        if rewritten == question and points_back(question):  # "And --rebuild?" back unchanged
+            return _joined(history[-1][0], question)
         if rewritten != question and (words_left_out(question, rewritten) or still_points_back(question, rewritten)):
             return _joined(history[-1][0], question)
         return rewritten

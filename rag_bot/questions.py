@@ -115,6 +115,12 @@ def words_left_out(question: str, rewrite: str) -> list[str]:
     return out
 
 
+def points_back(question: str) -> bool:
+    """Whether a question says outright that it leans on the last one: "it", "that", "And ...?", "What
+    if ...?", "... then?" (a question that is merely short may stand alone: "What is MMR?")."""
+    return bool(_REFERS_BACK.search(question) or _CONTINUES.match(question) or _AFTER_THAT.search(question))
+
+
 def still_points_back(question: str, rewrite: str) -> bool:
     """Whether the rewrite kept a word by which the follow-up pointed back ("And if I have way more than
     that?" -> "If you have way more than that, how can I handle it?"): it does not stand alone yet."""

@@ -184,6 +184,10 @@ def test_a_follow_up_is_condensed_with_the_history_before_retrieval():
     # or still points back as the follow-up did
     ("And if I have way more than that?", "If you have way more than that, how can I handle it?",
      "Does rag-bot send my documents anywhere? And if I have way more than that?"),
+    # a follow-up that says it leans on the last question, back unchanged
+    ("And --rebuild?", "And --rebuild?", "Does rag-bot send my documents anywhere? And --rebuild?"),
+    ("What exit code do I get then?", "What exit code do I get then?",
+     "Does rag-bot send my documents anywhere? What exit code do I get then?"),
     # a rewrite that keeps them (by stem: "files" and "file") stands
     ("Can I delete those files?", "Can I delete the ingested file?", "Can I delete the ingested file?"),
 ])
@@ -194,10 +198,10 @@ def test_a_rewrite_that_loses_what_the_follow_up_asks_about_gives_way_to_both_qu
     assert retriever.queries == [searched] and result["question"] == searched and result["rewritten"] is True
 
 
-def test_an_unusable_rewrite_falls_back_to_the_question_and_pairs_are_accepted():
+def test_an_unusable_rewrite_falls_back_to_both_questions_and_pairs_are_accepted():
     retriever = FakeRetriever(DOCS)
-    chain_with(retriever, FakeLLM(condensed="")).invoke({"question": "and PDFs?", "history": [("q1", "a1")]})
-    assert retriever.queries == ["and PDFs?"]
+    chain_with(retriever, FakeLLM(condensed="")).invoke({"question": "and PDFs?", "history": [("Which formats?", "a1")]})
+    assert retriever.queries == ["Which formats? and PDFs?"]
     retriever = FakeRetriever(DOCS)
     llm = FakeLLM(condensed="never used")
     chain_with(retriever, llm, condense=False).invoke({"question": "and PDFs?", "history": [("q1", "a1")]})
