@@ -45,7 +45,7 @@ from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
 from .prompts import Prompts, load_prompts, prompts_dir
-from .questions import depends_on_history, points_back, still_points_back, words_left_out, yes_no
+from .questions import depends_on_history, points_back, still_points_back, words_left_out, words_made_up, yes_no
 
 if TYPE_CHECKING:
     from .protocols import AnswerJudgeModel, KeywordIndex
@@ -427,15 +427,19 @@ class RagChain(Runnable):
     def condense(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None = None) -> str:
         """The follow-up rewritten as a standalone question; the question itself if the LLM gives nothing
         usable. A rewrite that lost a word the follow-up asks about ("What about telemetry?" -> "What does
-        rag-bot send?") or still points back ("... more than that ..."), and a follow-up that says it leans
+        rag-bot send?"), still points back ("... more than that ...") or brings in a word nobody said
+        ("Does the cache keep the page numbers?" after a talk about PDFs), and a follow-up that says it leans
         on the last question but came back unchanged ("And --rebuild?"), give way to the last question and
         the follow-up together, which keep every word."""
         rewritten = self._rewrite(question, history, config)
-        if rewritten == question and points_back(question):  # "And --rebuild?" back unchanged
+        unchanged = _plain(rewritten) == _plain(question)
+        if unchanged and points_back(question):  # "And --rebuild?" back unchanged
             return _joined(history[-1][0], question)
-        if rewritten != question and (words_left_out(question, rewritten) or still_points_back(question, rewritten)):
+        conversation = " ".join(f"{asked} {answered}" for asked, answered in history[-self.chat.history_turns:])
+        if not unchanged and (words_left_out(question, rewritten) or still_points_back(question, rewritten)
+                              or words_made_up(rewritten, f"{conversation} {question}")):
             return _joined(history[-1][0], question)
-        return rewritten
+        return question if unchanged else rewritten
 
     def _rewrite(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None) -> str:
         """The model's standalone form of the follow-up (`condense.txt`), or the question itself."""
@@ -674,6 +678,11 @@ def message_text(content: Any) -> str:
     if isinstance(content, list):  # Gradio message content may be a list of parts
         return " ".join(message_text(part.get("text", "") if isinstance(part, dict) else part) for part in content)
     return str(content or "")
+
+
+def _plain(text: str) -> str:
+    """A question without case, spacing and punctuation, to tell a rewrite that changed nothing."""
+    return " ".join(re.findall(r"\w+", text.lower()))
 
 
 def _joined(last: str, question: str) -> str:

@@ -123,9 +123,23 @@ def points_back(question: str) -> bool:
 
 def still_points_back(question: str, rewrite: str) -> bool:
     """Whether the rewrite kept a word by which the follow-up pointed back ("And if I have way more than
-    that?" -> "If you have way more than that, how can I handle it?"): it does not stand alone yet."""
-    pointers = {word.lower() for word in _REFERS_BACK.findall(question)}
-    return any(word.lower() in pointers for word in _REFERS_BACK.findall(rewrite))
+    that?" -> "If you have way more than that, how can I handle it?"; "... stop then?"): it does not
+    stand alone yet."""
+    def pointers(text: str) -> set[str]:
+        return {word.lower() for word in _REFERS_BACK.findall(text) + _AFTER_THAT.findall(text)}
+
+    return bool(pointers(question) & pointers(rewrite))
+
+
+def words_made_up(rewrite: str, conversation: str) -> list[str]:
+    """The content words of a rewrite that neither the follow-up nor the conversation before it used
+    ("cache" in "Does the cache keep the page numbers?" after a talk about PDFs): the model took them
+    from elsewhere, such as its prompt's examples."""
+    stem = english_stem()
+    said = {stem(w.lower()) for w in _WORD.findall(conversation)} | {w.lower() for w in _WORD.findall(conversation)}
+    return [word for word in _WORD.findall(rewrite)
+            if len(word) > 2 and word.lower() not in STOPWORDS and word.lower() not in _ASKING_WORDS
+            and word.lower() not in said and stem(word.lower()) not in said]
 
 
 @cache

@@ -188,8 +188,15 @@ def test_a_follow_up_is_condensed_with_the_history_before_retrieval():
     ("And --rebuild?", "And --rebuild?", "Does rag-bot send my documents anywhere? And --rebuild?"),
     ("What exit code do I get then?", "What exit code do I get then?",
      "Does rag-bot send my documents anywhere? What exit code do I get then?"),
+    ("Does the whole job stop then?", "Does the whole job stop then?",
+     "Does rag-bot send my documents anywhere? Does the whole job stop then?"),
+    ("does it keep the page numbers?", "Does the whole job stop then", "Does rag-bot send my documents anywhere? "
+     "does it keep the page numbers?"),
+    # or brings in a word nobody said (from the prompt's examples)
+    ("does it keep the page numbers?", "Does the cache keep the page numbers?",
+     "Does rag-bot send my documents anywhere? does it keep the page numbers?"),
     # a rewrite that keeps them (by stem: "files" and "file") stands
-    ("Can I delete those files?", "Can I delete the ingested file?", "Can I delete the ingested file?"),
+    ("Can I delete those files?", "Can I delete the documents' files?", "Can I delete the documents' files?"),
 ])
 def test_a_rewrite_that_loses_what_the_follow_up_asks_about_gives_way_to_both_questions(follow_up, rewrite, searched):
     retriever = FakeRetriever(DOCS)
