@@ -433,13 +433,13 @@ class RagChain(Runnable):
         the follow-up together, which keep every word."""
         rewritten = self._rewrite(question, history, config)
         unchanged = _plain(rewritten) == _plain(question)
-        if unchanged and points_back(question):  # "And --rebuild?" back unchanged
-            return _joined(history[-1][0], question)
+        if unchanged:  # "And --rebuild?" back as it was
+            return _joined(history[-1][0], question) if points_back(question) else question
         conversation = " ".join(f"{asked} {answered}" for asked, answered in history[-self.chat.history_turns:])
-        if not unchanged and (words_left_out(question, rewritten) or still_points_back(question, rewritten)
-                              or words_made_up(rewritten, f"{conversation} {question}")):
+        if (words_left_out(question, rewritten) or still_points_back(question, rewritten)
+                or words_made_up(rewritten, f"{conversation} {question}")):
             return _joined(history[-1][0], question)
-        return question if unchanged else rewritten
+        return rewritten
 
     def _rewrite(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None) -> str:
         """The model's standalone form of the follow-up (`condense.txt`), or the question itself."""

@@ -96,23 +96,14 @@ def depends_on_history(question: str) -> bool:
     Only such a question is rewritten by the model; the rest skip the call."""
     words = re.findall(r"[\w'-]+", question)
     names = any(word[:1].isupper() or re.search(r"\w[._]\w|\d", word) for word in words[1:])
-    return (len(words) < _STANDS_ALONE_WORDS and not names or bool(_REFERS_BACK.search(question))
-            or bool(_CONTINUES.match(question)) or bool(_AFTER_THAT.search(question)))
+    return len(words) < _STANDS_ALONE_WORDS and not names or points_back(question)
 
 
 def words_left_out(question: str, rewrite: str) -> list[str]:
     """The words a follow-up asks about that its rewrite lost ("telemetry" when "What about telemetry?"
     came back as "What does rag-bot send?"): content words, matched by stem, leaving aside the words that
     point back ("it", "that") and the ones it asks with ("get", "need")."""
-    stem = english_stem()
-    kept = {stem(w.lower()) for w in _WORD.findall(rewrite)} | {w.lower() for w in _WORD.findall(rewrite)}
-    out = []
-    for word in _WORD.findall(question):
-        lowered = word.lower()
-        if (len(lowered) > 2 and lowered not in STOPWORDS and lowered not in _ASKING_WORDS
-                and not _REFERS_BACK.fullmatch(lowered) and lowered not in kept and stem(lowered) not in kept):
-            out.append(word)
-    return out
+    return _words_not_in(question, rewrite)
 
 
 def points_back(question: str) -> bool:
@@ -135,11 +126,16 @@ def words_made_up(rewrite: str, conversation: str) -> list[str]:
     """The content words of a rewrite that neither the follow-up nor the conversation before it used
     ("cache" in "Does the cache keep the page numbers?" after a talk about PDFs): the model took them
     from elsewhere, such as its prompt's examples."""
+    return _words_not_in(rewrite, conversation)
+
+
+def _words_not_in(text: str, other: str) -> list[str]:
+    """The content words of `text` (not pointing back, not asking words) that `other` lacks, by stem."""
     stem = english_stem()
-    said = {stem(w.lower()) for w in _WORD.findall(conversation)} | {w.lower() for w in _WORD.findall(conversation)}
-    return [word for word in _WORD.findall(rewrite)
+    said = {form for w in _WORD.findall(other) for form in (w.lower(), stem(w.lower()))}
+    return [word for word in _WORD.findall(text)
             if len(word) > 2 and word.lower() not in STOPWORDS and word.lower() not in _ASKING_WORDS
-            and word.lower() not in said and stem(word.lower()) not in said]
+            and not _REFERS_BACK.fullmatch(word) and word.lower() not in said and stem(word.lower()) not in said]
 
 
 @cache
