@@ -183,11 +183,14 @@ class RagChain(Runnable):
         question, history = _read_input(input)
         start = time.perf_counter()
         asked = question
-        if history and self.chat.condense and self.chat.history_turns and depends_on_history(question):
+        leans = bool(history and self.chat.condense and self.chat.history_turns and depends_on_history(question))
+        if leans:
             question = self.condense(question, history, config)
             timings["condense"] = _ms(start)
-        yield Searched(question, question != asked)
         retrieval = self.retriever.search(question, k=self.passages)
+        if leans and retrieval.declined and not _told(retrieval):
+            question, retrieval = self._in_conversation(question, asked, history, retrieval)
+        yield Searched(question, question != asked)
         timings.update(retrieval.timings)
         second: tuple[str, list[Document], Evidence, float] | None = None
         if retrieval.declined and self._may_look_again(retrieval):
@@ -224,11 +227,22 @@ class RagChain(Runnable):
             return
         yield from self._generate(question, context, used, evidence, timings, start, config)
 
+    def _in_conversation(self, question: str, asked: str, history: list[tuple[str, str]], retrieval: Retrieval
+                         ) -> tuple[str, Retrieval]:
+        """A follow-up the gate declined as searched ("Why not just take the most similar passages?" after a question
+        about how the search picks its passages): the last question and the follow-up searched together, kept when
+        the gate lets them through, as the conversation is about the documents. The follow-up's own words are still
+        checked for an instruction to the assistant."""
+        both = _joined(self._last_asked(history), asked)
+        if both == question:
+            return question, retrieval
+        again = self.retriever.search(both, k=self.passages)
+        return (both, again) if not again.declined else (question, retrieval)
+
     def _may_look_again(self, retrieval: Retrieval) -> bool:
         """A question the gate declined on topic (not an instruction) gets the model's second opinion."""
-        check = retrieval.scope
-        return (self.chat.second_opinion and self.judge is not None and check is not None
-                and not check.instruction)
+        return (self.chat.second_opinion and self.judge is not None and retrieval.scope is not None
+                and not _told(retrieval))
 
     def second_opinion(self, question: str, retrieval: Retrieval
                        ) -> tuple[Retrieval, tuple[str, list[Document], Evidence, float] | None]:
@@ -434,12 +448,22 @@ class RagChain(Runnable):
         rewritten = self._rewrite(question, history, config)
         unchanged = _plain(rewritten) == _plain(question)
         if unchanged:  # "And --rebuild?" back as it was
-            return _joined(history[-1][0], question) if points_back(question) else question
+            return _joined(self._last_asked(history), question) if points_back(question) else question
         conversation = " ".join(f"{asked} {answered}" for asked, answered in history[-self.chat.history_turns:])
         if (words_left_out(question, rewritten) or still_points_back(question, rewritten)
                 or words_made_up(rewritten, f"{conversation} {question}")):
-            return _joined(history[-1][0], question)
+            return _joined(self._last_asked(history), question)
         return rewritten
+
+    def _last_asked(self, history: list[tuple[str, str]]) -> str:
+        """The last question as it was searched when it leaned on the one before ("Does rag-bot send my documents
+        anywhere? What about telemetry?" before "And crash reports?"): the last question, and the ones before it
+        for as long as each points back, within `chat.history_turns`."""
+        asked = [question for question, _ in history[-self.chat.history_turns:]]
+        kept = [asked.pop()]
+        while asked and points_back(kept[0]):
+            kept.insert(0, asked.pop())
+        return " ".join(_sentence(question) for question in kept)
 
     def _rewrite(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None) -> str:
         """The model's standalone form of the follow-up (`condense.txt`), or the question itself."""
@@ -580,6 +604,12 @@ def _mentioned(index: KeywordIndex, term: str) -> bool:
     return index.mentions(term) and index.mentions_word(term) is not False
 
 
+def _told(retrieval: Retrieval) -> bool:
+    """Did the gate take the message for an instruction to the assistant (not merely off the documents' topic)?"""
+    check = retrieval.scope
+    return check is not None and check.instruction
+
+
 def _searchable(used: list[Document]) -> list[str]:
     """The passages' text with their file name and heading, as the term checks read them."""
     return [f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used]
@@ -687,8 +717,13 @@ def _plain(text: str) -> str:
 
 def _joined(last: str, question: str) -> str:
     """The last question and the follow-up as one search: "Which formats can it read? And scanned ones?"."""
-    last = last.strip()
-    return f"{last}{'' if last[-1:] in '.?!' else '.'} {question.strip()}" if last else question
+    return f"{_sentence(last)} {question.strip()}" if last.strip() else question
+
+
+def _sentence(text: str) -> str:
+    """`text` ending as a sentence ends (a full stop added when it has no closing mark)."""
+    text = text.strip()
+    return text if not text or text[-1] in ".?!" else text + "."
 
 
 def _clip(text: str, limit: int) -> str:

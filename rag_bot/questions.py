@@ -82,6 +82,13 @@ _CONTINUES = re.compile(r"\s*(?:and|but|or|so|also|then|what about|how about|wha
                         r"which one|more|any other|anything else)\b", re.IGNORECASE)
 # "What exit code do I get then?", "What do I put there?" ("Is there ...?" stands alone)
 _AFTER_THAT = re.compile(r"\b(?:then|(?<!is )(?<!are )there)\b", re.IGNORECASE)
+# a fragment that carries on the last question from a preposition ("On what kind of data?", "For roughly how many
+# docs?"): what it is about was said before
+_FRAGMENT = re.compile(r"\s*(?:on|for|in|at|with|by|from|to|into|about|under|over|without|after|before)"
+                       r"(?:\s+\w+)?\s+(?:what|which|how|who|whom|when|where|whose)\b", re.IGNORECASE)
+# words whose reach the conversation sets ("Do I have to delete everything?"): the model is asked, but a question
+# it sends back unchanged stands as it is
+_VAGUE = re.compile(r"\b(?:everything|anything|nothing|all of them|both|either|neither)\b", re.IGNORECASE)
 _STANDS_ALONE_WORDS = 5
 # words a follow-up asks with rather than about: a rewrite may drop them ("do I get" -> "does it give")
 _ASKING_WORDS = frozenset("""
@@ -92,11 +99,13 @@ way ways thing things lot kind sort exactly actually really just still even else
 
 def depends_on_history(question: str) -> bool:
     """Whether a question may need the conversation to be understood: it points back ("it", "that",
-    "they"), continues the last question ("What about ...?", "And ...?"), or is too short to stand alone.
+    "they"), continues the last question ("What about ...?", "And ...?", "On what kind of data?"), is too short
+    to stand alone, or says "everything" or "both", whose reach the conversation sets.
     Only such a question is rewritten by the model; the rest skip the call."""
     words = re.findall(r"[\w'-]+", question)
     names = any(word[:1].isupper() or re.search(r"\w[._]\w|\d", word) for word in words[1:])
-    return len(words) < _STANDS_ALONE_WORDS and not names or points_back(question)
+    return (len(words) < _STANDS_ALONE_WORDS and not names or points_back(question)
+            or _VAGUE.search(question) is not None)
 
 
 def words_left_out(question: str, rewrite: str) -> list[str]:
@@ -108,8 +117,9 @@ def words_left_out(question: str, rewrite: str) -> list[str]:
 
 def points_back(question: str) -> bool:
     """Whether a question says outright that it leans on the last one: "it", "that", "And ...?", "What
-    if ...?", "... then?" (a question that is merely short may stand alone: "What is MMR?")."""
-    return bool(_REFERS_BACK.search(question) or _CONTINUES.match(question) or _AFTER_THAT.search(question))
+    if ...?", "For how many ...?", "... then?" (a question that is merely short may stand alone: "What is MMR?")."""
+    return bool(_REFERS_BACK.search(question) or _CONTINUES.match(question) or _FRAGMENT.match(question)
+                or _AFTER_THAT.search(question))
 
 
 def still_points_back(question: str, rewrite: str) -> bool:
