@@ -117,6 +117,15 @@ class Bm25Index:
         stems = self._stemmed_words()
         return all(forms & stems for forms in word_forms(term))
 
+    def holds_words(self, text: str) -> bool:
+        """Does every content word of `text` (our stop words left out: "how", "do", "my") occur in some
+        chunk? False for a text with no content word. The gate's lexical look (`RagRetriever.check_scopes`)."""
+        from .questions import STOPWORDS
+
+        stems = self._stemmed_words()
+        words = [forms for forms in word_forms(text) if not forms & STOPWORDS]
+        return bool(words) and all(forms & stems for forms in words)
+
     def mentions_word(self, term: str) -> bool | None:
         """Does any chunk hold every word of `term` as written (lower case, accents ignored; a plural
         "s" or "es" either side)? Stricter than `mentions` for a name: "Excel" is not "excellent", whose

@@ -250,7 +250,8 @@ class RagChain(Runnable):
                        ) -> tuple[Retrieval, tuple[str, list[Document], Evidence, float] | None]:
         """The gate declined: the model reads the passages the question would have got and lets it through
         when it finds the answer there with margin `chat.judge_level` + `SECOND_OPINION_BAR` ("How do I add my
-        own documents?" over passages about ingesting a folder). Returns the retrieval to go on with and, when
+        own documents?" over passages about ingesting a folder), or with the ordinary `chat.judge_level` when the
+        collection holds every content word of the question (the retriever's lexical look: "what's bm25 for"). Returns the retrieval to go on with and, when
         let through, (context, passages, margin) for the judge step; the margin is kept in the scope either way."""
         opened = self.retriever.search(question, k=self.passages, gate=False)
         if not opened.documents or self.judge is None:
@@ -262,7 +263,7 @@ class RagChain(Runnable):
         margin = self.judge.margin(question, judge_text(evidence.quotes, sources))
         if retrieval.scope is not None:
             retrieval.scope.second_opinion = margin
-        if margin < self.chat.judge_level + SECOND_OPINION_BAR:
+        if margin < self.chat.judge_level + (0.0 if _words_held(retrieval) else SECOND_OPINION_BAR):
             return retrieval, None
         return opened, (context, used, evidence, margin)
 
@@ -468,7 +469,8 @@ class RagChain(Runnable):
         return " ".join(_sentence(question) for question in kept)
 
     def _rewrite(self, question: str, history: list[tuple[str, str]], config: RunnableConfig | None) -> str:
-        """The model's standalone form of the follow-up (`condense.txt`), or the question itself."""
+        """The model's standalone form of the follow-up (`condense.txt`), or the question itself. Greedy
+        (temperature 0): a rewrite is not prose, and the same conversation should be searched the same way."""
         turns = history[-self.chat.history_turns:]
         lines = []
         for asked, answered in turns:
@@ -476,7 +478,7 @@ class RagChain(Runnable):
             if answered:
                 lines.append(f"Assistant: {_clip(answered, 400)}")
         user = self.prompts.format("condense", history="\n".join(lines), question=question)
-        text = "".join(self.llm.stream("", user, max_tokens=64, stop=["\n"], config=config))
+        text = "".join(self.llm.stream("", user, max_tokens=64, stop=["\n"], config=config, temperature=0.0))
         rewritten = text.strip().strip('"').strip()
         return rewritten if 3 <= len(rewritten) <= 400 else question
 
@@ -610,6 +612,12 @@ def _told(retrieval: Retrieval) -> bool:
     """Did the gate take the message for an instruction to the assistant (not merely off the documents' topic)?"""
     check = retrieval.scope
     return check is not None and check.instruction
+
+
+def _words_held(retrieval: Retrieval) -> bool:
+    """Does the collection hold every content word of the question the gate declined (`ScopeCheck.words_held`)?"""
+    check = retrieval.scope
+    return check is not None and bool(check.words_held)
 
 
 def _searchable(used: list[Document]) -> list[str]:

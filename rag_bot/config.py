@@ -206,7 +206,8 @@ class ChatConfig(_Section):
         "cut short. Reading is the slow part on a CPU (about 75 tokens/s for the default model on 2 cores)."))
     second_opinion: bool = Field(True, description=(
         "When the scope gate declines a question (not an instruction), the judge model reads the passages it "
-        "would have got and lets it through when it finds the answer there (margin judge_level + 1)."))
+        "would have got and lets it through when it finds the answer there (margin judge_level + 0.4, or "
+        "judge_level when the collection holds every content word of the question)."))
     verify: bool = Field(True, description=(
         "Verify a written answer before it stands: its numbers, names and code must be in the passages it "
         "cites, and the judge model must find it supported by them (chat.verify_level)."))

@@ -37,7 +37,9 @@ class ChatLLM:
         self.max_tokens = config.max_tokens
 
     def stream(self, system: str, user: str, *, max_tokens: int | None = None, stop: list[str] | None = None,
-               config: Any = None) -> Iterator[str]:
+               config: Any = None, temperature: float | None = None) -> Iterator[str]:
+        """The reply to `user` after `system`, piece by piece; `temperature` overrides `llm.temperature` for this
+        call (0: the most likely words, as the follow-up rewrite wants)."""
         raise NotImplementedError
 
     def count_tokens(self, text: str) -> int:
@@ -126,11 +128,11 @@ class LlamaCppLLM(ChatLLM):
         return len(self.model.client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def stream(self, system: str, user: str, *, max_tokens: int | None = None, stop: list[str] | None = None,
-               config: Any = None) -> Iterator[str]:
+               config: Any = None, temperature: float | None = None) -> Iterator[str]:
         prompt = self.render(system, user)
         with self._generate_lock:  # one generation at a time per model
             yield from self.model.stream(prompt, config=config, stop=stop or None,
-                                         max_tokens=max_tokens or self.max_tokens)
+                                         max_tokens=max_tokens or self.max_tokens, **_sampling(temperature))
 
 
 class OpenAILLM(ChatLLM):
@@ -153,20 +155,25 @@ class OpenAILLM(ChatLLM):
         return math.ceil(len(text) / 3)
 
     def stream(self, system: str, user: str, *, max_tokens: int | None = None, stop: list[str] | None = None,
-               config: Any = None) -> Iterator[str]:
+               config: Any = None, temperature: float | None = None) -> Iterator[str]:
         import openai
         from langchain_core.messages import HumanMessage, SystemMessage
 
         messages = ([SystemMessage(system)] if system else []) + [HumanMessage(user)]
         try:
             for chunk in self.model.stream(messages, config=config, stop=stop or None,
-                                           max_tokens=max_tokens or self.max_tokens):
+                                           max_tokens=max_tokens or self.max_tokens, **_sampling(temperature)):
                 text = _content_text(chunk.content)
                 if text:
                     yield text
         except openai.OpenAIError as exc:
             raise ModelError(f"llm.base_url: the server at {self.config.base_url} failed: "
                              f"{first_line(exc)}; is it running?") from exc
+
+
+def _sampling(temperature: float | None) -> dict[str, float]:
+    """The per-call sampling override, if any."""
+    return {} if temperature is None else {"temperature": temperature}
 
 
 def load_llm(config: Config) -> ChatLLM:

@@ -71,6 +71,11 @@ class ScopeCheck:
     sentence_level: float | None = None
     own_question: bool = False  # the user asks how they do something: the injection check does not veto it
     second_opinion: float | None = None  # the model's margin over the passages, asked after the gate declined
+    # a question the gate declined on topic: does the collection hold every content word of it (None: not
+    # looked, no keyword index or a collection whose words most off-topic messages use too), and the share of
+    # the bundled off-topic messages whose words it holds all of
+    words_held: bool | None = None
+    off_topic_held: float | None = None
 
     @property
     def rescued(self) -> bool:
@@ -101,6 +106,8 @@ class ScopeCheck:
             found["injection"] = injection
         if self.second_opinion is not None:
             found["second_opinion"] = round(self.second_opinion, 4)
+        if self.words_held is not None:
+            found["words"] = {"all_in_collection": self.words_held, "off_topic_share": self.off_topic_held}
         if self.sentence is not None and self.sentence_level is not None:
             found["sentence"] = {"similarity": round(self.sentence, 4), "level": round(self.sentence_level, 4),
                                  "rescued": self.rescued}

@@ -41,6 +41,9 @@ from .store import (META_LEASE, META_VERSION, check_encoder, check_model, get_co
 log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 1.0  # how often a long-lived retriever asks the store whether an ingest changed it
+# The lexical look counts only where at most this share of the bundled off-topic messages has every content word
+# in the collection (examples/docs: 4 of 168, 2.4%; BENCHMARKS.md, session 25).
+WORDS_TELL = 0.05
 
 
 class RagRetriever(BaseRetriever):
@@ -66,6 +69,7 @@ class RagRetriever(BaseRetriever):
     bm25: SkipValidation[KeywordIndex | None] = None
     _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
     _negative_vectors: Any = PrivateAttr(default=None)
+    _words_share: tuple[tuple[int, int], float] | None = PrivateAttr(default=None)
     _seen: tuple | None = PrivateAttr(default=None)  # (collection id, version stamp, filter file mtime)
     _checked_at: float = PrivateAttr(default=0.0)
 
@@ -147,7 +151,33 @@ class RagRetriever(BaseRetriever):
                                           [ids[i] for i in looked])
             for i, similarity in zip(looked, found):
                 checks[i].sentence, checks[i].sentence_level = similarity, level
+        if texts is not None:
+            self._look_at_words(checks, texts)
         return checks
+
+    def _look_at_words(self, checks: list[ScopeCheck], texts: list[str]) -> None:
+        """The lexical look at what the gate declined on topic: does the collection hold every content word of
+        the question ("how do I add my own files?" over documents about adding files)? Only where the
+        collection's words tell: at most `WORDS_TELL` of the bundled off-topic messages have all of theirs in it
+        (in a large collection nearly every word of any message is somewhere). The model's second opinion then
+        asks less (`chain.second_opinion`)."""
+        share = self._off_topic_held()
+        if share is None or share > WORDS_TELL or self.bm25 is None:
+            return
+        for check, text in zip(checks, texts):
+            if check.declined and not check.instruction:
+                check.words_held, check.off_topic_held = self.bm25.holds_words(text), share
+
+    def _off_topic_held(self) -> float | None:
+        """The share of the gate's off-topic messages whose content words the collection all holds (once per
+        keyword index and filter)."""
+        if self.bm25 is None or self.scope is None or not self.scope.negatives:
+            return None
+        key = (id(self.bm25), id(self.scope))
+        if self._words_share is None or self._words_share[0] != key:
+            held = sum(self.bm25.holds_words(text) for text in self.scope.negatives)
+            self._words_share = (key, held / len(self.scope.negatives))
+        return self._words_share[1]
 
     def warm_up(self) -> None:
         """Load now what the first search would load (the embedding model, the off-topic messages'

@@ -26,12 +26,14 @@ class FakeLLM:
         self.reply, self.condensed = reply, condensed
         self.n_ctx, self.max_tokens = n_ctx, max_tokens
         self.calls: list[tuple[str, str]] = []
+        self.temperatures: list[float | None] = []
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def stream(self, system, user, *, max_tokens=None, stop=None, config=None):
+    def stream(self, system, user, *, max_tokens=None, stop=None, config=None, temperature=None):
         self.calls.append((system, user))
+        self.temperatures.append(temperature)
         text = self.condensed if user.startswith("Rewrite") else self.reply
         for word in text.split(" "):
             yield word + " "
@@ -174,6 +176,7 @@ def test_a_follow_up_is_condensed_with_the_history_before_retrieval():
     assert retriever.queries == ["How do I leave some files out of an ingest?"]
     assert result["question"] == "How do I leave some files out of an ingest?"
     assert "<question>How do I leave some files out of an ingest?</question>" in llm.calls[1][1]
+    assert llm.temperatures == [0.0, None]  # the rewrite is greedy; the answer samples at llm.temperature
 
 
 @pytest.mark.parametrize("follow_up, rewrite, searched", [
@@ -599,6 +602,7 @@ def test_a_question_the_gate_declines_gets_the_models_second_opinion():
     asked = "How do I add my own documents?"
     for margin, answered in [(1.5, True), (1.3, False)]:  # judge_level 1.0 + SECOND_OPINION_BAR 0.4
         retriever = FakeRetriever(DOCS, declined=True)
+        assert retriever.check.words_held is None
         chain = chain_with(retriever, FakeLLM(), answer_mode="auto")
         chain.judge = FakeJudge(margin)
         result = chain.invoke(asked)
@@ -607,6 +611,16 @@ def test_a_question_the_gate_declines_gets_the_models_second_opinion():
         assert result["judge"] == (margin if answered else None) and len(chain.judge.asked) == (2 if answered else 1)
         if not answered:
             assert result["scope"]["second_opinion"] == margin
+    # when the collection holds every content word of the question, the ordinary judge_level is enough
+    for margin, answered in [(1.1, True), (0.9, False)]:
+        retriever = FakeRetriever(DOCS, declined=True)
+        retriever.check = replace(retriever.check, words_held=True, off_topic_held=0.02)
+        chain = chain_with(retriever, FakeLLM(), answer_mode="auto")
+        chain.judge = FakeJudge(margin)
+        result = chain.invoke("what's bm25 for")
+        assert result["declined"] is not answered, margin
+        if not answered:
+            assert result["scope"]["words"] == {"all_in_collection": True, "off_topic_share": 0.02}
     # an instruction to the assistant never gets one; nor does anything without a judge
     retriever = FakeRetriever(DOCS, declined=True)
     retriever.check = replace(retriever.check, injection=0.9, injection_threshold=0.5)

@@ -145,6 +145,17 @@ def test_a_model_loading_in_the_background_leaves_the_process_output_alone(gguf_
     assert done.stdout.splitlines()[:-1] == [f"out {i}" for i in range(lines)]
 
 
+def test_a_call_may_ask_for_the_most_likely_words_whatever_the_configured_temperature(gguf_path):
+    """The follow-up rewrite asks for temperature 0: the same prompt then gives the same words, even from a
+    model configured to sample wildly."""
+    llm = LlamaCppLLM(LLMConfig(model_path=str(gguf_path), n_ctx=512, max_tokens=64, temperature=2.0), ".")
+    prompt = "The three primary colours are"
+    greedy = ["".join(llm.stream("", prompt, max_tokens=24, temperature=0.0)) for _ in range(2)]
+    assert greedy[0].strip() and greedy[0] == greedy[1]
+    sampled = {"".join(llm.stream("", prompt, max_tokens=24)) for _ in range(3)}
+    assert len(sampled) > 1  # the configured 2.0 still holds for a call that does not override it
+
+
 @pytest.mark.slow
 def test_a_gguf_chat_template_gets_the_models_own_bos_and_eos_texts(gguf_path):
     from llama_cpp import Llama
