@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 FOLLOW_SECONDS = 1.0  # how often a long-lived retriever asks the store whether an ingest changed it
 # The lexical look counts only where at most this share of the bundled off-topic messages has every content word
-# in the collection (examples/docs: 4 of 168, 2.4%; BENCHMARKS.md, session 25).
+# in the collection (examples/docs: 6 of 168, 3.6%; BENCHMARKS.md, session 25).
 WORDS_TELL = 0.05
 
 
