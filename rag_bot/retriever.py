@@ -69,7 +69,7 @@ class RagRetriever(BaseRetriever):
     bm25: SkipValidation[KeywordIndex | None] = None
     _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
     _negative_vectors: Any = PrivateAttr(default=None)
-    _words_share: tuple[tuple[int, int], float] | None = PrivateAttr(default=None)
+    _words_share: tuple[Any, Any, float] | None = PrivateAttr(default=None)
     _seen: tuple | None = PrivateAttr(default=None)  # (collection id, version stamp, filter file mtime)
     _checked_at: float = PrivateAttr(default=0.0)
 
@@ -162,7 +162,7 @@ class RagRetriever(BaseRetriever):
         (in a large collection nearly every word of any message is somewhere). The model's second opinion then
         asks less (`chain.second_opinion`)."""
         share = self._off_topic_held()
-        if share is None or share > WORDS_TELL or self.bm25 is None:
+        if share is None or share > WORDS_TELL or self.bm25 is None:  # (bm25 checked again for the type checker)
             return
         for check, text in zip(checks, texts):
             if check.declined and not check.instruction:
@@ -173,11 +173,11 @@ class RagRetriever(BaseRetriever):
         keyword index and filter)."""
         if self.bm25 is None or self.scope is None or not self.scope.negatives:
             return None
-        key = (id(self.bm25), id(self.scope))
-        if self._words_share is None or self._words_share[0] != key:
+        cached = self._words_share  # for the index and filter it was counted with (not their ids, which are reused)
+        if cached is None or cached[0] is not self.bm25 or cached[1] is not self.scope:
             held = sum(self.bm25.holds_words(text) for text in self.scope.negatives)
-            self._words_share = (key, held / len(self.scope.negatives))
-        return self._words_share[1]
+            cached = self._words_share = (self.bm25, self.scope, held / len(self.scope.negatives))
+        return cached[2]
 
     def warm_up(self) -> None:
         """Load now what the first search would load (the embedding model, the off-topic messages'
