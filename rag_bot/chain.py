@@ -37,8 +37,9 @@ from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
 from .events import (Abstained, Cited, Declined, Event, Finished, Found, Judged, Replaced, Reply, Searched, Text,
                      Verified)
+from .citing import SAYS_NOT_COVERED, with_citations
 from .contrasts import contrast
-from .evidence import (Evidence, EvidenceFinder, Quote, facts_missing, named_terms, numbers_missing, numbers_out_of_place,
+from .evidence import (Evidence, EvidenceFinder, Quote, facts_missing, named_terms, numbers_missing, numbers_out_of_place, without_list_numbers,
                        split_sentences)
 from .injections import defuse_passages
 from .judge import judged
@@ -69,9 +70,6 @@ RULE_BAR = 2.0
 # examples/docs, 55 Banking77 messages the gate declined got margins up to 1.37, and nine questions in users' words
 # it declined ("what's bm25 for", "how do i check it's working") -0.02 to 1.91 (BENCHMARKS.md, session 24)
 SECOND_OPINION_BAR = 0.4
-# a written answer in which the model itself says the passages do not answer
-_SAYS_NOT_COVERED = re.compile(r"\b(?:documents|passages|texts?)\s+(?:do not|don't|does not|doesn't)\s+"
-                               r"(?:say|mention|answer|contain|cover|state|specify)", re.IGNORECASE)
 
 
 @dataclass
@@ -387,9 +385,9 @@ class RagChain(Runnable):
         system, user = (turn["content"] for turn in self._reading("answer", question, context))
         self.last_prompt = (system, user)
         first, pieces = True, []
-        for piece in self.llm.stream(system, user, stop=self.stop, config=config):
-            if not piece:
-                continue
+        # "The passage [1] states that X." streams as "X [1].", and a sentence citing nothing gets its passage
+        for piece in with_citations(self.llm.stream(system, user, stop=self.stop, config=config),
+                           [doc.page_content for doc in used]):
             if first:
                 timings["first_token"], first = _ms(start), False
             pieces.append(piece)
@@ -397,7 +395,7 @@ class RagChain(Runnable):
         answer = "".join(pieces).strip()
         if not answer:  # a small model may stop at once: say so rather than show nothing
             yield Text(self.prompts.format("no_answer", question=question))
-        if _SAYS_NOT_COVERED.search(answer) and not _CITED.search(answer):  # the model itself found no answer
+        if SAYS_NOT_COVERED.search(answer) and not _CITED.search(answer):  # the model itself found no answer
             yield Abstained(NOT_COVERED)
             yield Replaced(self.prompts.format("not_covered", question=question, why=""))
             yield Cited(evidence.quotes, evidence.strength)
@@ -424,7 +422,7 @@ class RagChain(Runnable):
         cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
         texts = _searchable([used[n - 1] for n in cited] if cited else used)
         # names the question itself uses ("the base Transformer") are the question's, not the answer's claims
-        written = _CITED.sub("", answer)
+        written = without_list_numbers(_CITED.sub("", answer))
         missing = [fact for fact in facts_missing(written, texts)
                    if fact.lower() not in question.lower() or fact.replace(",", "").isdigit()]
         missing += [f"{number} (the passages state it of something else)" for number in numbers_out_of_place(written, texts)

@@ -273,6 +273,13 @@ def _stop_tokens() -> frozenset[str]:
     return frozenset().union(*keyword_tokens(sorted(STOPWORDS)))
 
 
+def content_tokens(text: str) -> set[str]:
+    """The words of `text` as the keyword index reads them (stemmed), our stop words left out."""
+    from .bm25 import keyword_tokens
+
+    return keyword_tokens([text])[0] - _stop_tokens()
+
+
 def word_overlap(question: str, sentences: Sequence[str], idf: Callable[[str], float] | None = None) -> list[float]:
     """For each sentence, the share of the question's words (stemmed as the keyword index reads them, stop
     words left out) that it holds, each word weighted by `idf` (1 when None): holding the question's
@@ -334,10 +341,11 @@ def _content_words(text: str) -> list[str]:
 
 
 def _facts(text: str) -> list[str]:
-    """Numbers and names (capitalised words that do not start a sentence) stated in `text`."""
+    """Numbers and names (capitalised words that do not start a sentence, a line or what follows a colon)
+    stated in `text`."""
     facts = _NUMBER.findall(text)
-    for sentence in split_sentences(text):
-        words = sentence.split()
+    for part in (part for sentence in split_sentences(text) for part in re.split(r"[:\n]", sentence)):
+        words = part.split()
         facts += [w.strip(".,;:!?\"'()") for w in words[1:] if w[:1].isupper() and w.strip(".,;:!?\"'()").isalpha()
                   and w.strip(".,;:!?\"'()").lower() not in STOPWORDS]
     return facts
@@ -363,6 +371,16 @@ def facts_missing(answer: str, texts: Sequence[str]) -> list[str]:
         if token and token.lower() not in source and token not in missing:
             missing.append(token)
     return missing
+
+
+# the number of a step in a list ("1. Install ... 2. Run ..."), at a line's start or after a colon or a sentence's end
+_LIST_NUMBER = re.compile(r"(^|\n|[:.!?])([ \t]*)\d{1,2}[.)](?=\s)")
+
+
+def without_list_numbers(text: str) -> str:
+    """A written answer without the numbers of its list's steps, which are no facts to find in a passage
+    ("To run it: 1. Install Python. 2. Run make run."); "exit status 2." keeps its 2."""
+    return _LIST_NUMBER.sub(r"\1\2", text)
 
 
 _WORD_OR_NUMBER = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z'-]*")

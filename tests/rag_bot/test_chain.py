@@ -578,6 +578,13 @@ def test_a_written_answer_must_hold_only_numbers_names_and_code_of_the_passages_
                        answer_mode="auto")
     chain.judge = judge
     assert chain.invoke(question)["grounded"] is True
+    # the numbers of a list's steps are not facts to find; a number after a word still is
+    for reply, missing in [("To keep more: 1. Raise `reranker.top_n` [1].\n2. Keep four in mind [1].", []),
+                           ("It keeps four passages: 1. the best [1]. 2. the next [1].", []),
+                           ("It keeps four passages, 3. Raise it [1].", ["3"])]:
+        chain = chain_with(FakeRetriever(docs), FakeLLM(reply=reply), answer_mode="auto")
+        chain.judge = judge
+        assert chain.invoke(question)["verification"]["missing"] == missing, reply
 
 
 def test_the_model_verifies_the_answer_with_the_passages_and_a_no_replaces_it():

@@ -1,0 +1,58 @@
+"""The writer's stream tidied into an answer with its evidence (`rag_bot.citing`): no model needed."""
+
+import re
+
+import pytest
+
+from rag_bot.citing import with_citations
+from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever, chain_with
+
+PASSAGES = ["rag-bot reads Markdown, PDF and Word files. No GPU is needed.",
+            "Set reranker.enabled: false in config.yaml to turn the reranker off."]
+
+
+def tidied(text: str, size: int) -> str:
+    return "".join(with_citations([text[i:i + size] for i in range(0, len(text), size)], PASSAGES))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 13, 1000])
+def test_an_opener_about_the_passages_is_dropped_and_its_reference_moved_to_the_end_of_its_sentence(size):
+    """However the model's pieces are cut, "The passage [1] states that X." reads "X [1]."."""
+    assert tidied("The passage [1] states that it reads Markdown, PDF and Word files.", size) == \
+        "It reads Markdown, PDF and Word files [1]."
+    assert tidied("According to passage [2], you set reranker.enabled: false. It is quick.", size) == \
+        "You set reranker.enabled: false [2]. It is quick."
+    assert tidied("The passage [1] states that it reads PDF. The passage [2] confirms this by stating that "
+                  "config.yaml holds the setting.", size) == "It reads PDF [1]. Config.yaml holds the setting [2]."
+    assert tidied('The passage [1] states that "No GPU is needed." Nothing more.', size) == \
+        '"No GPU is needed." [1] Nothing more.'
+
+
+@pytest.mark.parametrize("size", [1, 4, 1000])
+def test_a_sentence_that_cites_nothing_gets_the_passage_holding_most_of_its_words(size):
+    assert tidied("To turn the reranker off, set `reranker.enabled: false` in `config.yaml`. It also reads PDF "
+                  "and Word files.", size) == ("To turn the reranker off, set `reranker.enabled: false` in "
+                                               "`config.yaml` [2]. It also reads PDF and Word files [1].")
+    # a sentence no passage holds, one that already cites, and the model saying the documents don't answer
+    assert tidied("The weather is fine today. It reads PDF [2].", size) == "The weather is fine today. It reads PDF [2]."
+    assert tidied("The documents don't say how to add Word files.", size) == \
+        "The documents don't say how to add Word files."
+    # each step of a list on its own; nothing inside a code block
+    assert tidied("Steps:\n1. Set reranker.enabled: false\n2. Save config.yaml", size) == \
+        "Steps:\n1. Set reranker.enabled: false [2]\n2. Save config.yaml [2]"
+    assert tidied("Run:\n```\nset reranker.enabled: false in config.yaml\n```\nThat turns the reranker off.", size) == \
+        "Run:\n```\nset reranker.enabled: false in config.yaml\n```\nThat turns the reranker off [2]."
+
+
+@pytest.mark.parametrize("size", [1, 3, 1000])
+def test_sentences_that_only_begin_like_an_opener_are_kept(size):
+    for text in ("The passages are cut at headings.", "The passage [2] is about Word files.", "The reranker is off.",
+                 "These settings e.g. the reranker are kept at 0.5 of the default.", "Yes.", ""):
+        assert re.sub(r" \[\d\](?=\.$)", "", tidied(text, size)) == text  # a reference may be added at the end
+
+
+def test_the_chain_streams_the_answer_without_the_opener_and_quotes_the_passage_it_moved():
+    llm = FakeLLM("The passage [2] states that chunks are about two hundred tokens long.")
+    result = chain_with(FakeRetriever(DOCS), llm).invoke("How long are chunks?")
+    assert result["answer"] == "Chunks are about two hundred tokens long [2]."
+    assert [quote.n for quote in result["evidence"]] == [2]
