@@ -81,6 +81,12 @@ def summarize(records: list[AnswerRecord], modes: tuple[str, ...] = MODES, level
             },
             "unanswerable": {"abstained": _share(unanswerable, lambda r: r.abstained(mode))},
         }
+    if "auto" in modes and any(r.answer for r in answerable):
+        wrong = [r for r in answerable if written_without_gold(r)]
+        figures["auto"]["answerable"]["wrong_shown"] = round(len(wrong) / len(answerable), 4)
+        # to read: a paraphrase of the gold answer ("five seconds" for "5 s") is not a wrong answer
+        figures["auto"]["wrong_shown_examples"] = [
+            {"question": r.question.question, "gold": r.question.answers[:3], "answer": r.answer[:300]} for r in wrong]
     figures["answerable"] = {
         "article_cited_first": _share(answerable, lambda r: bool(r.cited) and r.cited[0] == r.question.article),
         "refused_by_gate": _share(answerable, lambda r: r.reason == "out_of_scope"),
@@ -95,6 +101,12 @@ def summarize(records: list[AnswerRecord], modes: tuple[str, ...] = MODES, level
     figures["latency_s"] = {"p50": round(statistics.median(seconds), 3) if seconds else None,
                             "p95": round(seconds[min(len(seconds) - 1, int(0.95 * len(seconds)))], 3) if seconds else None}
     return figures
+
+
+def written_without_gold(record: AnswerRecord) -> bool:
+    """A written answer shown as the answer in `auto` mode (verified) that does not hold the gold answer."""
+    return (record.reason is None and bool(record.answer) and record.grounded is not False
+            and not contains_answer(record.answer, record.question.answers))
 
 
 JUDGE_LEVELS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0)
@@ -146,6 +158,9 @@ def format_answers(figures: dict[str, Any]) -> str:
         a, u = figures[mode]["answerable"], figures[mode]["unanswerable"]
         lines.append(f"{mode:<10}{a['gold_in_reply']:>15.1%}{a['gold_in_reply_or_quotes']:>10.1%}{a['exact_match']:>8.3f}"
                      f"{a['f1']:>8.3f}{a['abstained']:>15.1%}{u['abstained']:>17.1%}")
+    if "wrong_shown" in figures.get("auto", {}).get("answerable", {}):
+        lines.append(f"auto: written answers shown without the gold answer {figures['auto']['answerable']['wrong_shown']:.1%} "
+                     "of answerable questions (read them: some are paraphrases)")
     suggestion = figures.get("min_evidence") or {}
     if suggestion:
         lines.append(f"chat.min_evidence that abstains on <=10% of answerable questions: {suggestion['level']:.3f} "

@@ -120,6 +120,11 @@ def test_one_run_gives_the_figures_of_every_answer_mode():
     assert figures["generate"]["answerable"]["gold_in_reply_or_quotes"] == pytest.approx(2 / 3, abs=1e-4)
     assert figures["generate"]["unanswerable"]["abstained"] == 0.5 and figures["auto"]["unanswerable"]["abstained"] == 1.0
     assert figures["answerable"]["not_covered"] == pytest.approx(1 / 3, abs=1e-4)
+    # a wrong written answer that was caught is not shown; one that passed verification is, and is counted
+    assert figures["auto"]["answerable"]["wrong_shown"] == 0.0
+    passed = summarize(records + [record(True, "In Italy [1].", ["They lived in France."])])
+    assert passed["auto"]["answerable"]["wrong_shown"] == 0.25
+    assert passed["auto"]["wrong_shown_examples"] == [{"question": "Where?", "gold": ("France",), "answer": "In Italy [1]."}]
     level = suggest_min_evidence([record(True, "", [], strength=s / 10) for s in range(10)] +
                                  [record(False, "", [], strength=0.05)])
     assert level == {"level": 0.1, "answerable_abstained": 0.1, "unanswerable_abstained": 1.0}
