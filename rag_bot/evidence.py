@@ -384,17 +384,18 @@ def without_list_numbers(text: str) -> str:
 
 
 _WORD_OR_NUMBER = re.compile(r"\d+(?:[.,]\d+)*|[A-Za-z][A-Za-z'-]*")
-NUMBER_WINDOW = 4  # words either side of a number in a written answer that say what it counts
-PASSAGE_WINDOW = 6  # words either side of the same number in a passage
+NUMBER_WINDOW = 4  # content words either side of a number in a written answer that say what it counts
+PASSAGE_WINDOW = 6  # content words either side of the same number in a passage
 
 
 def numbers_out_of_place(answer: str, texts: Sequence[str]) -> list[str]:
     """The numbers of a written answer that the passages state only beside other words: "uses 4 parallel
     attention heads" over a passage whose 4 is "a beam size of 4" (its heads are "h = 8 parallel attention
-    layers"). A number with no content word near it in the answer, or that no passage states, is left to
-    the other checks."""
-    words = _WORD_OR_NUMBER.findall(answer)
-    passages = [_WORD_OR_NUMBER.findall(text) for text in texts]
+    layers"). Windows count content words, so that "The exit code for this situation is 2" still reaches
+    "exit" for a passage's "exit status 2". A number with no content word near it in the answer, or that no
+    passage states, is left to the other checks."""
+    words = _counted(_WORD_OR_NUMBER.findall(answer))
+    passages = [_counted(_WORD_OR_NUMBER.findall(text)) for text in texts]
     out: list[str] = []
     for i, word in enumerate(words):
         if not _NUMBER.fullmatch(word):
@@ -405,6 +406,11 @@ def numbers_out_of_place(answer: str, texts: Sequence[str]) -> list[str]:
         if near and around and not any(near & stems for stems in around) and word not in out:
             out.append(word)
     return out
+
+
+def _counted(words: Sequence[str]) -> list[str]:
+    """The numbers and the content words of a text, in order: what the windows above count."""
+    return [w for w in words if _NUMBER.fullmatch(w) or (len(w) > 1 and w.lower() not in STOPWORDS)]
 
 
 def _stems(words: Sequence[str]) -> set[str]:

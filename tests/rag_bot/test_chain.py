@@ -402,6 +402,19 @@ def test_a_number_the_passages_never_state_says_so_without_calling_the_llm():
     assert numbers_missing("Who wrote it in 1974, 1974 or 21?", ["In 1972 he showed that 21 problems"]) == ["1974"]
 
 
+def test_a_number_in_a_written_answer_must_stand_beside_what_it_counts_in_a_passage():
+    from rag_bot.evidence import numbers_out_of_place
+
+    heads = ("We employ h = 8 parallel attention layers, or heads. For each of these we use dk = 64. For translation "
+             "we used beam search with a beam size of 4 and length penalty 0.6.")
+    assert numbers_out_of_place("The base Transformer uses 4 parallel attention heads.", [heads]) == ["4"]
+    assert numbers_out_of_place("The base Transformer uses 8 parallel attention heads.", [heads]) == []
+    # the windows count content words: "exit" is five words before the 2, and still near it
+    status = "A misspelled key is refused at start-up with its full key path, and exit status 2."
+    assert numbers_out_of_place("The exit code for this situation is 2.", [status]) == []
+    assert numbers_out_of_place("The install takes 2 minutes.", [status]) == ["2"]
+
+
 @pytest.mark.parametrize("question, quote, why", [
     ("Which city is not near the coast?", "Most cities lie along the coast.", '("not"); the closest sentences never say so'),
     ("Who didn\u2019t sign the treaty?", "Five kings signed the treaty.", '("didn\'t")'),
