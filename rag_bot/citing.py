@@ -17,9 +17,10 @@ _REFS = r"(?:\s*\[\d+\][\s,]*(?:and\s*)?)+"
 _VERB = (r"(?:also |further |clearly |explicitly )?(?:states?|says?|mentions?|confirms?|explains?|notes?|indicates?|"
          r"shows?|describes?|suggests?|specifies|tells?(?: us)?)(?: this)?(?: by stating)?")
 # "According to passage [2],", "The passage [1] states that", "Passages [1] and [3] also confirm this by stating
-# that", "The passage says:"; never "The passage [1] is about ..." or "The passages are cut at headings."
+# that", "The passage says:"; never "The passage [1] is about ...", "The passage [4] also mentions X, which ..."
+# (what is left would not be a sentence) or "The passages are cut at headings."
 _OPENER = re.compile(rf"(?:according to|as (?:stated |said |mentioned |described )?in|as) {_HEAD}(?:{_REFS})?\s*(?:{_VERB})?\s*[,:]\s*"
-                     rf"|{_HEAD}{_REFS}\s*(?:{_VERB}(?: that)?\s*[,:]?|[,:])\s*"
+                     rf"|{_HEAD}{_REFS}\s*(?:{_VERB}(?: that|\s*[,:])|[,:])\s*"
                      rf"|{_HEAD}\s+{_VERB}(?: that|:)\s*", re.IGNORECASE)
 # the words an opener may start with, for as long as no other word has come ("According to the", "As")
 _OPENER_START = re.compile(r"(?:according(?: to(?: (?:the|this))?)?|as(?: (?:stated|said|mentioned|described))?"
@@ -30,7 +31,7 @@ _HOLD_CHARS = 80  # how much of a sentence's start is held back at most while de
 _END = re.compile(r"[.!?][\"')]*(?=\s)|(?=\n)")
 _NOT_AN_END = re.compile(r"(?:^|\s)(?:\d+|[A-Za-z]|e\.g|i\.e|etc|vs|[A-Za-z]\.[A-Za-z])$")  # "1." of a list, "e.g."
 _REF = re.compile(r"\[(\d+)\]")
-SAYS_NOT_COVERED = re.compile(r"\b(?:documents|passages|texts?)\s+(?:do not|don't|does not|doesn't)\s+"
+SAYS_NOT_COVERED = re.compile(r"\b(?:documents|passages|texts?)\s+(?:do not|don't|does not|doesn't)\s+(?:\w+ly\s+)?"
                               r"(?:say|answer|mention|cover|contain|explain|state|provide|specify|include)", re.IGNORECASE)
 MIN_SHARE = 0.5  # the share of a sentence's words a passage must hold to be cited for it
 MIN_WORDS = 2  # and at least this many of them ("Yes." and "one two three" cite nothing)
