@@ -44,7 +44,7 @@ run: setup
 	@$(MAKE) --no-print-directory $(DATA_DIR)/filters/rag_bot.json
 	$(BIN)/rag-bot chat $(CHAT_ARGS)
 
-$(DATA_DIR)/filters/rag_bot.json: $(wildcard examples/docs/*) rag_bot/filter.py rag_bot/filter_training.py rag_bot/prompts/scope_negatives.txt
+$(DATA_DIR)/filters/rag_bot.json: $(wildcard examples/docs/*) rag_bot/filter.py rag_bot/filter_training.py prompts/scope_negatives.txt
 	$(BIN)/rag-bot train-filter --from-corpus
 
 # The browser test needs Debian's chromium (driven by Playwright; no browser download).

@@ -45,7 +45,7 @@ from .injections import defuse_passages
 from .judge import judged
 from .llm import ChatLLM, load_llm
 from .names import shown
-from .prompts import Prompts, load_prompts, prompts_dir
+from .prompting import Prompts, load_prompts, prompts_dir
 from .questions import depends_on_history, points_back, still_points_back, words_left_out, words_made_up, yes_no
 
 if TYPE_CHECKING:

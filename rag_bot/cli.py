@@ -327,7 +327,7 @@ def _ask(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from .models import reranker_status
-    from .prompts import load_prompts, prompts_dir
+    from .prompting import load_prompts, prompts_dir
     from .service import Collections
     from .ui import build_app, launch
 
@@ -352,7 +352,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .api import build_api, check_exposure, serve
-    from .prompts import load_prompts, prompts_dir
+    from .prompting import load_prompts, prompts_dir
     from .service import Collections
 
     config = _config(args)

@@ -194,7 +194,7 @@ class LLMConfig(_Section):
 
 
 class ChatConfig(_Section):
-    prompts_dir: Path | None = Field(None, description="Folder of prompt templates; null: the bundled rag_bot/prompts/.")
+    prompts_dir: Path | None = Field(None, description="Folder of prompt templates; null: the bundled ones (the repository's prompts/ folder).")
     history_turns: int = Field(4, ge=0, le=100, description="Previous question-answer turns used to condense a follow-up.")
     condense: bool = Field(True, description="Rewrite a follow-up into a standalone question with the LLM before retrieval.")
     answer_mode: Literal["generate", "extract", "auto"] = Field("auto", description=(

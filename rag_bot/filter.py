@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from .config import Config
 from .errors import InputError, ModelError
-from .prompts import BUNDLED_DIR
+from .prompting import BUNDLED_DIR
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, StoreError, UsageError
-from ..prompts import BUNDLED_DIR, check_template
+from ..prompting import BUNDLED_DIR, check_template
 from ..store import sample_chunks
 
 TEMPLATE = "make_pairs.txt"

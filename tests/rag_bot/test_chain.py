@@ -12,7 +12,7 @@ from rag_bot.chain import NOT_COVERED, NOTHING_FOUND, OUT_OF_SCOPE, RagChain, So
 from rag_bot.config import ChatConfig
 from rag_bot.errors import ConfigError
 from rag_bot.events import Cited, Found, Finished, Judged, Replaced, Reply, Searched, Text, Verified
-from rag_bot.prompts import load_prompts
+from rag_bot.prompting import load_prompts
 from rag_bot.reply import terminal_text
 from rag_bot.results import Retrieval, ScopeCheck
 from tests.conftest import WordEmbeddings

@@ -15,7 +15,7 @@ HEAVY = ["torch", "chromadb", "sentence_transformers", "gradio", "llama_cpp", "t
 def test_importing_the_packages_loads_no_heavy_library():
     code = (
         "import json, sys; import rag_bot, ingest, rag_bot.cli, rag_bot.chain, rag_bot.llm, rag_bot.ui, "
-        "rag_bot.prompts, ingest.discover, rag_bot.train.pairs, rag_bot.train.run, rag_bot.train.embedder, "
+        "rag_bot.prompting, rag_bot.prompts, ingest.discover, rag_bot.train.pairs, rag_bot.train.run, rag_bot.train.embedder, "
         "rag_bot.train.reranker, rag_bot.train.synthetic; "
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
@@ -67,7 +67,7 @@ def test_the_ui_and_the_cli_are_leaves():
 
 
 def test_training_is_given_its_retriever_and_llm_rather_than_building_them():
-    allowed = {"..config", "..errors", "..models", "..prompts", "..store", "..eval.beir",
+    allowed = {"..config", "..errors", "..models", "..prompting", "..store", "..eval.beir",
                "..questions", "..rows"}  # the question generator and the row reader: text in, rows out
     for path in (ROOT / "rag_bot" / "train").glob("*.py"):
         used = {name for name in _imports(path) if name.startswith(".")}

@@ -178,7 +178,7 @@ def test_a_written_answer_with_a_wrong_number_or_claim_does_not_stand(tmp_path: 
     from rag_bot.config import ChatConfig, LLMConfig
     from rag_bot.judge import AnswerJudge
     from rag_bot.llm import LlamaCppLLM, gguf_file, shared_models_dir
-    from rag_bot.prompts import load_prompts
+    from rag_bot.prompting import load_prompts
     from tests.rag_bot.test_chain import FakeRetriever, doc
 
     path = gguf_file("package:rag_bot.judge_model", shared_models_dir(), "chat.judge_model")

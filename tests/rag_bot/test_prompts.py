@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from rag_bot.errors import ConfigError
-from rag_bot.prompts import BUNDLED_DIR, TEMPLATES, load_prompts
+from rag_bot.prompting import BUNDLED_DIR, TEMPLATES, load_prompts
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_instructions_inside_documents_never_reach_the_llm(examples_config, mini
     from rag_bot.chain import RagChain
     from rag_bot.config import ChatConfig, LLMConfig
     from rag_bot.llm import LlamaCppLLM, gguf_file, shared_models_dir
-    from rag_bot.prompts import load_prompts
+    from rag_bot.prompting import load_prompts
     from tests.rag_bot.test_chain import FakeRetriever, doc
 
     docs = [doc("lighthouse.md", "The lighthouse on Karrow Point was built in 1911 by the engineer Maud Ellery. "

@@ -12,7 +12,7 @@ import pytest
 from rag_bot.chain import RagChain, load_chain
 from rag_bot.config import ChatConfig, UIConfig, load_config
 from rag_bot.errors import StoreError
-from rag_bot.prompts import load_prompts
+from rag_bot.prompting import load_prompts
 from rag_bot.ui import LazyChain, answer_events, build_app, launch, markdown_text
 from tests.conftest import free_port
 from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever, doc

@@ -1,5 +1,6 @@
-"""Prompt templates: plain text files shipped inside this package (`rag_bot/prompts/*.txt`, read with
-`importlib.resources`, so an installed wheel has them) that users can copy and edit (`chat.prompts_dir`).
+"""Prompt templates: plain text files in the repository's top-level `prompts/` folder, installed as the
+package `rag_bot.prompts` (pyproject.toml maps the folder; read with `importlib.resources`, so an installed
+wheel and an editable install both have them), that users can copy and edit (`chat.prompts_dir`).
 
 Each template is checked when it is loaded: a missing file, a required `{variable}` left out or an
 unknown one gives one line naming the file. Write a literal brace as `{{` or `}}`.
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..config import Config
-from ..errors import ConfigError
+from .config import Config
+from .errors import ConfigError
 
-BUNDLED_DIR = Path(str(resources.files(__name__)))  # the package's own folder: installed as files, never zipped
+BUNDLED_DIR = Path(str(resources.files("rag_bot.prompts")))  # installed as files, never zipped
 
 # file name -> (required variables, optional variables)
 TEMPLATES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
