@@ -39,7 +39,7 @@ from .events import (Abstained, Cited, Declined, Event, Finished, Found, Judged,
                      Verified)
 from .citing import SAYS_NOT_COVERED, with_citations
 from .contrasts import contrast
-from .evidence import (Evidence, EvidenceFinder, Quote, facts_missing, named_terms, numbers_missing, numbers_out_of_place, without_list_numbers,
+from .evidence import (Evidence, EvidenceFinder, Quote, copied, facts_missing, named_terms, numbers_missing, numbers_out_of_place, without_list_numbers,
                        split_sentences)
 from .injections import defuse_passages
 from .judge import judged
@@ -106,10 +106,11 @@ class Verification:
     missing: list[str] = field(default_factory=list)  # numbers, names or code no cited passage holds
     margin: float | None = None  # the judge's margin for "the passages say this"
     unsupported: list[str] = field(default_factory=list)  # claims no sentence supports (no judge)
+    copied: bool = False  # every sentence copied from a passage it cites: stands without the model's reading
 
     def to_json(self) -> dict[str, Any]:
         return {"grounded": self.grounded, "missing": self.missing, "unsupported": self.unsupported,
-                "margin": None if self.margin is None else round(self.margin, 3)}
+                "margin": None if self.margin is None else round(self.margin, 3), "copied": self.copied}
 
 
 @dataclass
@@ -415,8 +416,9 @@ class RagChain(Runnable):
 
     def verify(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence) -> Verification:
         """Does the written answer stand? Every number, name and code token in it must be in a passage it
-        cites (any passage found, when it cites none; a name may also come from the question), and the judge must read it as said by the passages
-        (`chat.verify_level`). Without a judge, the similarity check of `EvidenceFinder.grounding`."""
+        cites (any passage found, when it cites none; a name may also come from the question), and the judge must
+        read it as said by the passages (`chat.verify_level`), unless it is copied from them (`copied`: a quote
+        needs no reading). Without a judge, the similarity check of `EvidenceFinder.grounding`."""
         if not self.chat.verify:
             return Verification(True)
         cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
@@ -429,6 +431,8 @@ class RagChain(Runnable):
                     if number not in missing]
         if missing:
             return Verification(False, missing=missing)
+        if copied(written, texts):  # a quote of the passages it cites: the fallback would show the same words
+            return Verification(True, copied=True)
         if self.judge is None:
             grounding = self.evidence.grounding(answer, evidence, [doc.page_content for doc in used])
             return Verification(grounding.grounded, unsupported=list(grounding.unsupported))

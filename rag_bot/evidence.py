@@ -373,6 +373,31 @@ def facts_missing(answer: str, texts: Sequence[str]) -> list[str]:
     return missing
 
 
+COPIED_SHARE = 0.9  # the share of a sentence's words that must come in runs of COPIED_RUN from one passage
+COPIED_RUN = 4
+
+
+def copied(answer: str, texts: Sequence[str]) -> bool:
+    """Whether every sentence of a written answer is copied from one of `texts`: at least `COPIED_SHARE`
+    of its words in runs of `COPIED_RUN` or more words, in the passage's order ("Run the same command again:
+    it finishes the work ... [1]" over the passage saying so). Such an answer is a quote, so it needs no
+    model to say the passages support it."""
+    from difflib import SequenceMatcher
+
+    sources = [[w.lower() for w in _TOKEN.findall(text)] for text in texts]
+    sentences = [[w.lower() for w in _TOKEN.findall(sentence)] for sentence in split_sentences(_CITATION.sub("", answer))]
+    if not sentences or not any(sentences):
+        return False
+    for words in (sentence for sentence in sentences if sentence):
+        best = 0
+        for source in sources:
+            blocks = SequenceMatcher(None, words, source, autojunk=False).get_matching_blocks()
+            best = max(best, sum(block.size for block in blocks if block.size >= COPIED_RUN))
+        if best < COPIED_SHARE * len(words):
+            return False
+    return True
+
+
 # the number of a step in a list ("1. Install ... 2. Run ..."), at a line's start or after a colon or a sentence's end
 _LIST_NUMBER = re.compile(r"(^|\n|[:.!?])([ \t]*)\d{1,2}[.)](?=\s)")
 

@@ -610,6 +610,24 @@ def test_the_model_verifies_the_answer_with_the_passages_and_a_no_replaces_it():
     assert chain.invoke("Is there a command to ingest a folder?")["answer"] == "Run rag-bot ingest DIR on the folder [1]."
 
 
+def test_an_answer_copied_from_the_passage_it_cites_stands_without_the_models_yes():
+    """A copied answer is a quote: the fallback would show the same words. The model's reading (here a
+    no) decides only for an answer in other words, and a copied one still has its numbers checked."""
+    docs = [doc("ingesting.md", "An ingest can be stopped at any moment, even with kill -9 or a power cut. Run the "
+                                "same command again: it finishes the work, with the same chunk ids and no duplicates.")]
+    question = "My laptop died halfway through an ingest, now what?"
+    for reply, stands in [("Run the same command again: it finishes the work, with the same chunk ids and no "
+                           "duplicates [1].", True),
+                          ("An ingest can be stopped at any moment [1]. Run the same command again [1].", True),
+                          ("Run the same command again: it deletes the collection and starts over [1].", False),
+                          ("An ingest can be stopped at any moment, even with kill -8 [1].", False)]:
+        chain = chain_with(FakeRetriever(docs), FakeLLM(reply=reply), answer_mode="auto")
+        chain.judge = FakeJudge(3.0)  # the judge finds the answer in the quotes; the verifier says no
+        chain.judge.score = lambda chat: -2.0  # type: ignore[method-assign]
+        result = chain.invoke(question)
+        assert result["grounded"] is stands and result["verification"]["copied"] is stands, reply
+
+
 def test_an_answer_in_which_the_model_finds_no_answer_is_an_abstention():
     chain = chain_with(FakeRetriever(DOCS), FakeLLM(reply="The documents do not say how to ingest a folder."),
                        answer_mode="auto")
