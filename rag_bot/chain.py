@@ -85,6 +85,13 @@ class Flags:
     def any(self) -> bool:
         return bool(self.missing or self.absent or self.opposed or self.weak)
 
+    @property
+    def raise_bar(self) -> bool:
+        """Whether the judge must be surer (`RULE_BAR`). Weak evidence does not count here: the judge reads the
+        same quotes and measures the same thing, and in users' words ("how do i wipe everything", margin 2.9)
+        the rule was wrong in 2 of 2 firings (BENCHMARKS.md, session 26)."""
+        return bool(self.missing or self.absent or self.opposed)
+
     def why(self, decided_by_rules: bool) -> str:
         """The words after "The documents don't say." (none when the model decided)."""
         if self.missing:
@@ -296,7 +303,7 @@ class RagChain(Runnable):
             return not flags.missing
         if verdict is None:
             return not flags.any
-        return verdict >= self.chat.judge_level + (RULE_BAR if flags.any else 0.0)
+        return verdict >= self.chat.judge_level + (RULE_BAR if flags.raise_bar else 0.0)
 
     def _reading(self, template: str, question: str, context: str, **values: str) -> list[dict[str, str]]:
         """The chat a model reads the passages in: the same system turn and the same passages and question

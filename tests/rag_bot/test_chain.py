@@ -547,11 +547,15 @@ def test_the_judge_is_not_asked_yes_no_questions_and_a_rule_that_fired_raises_it
     judge = FakeJudge(-5.0)
     assert judged_chain(judge).invoke("Is telemetry sent?")["reason"] is None  # "No telemetry is sent." answers it
     assert not judged("Does rag-bot phone home?") and not judged("Can't I ingest PDFs?") and judged("Which formats?")
-    # a word rule that fired (here weak evidence) informs: the judge still reads, and must be surer
-    result = judged_chain(FakeJudge(2.5), min_evidence=0.99, judge_level=1.0).invoke("How do I ingest a folder?")
-    assert result["reason"] == NOT_COVERED and result["judge"] == 2.5 and result["rules"]["weak_evidence"] is True
-    sure = judged_chain(FakeJudge(3.5), min_evidence=0.99, judge_level=1.0).invoke("How do I ingest a folder?")
+    # a word rule that fired (here a number the collection never mentions) informs: the judge still reads, and must
+    # be surer
+    result = judged_chain(FakeJudge(2.5), judge_level=1.0).invoke("How do I ingest 12 folders?")
+    assert result["reason"] == NOT_COVERED and result["judge"] == 2.5 and result["rules"]["unmentioned"] == ["12"]
+    sure = judged_chain(FakeJudge(3.5), judge_level=1.0).invoke("How do I ingest 12 folders?")
     assert sure["reason"] is None and sure["answer"].startswith("The documents say:")
+    # weak evidence is what the judge itself measures: it does not raise the bar
+    weak = judged_chain(FakeJudge(1.5), min_evidence=0.99, judge_level=1.0).invoke("How do I ingest a folder?")
+    assert weak["reason"] is None and weak["rules"]["weak_evidence"] is True
     assert chain_with(FakeRetriever(DOCS), FakeLLM()).invoke("How do I ingest a folder?")["judge"] is None  # no judge
 
 
