@@ -37,8 +37,9 @@ def _words(text: str) -> list[str]:
 
 
 # a negation after one of these states the question's situation ("what do I do when the model cannot be
-# loaded?"), not what it asks about
-CONDITIONS = frozenset({"when", "whenever", "if", "unless", "because", "since", "once", "while", "case"})
+# loaded?") or repeats a message the user saw ("it says no chroma server answers"), not what it asks about
+CONDITIONS = frozenset({"when", "whenever", "if", "unless", "because", "since", "once", "while", "case",
+                        "says", "said", "shows", "showed", "prints", "printed", "error", "message", "complains"})
 
 
 def _negations(words: list[str]) -> list[str]:

@@ -438,6 +438,7 @@ def test_a_question_about_the_opposite_of_the_quotes_says_the_documents_do_not_s
     ("What do I do when the model cannot be loaded?", "Download the model folder once elsewhere."),  # a condition
     ("Is the data kept whether or not I ask?", "The data is kept in the data folder."),  # an idiom
     ('What does "no Chroma server answers" mean?', "Start a Chroma server first."),  # a quoted message
+    ("it says no chroma server answers", "Start a Chroma server first."),  # a message, as users type it
     ("What is the highest temperature on record?", "The highest and lowest temperatures are listed."),
 ])
 def test_a_question_that_agrees_with_its_quotes_is_answered(question, quote):
