@@ -27,8 +27,10 @@ _OPENER_START = re.compile(r"(?:according(?: to(?: (?:the|this))?)?|as(?: (?:sta
                            r"(?: in)?(?: (?:the|this))?|the|this|both|these)?", re.IGNORECASE)
 _OPENER_HEAD = re.compile(rf"(?:according to |as (?:\w+ )?(?:in )?)?{_HEAD}\b", re.IGNORECASE)
 _HOLD_CHARS = 80  # how much of a sentence's start is held back at most while deciding whether it opens that way
-# a sentence ends at . ! or ? (and a closing quote) before a space, and at a line break (a step of a list)
-_END = re.compile(r"[.!?][\"')]*(?=\s)|(?=\n)")
+# a sentence ends at . ! or ? (and a closing quote) before a space, and at a line break before a blank line, a
+# step of a list or a code fence, or after a fence; not at a line break inside a sentence ("Later runs only\nembed")
+_END = re.compile(r"[.!?][\"')]*(?=\s)|(?=\n[ \t]*(?:\n|[-*+] |\d{1,2}[.)] |```))|(?<=```)(?=\n)")
+_UNDECIDED_LINE = 4  # characters after a line break that may still turn out to be "1. " or a fence
 _NOT_AN_END = re.compile(r"(?:^|\s)(?:\d+|[A-Za-z]|e\.g|i\.e|etc|vs|[A-Za-z]\.[A-Za-z])$")  # "1." of a list, "e.g."
 _REF = re.compile(r"\[(\d+)\]")
 SAYS_NOT_COVERED = re.compile(r"\b(?:documents|passages|texts?)\s+(?:do not|don't|does not|doesn't)\s+(?:\w+ly\s+)?"
@@ -73,6 +75,9 @@ class CitedStream:
                     break
                 # keep a last "." (and what may be a reference after it) until it is clear what follows
                 keep = len(self.held) - len(self.held.rstrip(".!?\"')"))
+                line = self.held.rfind("\n")
+                if line >= 0 and len(self.held[line:].strip()) < _UNDECIDED_LINE:  # a step or a fence may follow
+                    keep = max(keep, len(self.held) - line)
                 text, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep:]
                 self.sentence += text
                 shown.append(text)
@@ -112,7 +117,8 @@ class CitedStream:
             if opener is not None and opener.end() < len(stripped):
                 self.moved = _REF.findall(opener.group(0))
                 rest = stripped[opener.end():]
-                stripped = rest[:1].upper() + rest[1:]
+                # "it reads" -> "It reads"; "rag-bot runs" and "`config.yaml` holds" stay as written
+                stripped = rest[:1].upper() + rest[1:] if re.match(r"[a-z]+\b(?![-_.])", rest) else rest
         self.held, self.opening = stripped, False
         return space
 

@@ -23,7 +23,7 @@ def test_an_opener_about_the_passages_is_dropped_and_its_reference_moved_to_the_
     assert tidied("According to passage [2], you set reranker.enabled: false. It is quick.", size) == \
         "You set reranker.enabled: false [2]. It is quick."
     assert tidied("The passage [1] states that it reads PDF. The passage [2] confirms this by stating that "
-                  "config.yaml holds the setting.", size) == "It reads PDF [1]. Config.yaml holds the setting [2]."
+                  "config.yaml holds the setting.", size) == "It reads PDF [1]. config.yaml holds the setting [2]."
     assert tidied('The passage [1] states that "No GPU is needed." Nothing more.', size) == \
         '"No GPU is needed." [1] Nothing more.'
 
@@ -38,6 +38,10 @@ def test_a_sentence_that_cites_nothing_gets_the_passage_holding_most_of_its_word
     for text in ("The documents don't say how to add Word files.", "The documents do not explicitly state how Word "
                  "files are read."):
         assert tidied(text, size) == text
+    # a line break inside a sentence is no end of it
+    assert tidied("Later runs only\nembed what changed.", size) == "Later runs only\nembed what changed."
+    assert tidied("It reads Markdown, PDF\nand Word files.\n\nSet reranker.enabled: false in config.yaml", size) == \
+        "It reads Markdown, PDF\nand Word files [1].\n\nSet reranker.enabled: false in config.yaml [2]"
     # each step of a list on its own; nothing inside a code block
     assert tidied("Steps:\n1. Set reranker.enabled: false\n2. Save config.yaml", size) == \
         "Steps:\n1. Set reranker.enabled: false [2]\n2. Save config.yaml [2]"
