@@ -39,8 +39,8 @@ from .events import (Abstained, Cited, Declined, Event, Finished, Found, Judged,
                      Verified)
 from .citing import SAYS_NOT_COVERED, with_citations
 from .contrasts import contrast
-from .evidence import (Evidence, EvidenceFinder, Quote, copied, facts_missing, named_terms, numbers_missing, numbers_out_of_place, without_list_numbers,
-                       split_sentences)
+from .evidence import (Evidence, EvidenceFinder, Quote, copied, facts_missing, named_terms, numbers_missing,
+                       numbers_out_of_place, split_sentences, without_list_numbers)
 from .injections import defuse_passages
 from .judge import judged
 from .llm import ChatLLM, load_llm

@@ -68,11 +68,7 @@ class CitedStream:
                 shown.append(text)
                 continue
             end = _END.search(self.held)
-            if end is None:
-                if final:
-                    shown.append(self._finish(self.held, ""))
-                    self.held = ""
-                    break
+            if end is None:  # (at the stream's end, what is kept is finished below)
                 # keep a last "." (and what may be a reference after it) until it is clear what follows
                 keep = len(self.held) - len(self.held.rstrip(".!?\"')"))
                 line = self.held.rfind("\n")
