@@ -81,6 +81,30 @@ class Library:
                  "modified": row.mtime_ns / 1e9, "ingested": row.ingested or None}
                 for row in sorted(files.values(), key=lambda row: row.source.lower())]
 
+    def text(self, source: str) -> str:
+        """The text rag-bot reads from `source`, a file of this collection (PDF pages marked), read from
+        the folder the collection mirrors: what an MCP client gets as the document. `InputError` for a
+        name the collection does not hold or a file that has gone; nothing outside the folder is read."""
+        folder = self._folder()
+        if source not in read_files(self.config):
+            raise InputError(f"{shown(source)}: not a file of collection {self.config.store.collection!r}; "
+                             "list its documents to see the names")
+        path = Path(os.path.normpath(folder / source))
+        if not path.exists() and not path.is_symlink():  # a name that is not UTF-8 is stored escaped
+            path = Path(os.path.normpath(folder / disk_name(source)))
+        if not path.resolve().is_relative_to(folder):
+            raise InputError(f"{shown(source)}: leads outside {folder}; not read")
+        if not path.is_file():
+            raise InputError(f"{shown(source)}: no longer in {folder}; run rag-bot ingest to update the collection")
+        sections = loaders.load(path, max_bytes=int(self.config.ingest.max_file_mb * 1024 * 1024))
+        parts, page = [], None
+        for section in sections:  # a page's mark once, before its first section
+            if section.page is not None and section.page != page:
+                page = section.page
+                parts.append(f"[page {page}]")
+            parts.append(section.text.strip())
+        return "\n\n".join(parts)
+
     def _pages(self) -> dict[str, int]:
         collection = get_collection(open_client(self.config), self.config.store.collection)
         seen: dict[str, set] = {}

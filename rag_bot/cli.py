@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rag-bot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_ingest_parser, _search_parser, _train_filter_parser, _ask_parser, _chat_parser, _serve_parser,
-                _eval_parser, _train_parser, _models_parser, _stats_parser, _collections_parser):
+                _mcp_parser, _eval_parser, _train_parser, _models_parser, _stats_parser, _collections_parser):
         add(commands)
     return parser
 
@@ -107,6 +107,13 @@ def _serve_parser(commands: Any) -> None:
                      "says otherwise)", None)
     serve.add_argument("--host", help="address to listen on (default: api.host; beyond loopback needs api.key)")
     serve.add_argument("--port", type=int, help="port (default: api.port)")
+
+
+def _mcp_parser(commands: Any) -> None:
+    mcp = _command(commands, "mcp", _mcp, "the collections as an MCP server for assistants and editors: stdio, "
+                   "or streamable HTTP at /mcp with --port", None, collection=False)
+    mcp.add_argument("--port", type=int, help="serve streamable HTTP on this port instead of stdio")
+    mcp.add_argument("--host", help="address for --port (default: api.host; beyond loopback needs api.key)")
 
 
 def _eval_parser(commands: Any) -> None:
@@ -367,6 +374,35 @@ def _serve(args: argparse.Namespace) -> int:
           "Ctrl+C to stop)", flush=True)
     try:
         serve(build_api(service, api), api)
+    finally:
+        service.close()
+    return 0
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from .api import api_key, check_exposure
+    from .mcp_server import PATH, build_mcp, serve_http, serve_stdio
+    from .prompting import load_prompts, prompts_dir
+    from .service import Collections
+
+    config = _config(args)
+    api = config.api.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
+                                        if value is not None})
+    if args.host is not None and args.port is None:
+        raise UsageError("--host: give --port too; without it the server speaks over stdin and stdout")
+    if args.port is not None:
+        check_exposure(api)
+        _check_port("--port", api.host, api.port)
+    load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
+    service = Collections(config, max_queue=api.max_queue)
+    server = build_mcp(service, _libraries(config, service.embeddings), api)
+    try:
+        if args.port is None:
+            print("rag-bot mcp: serving over stdin and stdout (the client launches this command)", file=sys.stderr)
+            serve_stdio(server)
+        else:
+            print(f"rag-bot mcp: streamable HTTP at http://{api.host}:{api.port}{PATH} (Ctrl+C to stop)", flush=True)
+            serve_http(server, api, api_key(api))
     finally:
         service.close()
     return 0

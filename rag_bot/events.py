@@ -194,13 +194,15 @@ class Reply:
 
     def to_json(self, full: bool = False) -> dict[str, Any]:
         """Plain JSON (`rag-bot ask --json`, the API's `rag_bot` field): answer, the question searched for
-        (`rewritten`: a follow-up rewritten), declined, reason, grounded and `verification` (why a written
+        (`rewritten`: a follow-up rewritten), declined (off the documents' topics), abstained (the
+        documents do not answer it), reason (why either), grounded and `verification` (why a written
         answer did not stand), the word rules' findings (`rules`), evidence, scope, sources (`full`: each
         with its snippet and scores), the question's terms the documents never mention (`unmentioned`),
         and `judge`: the judge's margin (null without a judge, or for a question it did not read)."""
         result = self.result()
         return {"answer": result["answer"], "searched_for": self.question, "rewritten": self.rewritten,
-                "declined": self.declined, "reason": self.reason, "unmentioned": self.unmentioned,
+                "declined": self.declined, "abstained": self.abstained, "reason": self.reason,
+                "unmentioned": self.unmentioned,
                 "judge": self.judge, "grounded": result["grounded"],
                 "evidence": [quote.to_json() for quote in self.evidence], "verification": result["verification"],
                 "rules": self.rules, "scope": self.scope, "sources": [source.to_json(full) for source in self.sources]}

@@ -279,10 +279,11 @@ def test_http_mode_without_a_server_is_one_line(tmp_path):
 def test_ask_answers_with_sources_and_declines_without_the_llm(chat_config_file, tmp_path):
     done = rag_bot(chat_config_file, "ask", "--json", "Where does rag-bot keep its data?")
     result = json.loads(done.stdout)
-    assert set(result) == {"answer", "searched_for", "rewritten", "declined", "reason", "unmentioned", "judge", "grounded",
-                           "verification", "rules", "evidence", "scope", "sources"}
+    assert set(result) == {"answer", "searched_for", "rewritten", "declined", "abstained", "reason", "unmentioned", "judge",
+                           "grounded", "verification", "rules", "evidence", "scope", "sources"}
     assert result["searched_for"] == "Where does rag-bot keep its data?" and result["rewritten"] is False
     assert result["declined"] is False and result["answer"] and result["grounded"] in (True, False)
+    assert result["abstained"] is False
     assert result["judge"] >= 1.0  # the default answer judge read it and found its quotes answer it
     assert result["evidence"] and set(result["evidence"][0]) == {"n", "text"}
     assert [source["n"] for source in result["sources"]] == list(range(1, len(result["sources"]) + 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import rag_bot
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ["torch", "chromadb", "sentence_transformers", "gradio", "llama_cpp", "transformers"]
+HEAVY = ["torch", "chromadb", "sentence_transformers", "gradio", "llama_cpp", "transformers", "mcp"]
 
 
 def test_importing_the_packages_loads_no_heavy_library():
@@ -64,6 +64,8 @@ def test_the_ui_and_the_cli_are_leaves():
             assert not used & {".cli", "rag_bot.cli"}, path
         if path.name not in ("cli.py", "ui.py"):
             assert not used & {".ui", "rag_bot.ui"}, path
+        if path.name != "cli.py":  # the edges over the service: only `rag-bot serve` and `rag-bot mcp` load them
+            assert not used & {".api", "rag_bot.api", ".mcp_server", "rag_bot.mcp_server"}, path
 
 
 def test_training_is_given_its_retriever_and_llm_rather_than_building_them():
