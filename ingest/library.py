@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _ENCODED_CONTROL = re.compile(r"%(?:[01][0-9a-fA-F]|7[fF])")
 
 
-def safe_name(name: str) -> str:
+def safe_name(name: str, ocr: bool = True) -> str:
     """The base name an upload is stored under; `InputError` when none is usable."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     if (not base or base in (".", "..") or base.startswith(".") or any(ord(c) < 32 or c == "\x7f" for c in base)
@@ -44,9 +44,9 @@ def safe_name(name: str) -> str:
     if BIDI_CONTROLS.search(base):
         raise InputError(f"{shown(BIDI_CONTROLS.sub('?', base))}: the name holds characters that reverse how it "
                          "reads (right-to-left controls); rename the file and add it again")
-    if Path(base).suffix.lower() not in loaders.extensions():
+    if Path(base).suffix.lower() not in loaders.extensions(ocr):
         raise InputError(f"{shown(base)}: rag-bot cannot read {Path(base).suffix or 'files without an extension'}; "
-                         f"supported: {', '.join(sorted(loaders.extensions()))}")
+                         f"supported: {', '.join(sorted(loaders.extensions(ocr)))}")
     return base
 
 
@@ -96,7 +96,8 @@ class Library:
             raise InputError(f"{shown(source)}: leads outside {folder}; not read")
         if not path.is_file():
             raise InputError(f"{shown(source)}: no longer in {folder}; run rag-bot ingest to update the collection")
-        sections = loaders.load(path, max_bytes=int(self.config.ingest.max_file_mb * 1024 * 1024))
+        sections = loaders.load(path, int(self.config.ingest.max_file_mb * 1024 * 1024), self.config.ingest.ocr != "off",
+                                say=log.info)
         parts, page = [], None
         for section in sections:  # a page's mark once, before its first section
             if section.page is not None and section.page != page:
@@ -128,7 +129,7 @@ class Library:
             return self._sync(folder, progress, refused, "Not added")
 
     def _copy(self, upload: Path, folder: Path, limit: float) -> None:
-        name = safe_name(upload.name)
+        name = safe_name(upload.name, self.config.ingest.ocr != "off")
         if upload.stat().st_size > limit:
             raise InputError(f"{shown(name)}: {upload.stat().st_size / 1048576:.3g} MB is more than ingest.max_file_mb "
                              f"({self.config.ingest.max_file_mb:g} MB); not added")

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rag_bot.errors import InputError
+
+from .ocr import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ CODE_EXTENSIONS = (
 
 # Loaders that read files differently from their first version, by extension: a file read by an older
 # version is read again at the next ingest (only chunks whose text changed are embedded). Bump on a change.
-READER_VERSIONS = {".pdf": 2, ".rst": 2, ".rest": 2}
+READER_VERSIONS = {".pdf": 3, ".rst": 2, ".rest": 2}  # .pdf 3: pages without text read with OCR
 
 
 def reader_version(source: str) -> int:
@@ -53,28 +58,80 @@ def register(*extensions: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def extensions() -> set[str]:
-    return set(LOADERS)
+def extensions(ocr: bool = True) -> set[str]:
+    """The extensions rag-bot reads; images only with OCR (`ingest.ocr`)."""
+    return set(LOADERS) | (set(IMAGE_EXTENSIONS) if ocr else set())
 
 
-def load(path: Path, max_bytes: int | None = None) -> list[Section]:
+def load(path: Path, max_bytes: int | None = None, ocr: bool = True,
+         say: Callable[[str], Any] = log.warning) -> list[Section]:
     """Read `path` with the loader for its extension; sections with no text are dropped.
 
     `max_bytes` (`ingest.max_file_mb`) bounds what the file unpacks to as well as its size: a zip-based
     file (DOCX, and any such format added later) whose members add up to more, or that inflates far
-    beyond its size, is refused before it is parsed, and so is text read beyond it."""
-    loader = LOADERS.get(path.suffix.lower())
+    beyond its size, is refused before it is parsed, and so is text read beyond it. With `ocr`, an image
+    file and the pages of a PDF with (almost) no text are read with OCR; `say` gets a line per such
+    file, and one per page that still gives no text."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS and ocr:
+        return _checked(_read_image(path, _read(path), say), max_bytes)
+    loader = LOADERS.get(suffix)
     if loader is None:
         raise InputError(f"no loader for {path.suffix or 'files without an extension'!r}", error=False)
+    data = _read(path)
+    if max_bytes is not None and data.startswith(ZIP_MAGIC):
+        check_unpacked_size(data, max_bytes)
+    sections = loader(data)
+    if suffix == ".pdf" and ocr:
+        sections = _with_ocr_pages(path, data, sections, say)
+    return _checked(sections, max_bytes)
+
+
+def _read(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the file: {exc.strerror or exc}") from exc
     if not data.strip():
         raise InputError("empty file", error=False)
-    if max_bytes is not None and data.startswith(ZIP_MAGIC):
-        check_unpacked_size(data, max_bytes)
-    sections = [s for s in loader(data) if s.text.strip()]
+    return data
+
+
+def _read_image(path: Path, data: bytes, say: Callable[[str], Any]) -> list[Section]:
+    """An image file's text, each frame a page (a TIFF may hold several)."""
+    from .ocr import Reader
+
+    say(f"{path.name}: reading the image with OCR")
+    frames = Reader().image_file(data)
+    for number, text in enumerate(frames, 1):
+        if not text.strip() and len(frames) > 1:
+            say(f"{path.name}: page {number} gave no text, even with OCR")
+    return [Section(text, page=number if len(frames) > 1 else None) for number, text in enumerate(frames, 1)]
+
+
+def _with_ocr_pages(path: Path, data: bytes, sections: list[Section], say: Callable[[str], Any]) -> list[Section]:
+    """`sections` with each page that has (almost) no text read with OCR instead."""
+    from .ocr import MIN_PAGE_CHARS, Reader
+
+    chars: dict[int, int] = {}
+    for section in sections:
+        if section.page is not None:
+            chars[section.page] = chars.get(section.page, 0) + len(section.text.strip())
+    bare = sorted(page for page, count in chars.items() if count < MIN_PAGE_CHARS)
+    if not bare:
+        return sections
+    say(f"{path.name}: reading {len(bare)} of {len(chars)} pages with OCR (no text layer)")
+    read = Reader().pdf_pages(data, bare)
+    for page in bare:
+        if not read[page].strip():
+            say(f"{path.name}: page {page} gave no text, even with OCR")
+    kept = [s for s in sections if s.page not in read or len(read[s.page].strip()) <= chars[s.page]]
+    added = [Section(text, page=page) for page, text in read.items() if len(text.strip()) > chars[page]]
+    return sorted(kept + added, key=lambda section: section.page or 0)
+
+
+def _checked(sections: list[Section], max_bytes: int | None) -> list[Section]:
+    sections = [s for s in sections if s.text.strip()]
     if max_bytes is not None and sum(len(s.text) for s in sections) > max_bytes:
         raise InputError(f"its text is over {_mb(max_bytes)} MB (ingest.max_file_mb); split the file or raise "
                          "the limit", error=False)

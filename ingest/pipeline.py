@@ -100,7 +100,7 @@ def run_ingest(
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise UsageError(f"{folder}: not a folder; give the folder of documents to ingest")
-    found = discover(root, config.ingest, loaders.extensions())
+    found = discover(root, config.ingest, loaders.extensions(config.ingest.ocr != "off"))
     for skip in found.skipped:
         _log_skip(skip)
     report = IngestReport(str(folder), store_location(config), config.store.collection,
@@ -192,7 +192,8 @@ def _index_changes(index: IngestIndex, changes: list[Change], embeddings: Any,
                             config.chunking.context_header)
         total = sum(change.candidate.size for change in changes)
         with tqdm(total=total, unit="B", unit_scale=True, desc="ingesting", disable=disable) as bar:
-            windows = _sorted_windows(_split_all(changes, splitter, report, _max_bytes(config)), rows, bar.update)
+            windows = _sorted_windows(_split_all(changes, splitter, report, _max_bytes(config), config.ingest.ocr != "off"),
+                                       rows, bar.update)
             result = index.write((doc for window in windows for doc in window), rows, config.ingest.write_batch)
     report.chunks_written += result["num_added"] + result["num_updated"]
     report.chunks_deleted += result["num_deleted"]
@@ -229,13 +230,14 @@ def _max_bytes(config: Config) -> int:
 
 
 def _split_all(changes: list[Change], splitter: Splitter, report: IngestReport,
-               max_bytes: int | None = None) -> Iterator[tuple[list, FileRow]]:
+               max_bytes: int | None = None, ocr: bool = True) -> Iterator[tuple[list, FileRow]]:
     """Load and split the changed files one by one into (chunks, file row). A file that fails to load
-    is reported and left as it was in the store; `max_bytes` bounds what a file unpacks to."""
+    is reported and left as it was in the store; `max_bytes` bounds what a file unpacks to; `ocr` reads
+    images and PDF pages without text."""
     for change in changes:
         candidate = change.candidate
         try:
-            sections = loaders.load(candidate.path, max_bytes)
+            sections = loaders.load(candidate.path, max_bytes, ocr)
             title = document_title(sections, candidate.source) if splitter.context_header else None
             chunks = splitter.split(sections, candidate.source, title)
             check_storable(chunks)

@@ -103,6 +103,9 @@ class IngestConfig(_Section):
         "File links: inside follows a link only when its target is inside the ingested folder; none "
         "follows no link; all follows links anywhere (a risk: a link in a shared folder can pull any "
         "file you can read into the answers). Folder links are never followed."))
+    ocr: Literal["auto", "off"] = Field("auto", description=(
+        "Read text that is only an image with local OCR: auto reads image files (.png, .jpg, .jpeg, .tif, "
+        ".tiff) and the PDF pages with no text layer; off skips image files and leaves such pages out."))
     write_batch: int = Field(1024, ge=1, le=100_000, description=(
         "Chunks embedded and written per step: larger steps encode a little faster (better length "
         "sorting), smaller ones lose less work to a crash."))
