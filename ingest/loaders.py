@@ -18,6 +18,7 @@ from typing import Any, Callable
 from rag_bot.errors import InputError
 
 from .ocr import IMAGE_EXTENSIONS
+from .tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ CODE_EXTENSIONS = (
 
 # Loaders that read files differently from their first version, by extension: a file read by an older
 # version is read again at the next ingest (only chunks whose text changed are embedded). Bump on a change.
-READER_VERSIONS = {".pdf": 3, ".rst": 2, ".rest": 2}  # .pdf 3: pages without text read with OCR
+# .pdf 3: pages without text read with OCR; 4, .html/.htm/.docx 2: tables as Markdown tables; .md 2: a
+# Markdown table's pieces each start with its header row
+READER_VERSIONS = {".pdf": 4, ".rst": 2, ".rest": 2, ".html": 2, ".htm": 2, ".docx": 2, ".md": 2, ".markdown": 2}
 
 
 def reader_version(source: str) -> int:
@@ -248,12 +251,13 @@ def load_pdf(data: bytes) -> list[Section]:
     from pypdf import PdfReader
 
     from .pdf import pdf_sections
+    from .tables import pdf_tables
 
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise InputError("encrypted PDF; save a decrypted copy to ingest it")
-        return pdf_sections(reader)
+        return pdf_sections(reader, pdf_tables(data, len(reader.pages)))
     except InputError:
         raise
     except Exception as exc:  # pypdf raises many kinds of errors on damaged files
@@ -277,6 +281,10 @@ def load_html(data: bytes) -> list[Section]:
     for tag in soup.find_all(_HEADING):
         level = int(tag.name[1])
         tag.replace_with(f"\n\n{'#' * level} {tag.get_text(' ', strip=True)}\n\n")
+    for table in reversed(soup.find_all("table")):  # innermost first: a nested table becomes its cell's text
+        rows = [[cell.get_text(" ", strip=True) for cell in row.find_all(["th", "td"], recursive=False)]
+                for row in table.find_all("tr")]
+        table.replace_with(f"\n\n{markdown_table(rows)}\n\n")
     body = soup.get_text("\n")
     body = re.sub(r"[ \t]+\n", "\n", body)
     body = re.sub(r"\n{3,}", "\n\n", body).strip()
@@ -287,23 +295,25 @@ def load_html(data: bytes) -> list[Section]:
 
 @register(".docx")
 def load_docx(data: bytes) -> list[Section]:
-    """Paragraphs in order, Word heading styles as markdown headings, table rows as ' | ' lines."""
+    """Paragraphs and tables in document order: Word heading styles as markdown headings, tables as
+    Markdown tables (the first row their header)."""
     try:
         import docx
+        from docx.table import Table
 
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:
         raise InputError(f"corrupt or unreadable DOCX ({type(exc).__name__}: {_short(exc)})") from exc
-    lines = []
-    for paragraph in document.paragraphs:
-        text = paragraph.text.strip()
-        style = paragraph.style.name if paragraph.style is not None else ""
+    blocks = []
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            blocks.append(markdown_table([[cell.text for cell in row.cells] for row in item.rows]))
+            continue
+        text = item.text.strip()
+        style = item.style.name if item.style is not None else ""
         level = 1 if style == "Title" else _heading_level(style)
-        lines.append(f"{'#' * level} {text}" if level and text else text)
-    for table in document.tables:
-        for row in table.rows:
-            lines.append(" | ".join(cell.text.strip() for cell in row.cells))
-    return [Section("\n\n".join(line for line in lines if line), markdown=True)]
+        blocks.append(f"{'#' * level} {text}" if level and text else text)
+    return [Section("\n\n".join(block for block in blocks if block), markdown=True)]
 
 
 def _heading_level(style: str) -> int:

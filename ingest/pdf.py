@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .loaders import Section
+from .tables import with_tables
 
 Heading = tuple[int, str]  # (level, title)
 _EDGE_LINES = 2  # lines at each end of a page that may be a running header or footer
@@ -63,11 +64,14 @@ def _vertical_scale(tm: list[float], cm: list[float]) -> float:
     return float((c * c + d * d) ** 0.5) or 1.0
 
 
-def pdf_sections(reader: Any) -> list[Section]:
-    """The sections of a PDF: per page, cut at the headings found on it (see the module docstring)."""
+def pdf_sections(reader: Any, tables: dict[int, list] | None = None) -> list[Section]:
+    """The sections of a PDF: per page, cut at the headings found on it (see the module docstring);
+    `tables` (page number: tables, see `ingest.tables.pdf_tables`) replace their cells' text there."""
     outline = outline_headings(reader)
     pages = read_pages(reader, sizes=not outline)  # type sizes only when there is no outline to go by
     texts = joined_words(without_running_lines([p.text for p in pages]))
+    texts = [with_tables(text, tables[number]) if tables and number in tables else text
+             for number, text in enumerate(texts, 1)]
     headings = outline or size_headings(pages)
     sections: list[Section] = []
     path: list[Heading] = []

@@ -83,7 +83,7 @@ def test_docx_headings_paragraphs_and_tables(tmp_path):
     buffer = io.BytesIO()
     document.save(buffer)
     [section] = load(put(tmp_path, "report.docx", buffer.getvalue()))
-    assert section.text == "# Report\n\nFirst paragraph.\n\n## Details\n\nSecond paragraph.\n\nkey | value"
+    assert section.text == "# Report\n\nFirst paragraph.\n\n## Details\n\nSecond paragraph.\n\n| key | value |\n|---|---|"
 
 
 def test_rst_section_titles_become_markdown_headings(tmp_path):

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from ingest import loaders
+
 from ingest.ownership import Lease, StoreLease
 from ingest.pipeline import run_ingest
 from rag_bot.errors import StoreError
@@ -182,9 +184,11 @@ def test_an_old_local_record_moves_into_the_store_once(config, docs_copy):
     assert len(read_files(config)) == EXAMPLE_FILES  # dry runs and stats read it too
     embeddings = FakeEmbeddings(size=16)
     report = run_ingest(config, docs_copy, progress=False, embeddings=embeddings)
-    # an old record predates reader versions: the PDF (whose reader changed since) is read again; its chunks
-    # are the ones already stored, so nothing is embedded
-    assert report.updated == ["how-retrieval-works.pdf"] and len(report.unchanged) == EXAMPLE_FILES - 1
+    # an old record predates reader versions: the files whose reader changed since (PDF, Markdown, HTML) are
+    # read again; their chunks are the ones already stored, so nothing is embedded
+    changed = sorted(p.name for p in docs_copy.iterdir() if loaders.reader_version(p.name) > 1)
+    assert "how-retrieval-works.pdf" in changed and "getting-started.md" in changed
+    assert report.updated == changed and len(report.unchanged) == EXAMPLE_FILES - len(changed)
     assert embeddings.embedded == 0
     assert not path.exists() and path.with_name(path.name + ".moved-to-store").exists()
     assert "rag_bot.record" not in fresh_metadata(collection)

@@ -62,7 +62,7 @@ def test_files_read_by_an_older_loader_are_read_again(config, docs_copy, monkeyp
 
     ingest(config, docs_copy)
     rows = read_files(config)
-    assert rows["how-retrieval-works.pdf"].reader == loaders.READER_VERSIONS[".pdf"] and rows["faq.html"].reader == 1
+    assert rows["how-retrieval-works.pdf"].reader == loaders.READER_VERSIONS[".pdf"] and rows["faq.html"].reader == loaders.READER_VERSIONS[".html"]
     monkeypatch.setitem(loaders.READER_VERSIONS, ".pdf", loaders.READER_VERSIONS[".pdf"] + 1)  # the PDF reader changed
     embeddings = FakeEmbeddings(size=16)
     report = ingest(config, docs_copy, embeddings=embeddings)
