@@ -25,6 +25,7 @@ from rag_bot.store import META_FOLDER, fresh_metadata, get_collection, open_clie
 
 from . import loaders
 from .index import read_files
+from .passage import PassageView, pdf_view, text_view
 from .pipeline import IngestReport, run_ingest
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,27 @@ class Library:
         """The text rag-bot reads from `source`, a file of this collection (PDF pages marked), read from
         the folder the collection mirrors: what an MCP client gets as the document. `InputError` for a
         name the collection does not hold or a file that has gone; nothing outside the folder is read."""
+        sections = loaders.load(self._path(source), int(self.config.ingest.max_file_mb * 1024 * 1024),
+                                self.config.ingest.ocr != "off", say=log.info)
+        parts, page = [], None
+        for section in sections:  # a page's mark once, before its first section
+            if section.page is not None and section.page != page:
+                page = section.page
+                parts.append(f"[page {page}]")
+            parts.append(section.text.strip())
+        return "\n\n".join(parts)
+
+    def view(self, source: str, page: int | None, snippet: str) -> PassageView:
+        """A cited passage in its document (see `ingest.passage`): a PDF's page as an image with the
+        passage highlighted, else the text around it; the same checks as `text`."""
+        path = self._path(source)
+        if path.suffix.lower() == ".pdf" and page is not None:
+            return pdf_view(source, path, page, snippet)
+        return text_view(source, self.text(source), snippet)
+
+    def _path(self, source: str) -> Path:
+        """The file of `source` in the folder; `InputError` for a name the collection does not hold, a
+        path leading outside the folder, or a file that has gone."""
         folder = self._folder()
         if source not in read_files(self.config):
             raise InputError(f"{shown(source)}: not a file of collection {self.config.store.collection!r}; "
@@ -96,15 +118,7 @@ class Library:
             raise InputError(f"{shown(source)}: leads outside {folder}; not read")
         if not path.is_file():
             raise InputError(f"{shown(source)}: no longer in {folder}; run rag-bot ingest to update the collection")
-        sections = loaders.load(path, int(self.config.ingest.max_file_mb * 1024 * 1024), self.config.ingest.ocr != "off",
-                                say=log.info)
-        parts, page = [], None
-        for section in sections:  # a page's mark once, before its first section
-            if section.page is not None and section.page != page:
-                page = section.page
-                parts.append(f"[page {page}]")
-            parts.append(section.text.strip())
-        return "\n\n".join(parts)
+        return path
 
     def _pages(self) -> dict[str, int]:
         collection = get_collection(open_client(self.config), self.config.store.collection)

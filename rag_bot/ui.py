@@ -86,7 +86,7 @@ def build_app(get_chain: Callable[..., RagChain], title: str = TITLE, note: str 
 
             app.load(choices, None, picker, queue=False)
         with gr.Tab("Chat", id="chat-tab", elem_id="chat-tab"):
-            _chat_tab(get_chain, picker)
+            _chat_tab(get_chain, picker, documents)
         if documents is not None:
             from .documents_tab import documents_tab
 
@@ -100,7 +100,8 @@ def build_app(get_chain: Callable[..., RagChain], title: str = TITLE, note: str 
     return app
 
 
-def _chat_tab(get_chain: Callable[..., RagChain], picker: Any = None) -> None:
+def _chat_tab(get_chain: Callable[..., RagChain], picker: Any = None,
+              documents: Callable[[str | None], DocumentShelf] | None = None) -> None:
     import gradio as gr
 
     with gr.Row():
@@ -114,25 +115,83 @@ def _chat_tab(get_chain: Callable[..., RagChain], picker: Any = None) -> None:
         with gr.Column(scale=2):
             gr.Markdown("### Sources")
             sources = gr.HTML(f"<p>{SOURCES_HINT}</p>", elem_id="sources")
+            viewer = SourceViewer(documents) if documents is not None else None
 
-    def respond(message: str, history: list, collection: str | None = None) -> Iterator[tuple[list, str, str]]:
+    def respond(message: str, history: list, collection: str | None = None) -> Iterator[tuple]:
         chain = (lambda: get_chain(collection)) if collection else get_chain
-        yield from answer_events(chain, message, history)
+        reply = Reply()
+        for shown in answer_events(chain, message, history, reply):
+            yield shown + viewer.offered(reply.sources) if viewer is not None else shown
 
-    def cleared() -> tuple[list, str, str]:
-        return [], "", f"<p>{SOURCES_HINT}</p>"
+    def cleared() -> tuple:
+        empty: tuple = ([], "", f"<p>{SOURCES_HINT}</p>")
+        return empty + viewer.offered([]) if viewer is not None else empty
 
     picked = [picker] if picker is not None else []
+    outputs = [chatbot, question, sources, *(viewer.outputs if viewer is not None else [])]
     for trigger in (question.submit, send.click):
-        trigger(respond, [question, chatbot, *picked], [chatbot, question, sources], concurrency_limit=1,
+        trigger(respond, [question, chatbot, *picked], outputs, concurrency_limit=1,
                 concurrency_id="answer")  # one queue for both triggers
-    clear.click(cleared, None, [chatbot, question, sources], queue=False)
+    clear.click(cleared, None, outputs, queue=False)
     if picker is not None:  # another collection: a new conversation
-        picker.change(cleared, None, [chatbot, question, sources], queue=False)
+        picker.change(cleared, None, outputs, queue=False)
+    if viewer is not None:
+        viewer.opened.input(viewer.show, [viewer.opened, viewer.cited, *picked], viewer.shown)
 
 
-def answer_events(get_chain: Callable[[], RagChain], message: str, history: list) -> Iterator[tuple[list, str, str]]:
-    """(chat history, textbox value, sources html) after each streamed piece of one answer.
+class SourceViewer:
+    """Under the sources panel: pick a source to see its passage in its document, a PDF's page as an
+    image with the passage highlighted, any other document's text around it with the passage marked
+    (escaped: a document's markup shows as text). Read from the collection's folder only."""
+
+    def __init__(self, documents: Callable[[str | None], DocumentShelf]) -> None:
+        import gradio as gr
+
+        self.documents = documents
+        self.cited = gr.State([])
+        self.opened = gr.Radio(choices=[], label="Show a source in its document", elem_id="open-source",
+                               visible=False)
+        self.page = gr.Image(visible=False, elem_id="source-page", show_label=False, interactive=False,
+                             type="pil", buttons=[])
+        self.text = gr.HTML(visible=False, elem_id="source-text")
+        self.outputs = [self.cited, self.opened, self.page, self.text]
+        self.shown = [self.page, self.text]
+
+    def offered(self, sources: list) -> tuple:
+        """The outputs that offer `sources` (none: the viewer hidden)."""
+        import gradio as gr
+
+        cited = [{"n": s.n, "source": s.source, "page": s.page, "snippet": s.snippet} for s in sources]
+        choices = [(f"[{s.n}] {s.source}" + (f", page {s.page}" if s.page is not None else ""), str(s.n))
+                   for s in sources]
+        return (cited, gr.update(choices=choices, value=None, visible=bool(choices)),
+                gr.update(value=None, visible=False), gr.update(value="", visible=False))
+
+    def show(self, n: str | None, cited: list[dict], collection: str | None = None) -> tuple:
+        import gradio as gr
+
+        source = next((item for item in cited if str(item["n"]) == n), None)
+        if source is None:
+            return gr.update(visible=False), gr.update(visible=False)
+        try:
+            view = self.documents(collection).view(source["source"], source["page"], source["snippet"])
+        except RagBotError as exc:
+            return gr.update(visible=False), gr.update(value=f"<p>{html.escape(str(exc))}</p>", visible=True)
+        if view.image is not None:
+            note = "" if view.found else "<p><small>The passage could not be located on the page (a scanned page?).</small></p>"
+            return gr.update(value=view.image, visible=True), gr.update(value=note, visible=bool(note))
+        note = "" if view.found else "<p><small>The passage could not be located; the document's start:</small></p>"
+        body = (f"{html.escape(view.before)}<mark class='passage'>{html.escape(view.passage)}</mark>"
+                f"{html.escape(view.after)}")
+        return gr.update(value=None, visible=False), gr.update(visible=True, value=(
+            f"{note}<p><code>{html.escape(view.source)}</code></p>"
+            f"<pre class='in-document' style='white-space:pre-wrap;max-height:480px;overflow:auto'>{body}</pre>"))
+
+
+def answer_events(get_chain: Callable[[], RagChain], message: str, history: list,
+                  reply: Reply | None = None) -> Iterator[tuple[list, str, str]]:
+    """(chat history, textbox value, sources html) after each streamed piece of one answer; `reply`
+    (when given) is filled with the answer's events as they come.
 
     Everything that comes from a document or the LLM is escaped before it reaches the page: the chat
     renders Markdown, and a document's markup must show as text, never as elements or images."""
@@ -145,7 +204,7 @@ def answer_events(get_chain: Callable[[], RagChain], message: str, history: list
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
     panel = "<p><em>Searching the documents ...</em></p>"
     yield list(history), "", panel
-    reply, searched = Reply(), ""
+    reply, searched = reply if reply is not None else Reply(), ""
     try:
         for event in get_chain().stream({"question": message, "history": earlier}):
             reply.apply(event)

@@ -558,3 +558,51 @@ def test_the_collection_picker_switches_chat_and_documents(browser, served_chat)
     page.get_by_role("tab", name="Documents").click()
     page.wait_for_function("document.querySelector('#files').innerText.includes('orchard.md')", timeout=30_000)
     assert "getting-started.md" not in page.locator("#files").inner_text()
+
+
+@pytest.mark.slow
+def test_a_source_opens_its_passage_in_its_document(browser, served_chat):
+    url, _ = served_chat
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(url)
+    ask(page, "How does the cross-encoder reranker score a passage?")
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=180_000)
+    offered = page.locator("#open-source label")
+    labels = offered.all_inner_texts()
+    assert labels and all(label.startswith("[") for label in labels)
+    panel = page.locator("#sources").inner_text()
+    pdf = next((label for label in labels if ".pdf" in label), None)
+    text = next((label for label in labels if ".pdf" not in label), None)
+    assert pdf is not None and text is not None, labels
+    page.get_by_label(text, exact=True).check()  # a text document: the passage marked in its section
+    page.wait_for_function("document.querySelector('#source-text mark')?.innerText.length > 20", timeout=30_000)
+    marked = " ".join(page.locator("#source-text mark").inner_text().split())
+    assert marked.split()[0] in panel and len(page.locator("#source-text pre").inner_text()) > len(marked)
+    assert not page.locator("#source-page img").is_visible()
+    page.get_by_label(pdf, exact=True).check()  # a PDF: its page as an image with the passage highlighted
+    page.wait_for_function("document.querySelector('#source-page img')?.naturalWidth > 500", timeout=30_000)
+    shot = page.locator("#source-page img").screenshot()
+    from io import BytesIO
+
+    from PIL import Image
+
+    colours = Image.open(BytesIO(shot)).convert("RGB").getcolors(1 << 20)
+    marker = sum(count for count, (r, g, b) in colours if r > 230 and 200 < g < 245 and b < 170)
+    assert marker > 500, "no highlighted passage on the page"
+
+
+def test_a_passage_shown_in_its_document_is_escaped_text():
+    from ingest.passage import PassageView
+    from rag_bot.ui import SourceViewer
+
+    class Shelf:
+        def view(self, source, page, snippet):
+            return PassageView(source, before="<b>bold</b> ", passage="<img src=x onerror=alert(1)>", after=" after",
+                               found=True)
+
+    viewer = SourceViewer.__new__(SourceViewer)
+    viewer.documents = lambda collection: Shelf()
+    image, shown = viewer.show("1", [{"n": 1, "source": "a<script>.md", "page": None, "snippet": "x"}])
+    assert image["visible"] is False
+    assert "<img" not in shown["value"] and "&lt;img src=x onerror=alert(1)&gt;" in shown["value"]
+    assert "<mark class='passage'>&lt;img" in shown["value"] and "a&lt;script&gt;.md" in shown["value"]
