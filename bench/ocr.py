@@ -16,7 +16,6 @@ Prints and writes bench/results/ocr.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import statistics
@@ -26,7 +25,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from scifact import ROOT, cpu_flags, machine
+from scifact import ROOT, cpu_flags, machine, save
 
 from ingest import loaders
 from ingest.pipeline import run_ingest
@@ -143,10 +142,7 @@ def main() -> None:
                "median_seconds_per_page": {kind: statistics.median(row[f"{kind}_seconds"] for row in read)
                                            for kind in ("png", "pdf")},
                "text_only_ingest": ingest}
-    with open(args.out, "w") as handle:
-        json.dump(results, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(results, indent=2))
+    save(results, args.out)
 
 
 if __name__ == "__main__":

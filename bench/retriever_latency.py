@@ -15,11 +15,10 @@ sides interleaved query by query against the one reference; the CPU's flags go i
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
-from scifact import (ROOT, chosen_backends, cpu_flags, local_cross_encoder, machine, reranker_settings,
+from scifact import (ROOT, chosen_backends, cpu_flags, local_cross_encoder, machine, reranker_settings, save,
                      scifact_store, test_queries)
 
 from rag_bot.config import Config
@@ -143,10 +142,7 @@ def main() -> None:
     }
     results["ratio_p50_ours_over_reference"] = round(results["ours_ms"]["total"]["p50"] / reference_ms["total"]["p50"], 3)
     results["ratio_p95_ours_over_reference"] = round(results["ours_ms"]["total"]["p95"] / reference_ms["total"]["p95"], 3)
-    with open(args.out, "w") as handle:
-        json.dump(results, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(results, indent=2))
+    save(results, args.out)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,14 @@ BACKENDS = {
 }
 
 
+def save(results: dict, out: str | Path) -> None:
+    """Write a benchmark's results as indented JSON to `out` and print them."""
+    with open(out, "w") as handle:
+        json.dump(results, handle, indent=2)
+        handle.write("\n")
+    print(json.dumps(results, indent=2))
+
+
 def chosen_backends(spec: str) -> dict[str, dict]:
     """`auto` (what the config picks: {} settings), `all` (every backend this CPU runs well: bfloat16
     only with native bf16), or a comma-separated list of BACKENDS names."""

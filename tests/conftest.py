@@ -93,6 +93,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(server, ready, name: str, seconds: float = 120) -> None:
+    """Poll `ready()` until it is true while the `server` process runs; fail with its output otherwise."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"{name} stopped: {server.stdout.read() if server.stdout else ''}")
+        if ready():
+            return
+        time.sleep(0.3)
+    server.kill()
+    raise AssertionError(f"{name} did not answer within {seconds:g} s")
+
+
 def make_config(tmp_path: Path, **sections) -> Config:
     """A config whose data_dir is inside tmp_path; `sections` override keys, e.g. chunking={...}."""
     raw = {"data_dir": str(tmp_path / "data"), **sections}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import EXAMPLE_DOCS, RAG_BOT, free_port
+from tests.conftest import EXAMPLE_DOCS, RAG_BOT, free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -105,18 +104,18 @@ def start_http(config: Path, env: dict) -> tuple[subprocess.Popen, str]:
     server = subprocess.Popen([RAG_BOT, "--config", str(config), "mcp", "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}/mcp"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"rag-bot mcp stopped: {server.stdout.read() if server.stdout else ''}")
+
+    def listening() -> bool:
         try:
             urllib.request.urlopen(url, timeout=2)
         except urllib.error.HTTPError:  # any HTTP answer: it listens
-            return server, url
+            return True
         except OSError:
-            time.sleep(0.3)
-    server.kill()
-    raise AssertionError("rag-bot mcp did not listen within 120 s")
+            return False
+        return True
+
+    wait_until_ready(server, listening, "rag-bot mcp")
+    return server, url
 
 
 def test_streamable_http_needs_the_key(chat_config_file):

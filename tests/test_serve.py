@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from typing import Iterator
 import openai
 import pytest
 
-from tests.conftest import EXAMPLE_DOCS, RAG_BOT, free_port
+from tests.conftest import EXAMPLE_DOCS, RAG_BOT, free_port, wait_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -31,18 +30,16 @@ def start_server(config: Path, *args: str, env: dict | None = None) -> tuple[sub
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"rag-bot serve stopped: {server.stdout.read() if server.stdout else ''}")
+
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(base + "/health", timeout=2) as reply:
-                if json.load(reply)["status"] == "ok":
-                    return server, base
+                return json.load(reply)["status"] == "ok"
         except OSError:
-            time.sleep(0.3)
-    server.kill()
-    raise AssertionError("rag-bot serve did not answer /health within 120 s")
+            return False
+
+    wait_until_ready(server, healthy, "rag-bot serve")
+    return server, base
 
 
 def stop(server: subprocess.Popen) -> None:
