@@ -8,7 +8,7 @@
 2. examples/docs (text only: no page needs OCR) ingested with `ingest.ocr: off` and `auto`, alternately,
    into fresh stores with the real MiniLM: the seconds per run, and whether the OCR engine was loaded.
 
-    .venv/bin/python bench/ocr.py [--repeats 3]
+    .venv/bin/python bench/ocr.py [--repeats 3] [--pages N]
 
 Prints and writes bench/results/ocr.json.
 """
@@ -87,11 +87,11 @@ def pages() -> list[tuple[str, list[str], int, bool, int]]:
             ("10 pt at 300 dpi", lines[108:140], 42, True, 300)]
 
 
-def read_pages(folder: Path) -> list[dict]:
+def read_pages(folder: Path, count: int | None = None) -> list[dict]:
     from fpdf import FPDF
 
     results = []
-    for name, lines, size, scan, dpi in pages():
+    for name, lines, size, scan, dpi in pages()[:count]:
         png = folder / f"{name.replace(' ', '-')}.png"
         render(lines, size, scan, dpi).save(png)
         pdf = FPDF()
@@ -130,12 +130,14 @@ def ingest_runs(folder: Path, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pages", type=int, default=None, help="read only the first N pages (default: all 5)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ocr.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
         ingest = ingest_runs(Path(temp), args.repeats)  # first: the OCR engine is not loaded yet
-        read = read_pages(Path(temp))
-    results = {"command": "python bench/ocr.py" + (f" --repeats {args.repeats}" if args.repeats != 3 else ""),
+        read = read_pages(Path(temp), args.pages)
+    results = {"command": "python bench/ocr.py" + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+               + (f" --pages {args.pages}" if args.pages else ""),
                "machine": machine(), "cpu_flags": cpu_flags(), "pages": read,
                "mean_accuracy": {kind: round(statistics.mean(row[f"{kind}_accuracy"] for row in read), 4)
                                  for kind in ("png", "pdf")},

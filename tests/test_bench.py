@@ -115,3 +115,12 @@ def test_hardening_benchmark_smoke(tmp_path: Path):
     rows = json.loads(out.read_text())["login"]["rows"]
     assert [row["wrong_logins"] for row in rows] == [0, 3]
     assert rows[1]["login_statuses"] and all(row["page_max_s"] < 60 for row in rows)
+
+
+def test_ocr_benchmark_smoke(tmp_path: Path):
+    out = tmp_path / "ocr.json"
+    bench("ocr.py", "--repeats", "1", "--pages", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    [page] = result["pages"]
+    assert page["page"] == "clean 1" and page["png_accuracy"] > 0.9 and page["pdf_seconds"] > 0
+    assert result["text_only_ingest"]["ocr_engine_loaded"] is False and result["cpu_flags"] is not None
