@@ -98,3 +98,15 @@ def test_text_files_never_load_the_ocr_engine(folder):
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert done.stdout.strip() == "[]"
+
+
+def test_grown_boxes_of_neighbouring_lines_stay_apart():
+    from ingest.ocr import lines_of
+
+    def box(left, top, right, bottom):
+        return [[left, top], [right, top], [right, bottom], [left, bottom]]
+
+    # boxes grown around 22 px type: 66 px tall, lines 26 px apart, so each overlaps the next line's box
+    found = [(box(600, 100, 900, 166), "right half", 0.9), (box(90, 126, 800, 192), "second line", 0.9),
+             (box(90, 101, 560, 167), "left half", 0.9), (box(90, 152, 700, 218), "third line", 0.9)]
+    assert lines_of(found) == ["left half right half", "second line", "third line"]
