@@ -1,10 +1,11 @@
 """OCR accuracy and speed (`ingest.ocr`), and the cost of OCR support on a folder of text files.
 
-1. Pages of the example documents' own prose are rendered as images (Pillow's font, 150 dpi A4):
-   clean pages, a page in small print, and "scans" (turned by 1 degree, grey, with noise), one at 300 dpi. Each is read
-   the way ingest reads it: as a `.png` file and as the page of an image-only PDF (rendered again by
-   pypdfium2 at 200 dpi). Character accuracy is 1 - (edit distance / reference length) over the text
-   with runs of whitespace made one space; seconds per page are wall time on this machine.
+1. Pages of the example documents' own prose are rendered as images (Pillow's font, A4): clean pages,
+   pages in small print (one with lines 1.2 apart), and "scans" (turned by 1 degree, grey, with noise),
+   one at 300 dpi. Each is read the way ingest reads it: as a `.png` file and as the page of an
+   image-only PDF (whose picture is read at its own resolution). Character accuracy is 1 - (edit distance
+   / reference length) over the text with runs of whitespace made one space; seconds per page are wall
+   time on this machine.
 2. examples/docs (text only: no page needs OCR) ingested with `ingest.ocr: off` and `auto`, alternately,
    into fresh stores with the real MiniLM: the seconds per run, and whether the OCR engine was loaded.
 
@@ -44,14 +45,14 @@ def prose(limit: int) -> list[str]:
     return textwrap.wrap(" ".join(words)[:limit], width=70)
 
 
-def render(lines: list[str], size: int, scan: bool = False, dpi: int = 150):
+def render(lines: list[str], size: int, scan: bool = False, dpi: int = 150, spacing: float = 1.6):
     from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
     image = Image.new("L", (round(8.27 * dpi), round(11.69 * dpi)), 255)  # A4
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=size)
     for number, line in enumerate(lines):
-        draw.text((dpi * 0.6, dpi * 0.8 + number * int(size * 1.6)), line, fill=0, font=font)
+        draw.text((dpi * 0.6, dpi * 0.8 + number * int(size * spacing)), line, fill=0, font=font)
     if scan:
         noise = random.Random(0)
         image = image.rotate(1.0, fillcolor=235).filter(ImageFilter.GaussianBlur(0.6))
@@ -78,22 +79,23 @@ def accuracy(reference: str, read: str) -> float:
     return 1 - edit_distance(reference, read) / len(reference)
 
 
-def pages() -> list[tuple[str, list[str], int, bool, int]]:
-    """(name, lines, font size in pixels, scanned look, dpi): 30 px at 150 dpi is 14 pt type, 22 px is
-    10.5 pt; 42 px at 300 dpi is 10 pt, as an office scanner reads a letter."""
+def pages() -> list[tuple[str, list[str], int, bool, int, float]]:
+    """(name, lines, font size in pixels, scanned look, dpi, line spacing): 30 px at 150 dpi is 14 pt type,
+    22 px is 10.5 pt; 42 px at 300 dpi is 10 pt, as an office scanner reads a letter."""
     lines = prose(12000)
-    return [("clean 1", lines[0:24], 30, False, 150), ("clean 2", lines[24:48], 30, False, 150),
-            ("small print", lines[48:84], 22, False, 150), ("scan", lines[84:108], 30, True, 150),
-            ("10 pt at 300 dpi", lines[108:140], 42, True, 300)]
+    return [("clean 1", lines[0:24], 30, False, 150, 1.6), ("clean 2", lines[24:48], 30, False, 150, 1.6),
+            ("small print", lines[48:84], 22, False, 150, 1.6), ("scan", lines[84:108], 30, True, 150, 1.6),
+            ("10 pt at 300 dpi", lines[108:140], 42, True, 300, 1.6),
+            ("small print, tight lines", lines[0:50], 22, False, 150, 1.2)]
 
 
 def read_pages(folder: Path, count: int | None = None) -> list[dict]:
     from fpdf import FPDF
 
     results = []
-    for name, lines, size, scan, dpi in pages()[:count]:
-        png = folder / f"{name.replace(' ', '-')}.png"
-        render(lines, size, scan, dpi).save(png)
+    for name, lines, size, scan, dpi, spacing in pages()[:count]:
+        png = folder / f"{name.replace(' ', '-').replace(',', '')}.png"
+        render(lines, size, scan, dpi, spacing).save(png)
         pdf = FPDF()
         pdf.add_page()
         pdf.image(str(png), x=0, y=0, w=210)
@@ -130,7 +132,7 @@ def ingest_runs(folder: Path, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--pages", type=int, default=None, help="read only the first N pages (default: all 5)")
+    parser.add_argument("--pages", type=int, default=None, help="read only the first N pages (default: all 6)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ocr.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temp:
