@@ -257,6 +257,15 @@ def last_answer(page) -> str:
     return messages.nth(messages.count() - 1).inner_text() if messages.count() else ""
 
 
+def wait_for_sources(page, seconds: float) -> str:
+    """The last reply once it lists its sources; a reply that never does fails with what it said."""
+    deadline = time.monotonic() + seconds
+    while "Sources" not in page.locator("#chat").inner_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Sources" in page.locator("#chat").inner_text(), f"no sources after {seconds:.0f} s: {last_answer(page)!r}"
+    return last_answer(page)
+
+
 @pytest.mark.slow
 def test_the_chat_in_a_real_browser(browser, chat, tmp_path):
     chat_url, llm_calls = chat
@@ -338,7 +347,7 @@ def test_a_hostile_document_is_text_in_a_real_browser(browser, beacon):
         page = browser.new_page()
         page.goto(f"http://127.0.0.1:{port}/")
         ask(page, "What does the ingest walk?")
-        page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=60_000)
+        wait_for_sources(page, 60)
         page.wait_for_timeout(1500)  # time for any image the page would load
         answer = last_answer(page)
         assert f"[1] evil<img src={url}/name.png>.md, \"Guide ![h]({url}/heading.png) <b>bold</b>\"" in answer
@@ -366,7 +375,7 @@ def test_several_browser_sessions_at_once_all_get_answers(browser, chat):
         ask(page, question)
         pages.append(page)
     for page in pages:
-        page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=180_000)
+        wait_for_sources(page, 180)
         assert "Sorry" not in last_answer(page)
         assert page.locator("#sources .source").count() >= 1
     assert len(llm_calls) == 3  # each question reached the one LLM, one after another
@@ -418,7 +427,9 @@ def test_a_running_chat_follows_ingests_and_rebuilds(tmp_path, gguf_path, monkey
 @pytest.fixture
 def served_chat(tmp_path, gguf_path):
     """`rag-bot chat` (the real CLI wiring) over a copy of examples/docs with its corpus-trained scope
-    filter, answering in the shipped extract mode, and a second collection `notes`; stopped at the end."""
+    filter, answering with quotes only (`answer_mode: extract`: these tests are about what surrounds the answer,
+    and a written answer by the tiny test model took over three minutes on one CI machine), and a second
+    collection `notes`; stopped at the end."""
     import shutil
     import subprocess
     import urllib.request
@@ -428,7 +439,8 @@ def served_chat(tmp_path, gguf_path):
     docs = tmp_path / "docs"
     shutil.copytree(EXAMPLE_DOCS, docs)
     config = tmp_path / "config.yaml"
-    config.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nllm: {{model_path: {gguf_path}}}\n")
+    config.write_text(f"data_dir: data\nreranker: {{enabled: false}}\nllm: {{model_path: {gguf_path}}}\n"
+                      "chat: {answer_mode: extract}\n")
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "orchard.md").write_text("# The orchard\n\nThe old orchard behind the mill grows Bramley apples and "
@@ -489,7 +501,7 @@ def test_upload_ask_delete_ask_again_in_a_real_browser(browser, served_chat, tmp
 
     page.get_by_role("tab", name="Chat").click()
     ask(page, "Who built the lighthouse on Karrow Point?")
-    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=120_000)
+    wait_for_sources(page, 120)
     answer = last_answer(page)
     assert "Maud Ellery" in answer and "lighthouse.md" in page.locator("#sources").inner_text(), answer
 
@@ -553,7 +565,7 @@ def test_the_collection_picker_switches_chat_and_documents(browser, served_chat)
     assert sorted(offered) == ["notes", "rag_bot"]  # the picked one carries a tick
     page.get_by_role("option", name="notes").click()
     ask(page, "Who planted the old orchard behind the mill?")
-    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=120_000)
+    wait_for_sources(page, 120)
     assert "Ada Penrose" in last_answer(page) and "orchard.md" in page.locator("#sources").inner_text()
     page.get_by_role("tab", name="Documents").click()
     page.wait_for_function("document.querySelector('#files').innerText.includes('orchard.md')", timeout=30_000)
@@ -566,7 +578,7 @@ def test_a_source_opens_its_passage_in_its_document(browser, served_chat):
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
     page.goto(url)
     ask(page, "How does the cross-encoder reranker score a passage?")
-    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources')", timeout=180_000)
+    wait_for_sources(page, 180)
     offered = page.locator("#open-source label")
     labels = offered.all_inner_texts()
     assert labels and all(label.startswith("[") for label in labels)
