@@ -27,7 +27,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
 
 from langchain_core.documents import Document
@@ -35,9 +35,9 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from .config import ChatConfig, Config, load_config
 from .errors import ConfigError
-from .events import (Abstained, Cited, Declined, Event, Finished, Found, Judged, Replaced, Reply, Searched, Text,
+from .events import (Abstained, Cited, Declined, Event, Finished, Found, Judged, Recited, Replaced, Reply, Searched, Text,
                      Verified)
-from .citing import SAYS_NOT_COVERED, with_citations
+from .citing import SAYS_NOT_COVERED, recited, with_citations
 from .contrasts import contrast
 from .evidence import (Evidence, EvidenceFinder, Quote, copied, facts_missing, named_terms, numbers_missing,
                        numbers_out_of_place, split_sentences, without_list_numbers)
@@ -114,10 +114,12 @@ class Verification:
     margin: float | None = None  # the judge's margin for "the passages say this"
     unsupported: list[str] = field(default_factory=list)  # claims no sentence supports (no judge)
     copied: bool = False  # every sentence copied from a passage it cites: stands without the model's reading
+    recited: str | None = None  # the answer with a citation moved to the passage holding its facts
 
     def to_json(self) -> dict[str, Any]:
         return {"grounded": self.grounded, "missing": self.missing, "unsupported": self.unsupported,
-                "margin": None if self.margin is None else round(self.margin, 3), "copied": self.copied}
+                "margin": None if self.margin is None else round(self.margin, 3), "copied": self.copied,
+                "recited": self.recited is not None}
 
 
 @dataclass
@@ -412,6 +414,9 @@ class RagChain(Runnable):
             check = self.verify(question, context, answer, used, evidence)
         timings["answer"] = _ms(start)
         yield Verified(check)
+        if check.grounded and check.recited is not None:  # the same answer, its citations moved where the facts are
+            answer = check.recited
+            yield Recited(answer)
         if check.grounded:
             cited = {int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)}
             quotes = self.evidence.quotes(evidence, answer, only=cited or None) or evidence.quotes
@@ -428,6 +433,19 @@ class RagChain(Runnable):
         needs no reading). Without a judge, the similarity check of `EvidenceFinder.grounding`."""
         if not self.chat.verify:
             return Verification(True)
+        missing, texts = self._facts_missing(question, answer, used)
+        if missing and _CITED.search(answer):  # a wrong number ("[3]" for what [2] says): cite the passage saying it
+            moved = recited(answer, _searchable(used))
+            still, moved_texts = self._facts_missing(question, moved, used)
+            if moved != answer and not still:
+                return replace(self._read(question, context, moved, used, evidence, moved_texts), recited=moved)
+        if missing:
+            return Verification(False, missing=missing)
+        return self._read(question, context, answer, used, evidence, texts)
+
+    def _facts_missing(self, question: str, answer: str, used: list[Document]) -> tuple[list[str], list[str]]:
+        """The numbers, names and code of `answer` that the passages it cites (all, when it cites none) do not
+        hold or state of something else, and those passages' texts."""
         cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
         texts = _searchable([used[n - 1] for n in cited] if cited else used)
         # names the question itself uses ("the base Transformer") are the question's, not the answer's claims
@@ -436,8 +454,13 @@ class RagChain(Runnable):
                    if fact.lower() not in question.lower() or fact.replace(",", "").isdigit()]
         missing += [f"{number} (the passages state it of something else)" for number in numbers_out_of_place(written, texts)
                     if number not in missing]
-        if missing:
-            return Verification(False, missing=missing)
+        return missing, texts
+
+    def _read(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence,
+              texts: list[str]) -> Verification:
+        """An answer whose facts its passages hold: it stands when copied from them, else when the judge reads it
+        as said by them (without a judge, the similarity check of `EvidenceFinder.grounding`)."""
+        written = without_list_numbers(_CITED.sub("", answer))
         if copied(written, texts):  # a quote of the passages it cites: the fallback would show the same words
             return Verification(True, copied=True)
         if self.judge is None:

@@ -3,14 +3,15 @@ opens a sentence by talking about the passages ("The passage [1] states that it 
 often cites nothing at all. `CitedStream` drops such an opener, moving its reference to the end of its
 sentence ("It reads PDF files [1]."), and gives a sentence that cites nothing the number of the passage
 holding most of its words. Only the start of a sentence that may open that way is held back (a few
-words); everything else streams as it comes."""
+words); everything else streams as it comes. Once the answer is written, `recited` moves a citation
+whose passage lacks the claim's facts to the passage that holds them."""
 
 from __future__ import annotations
 
 import re
 from typing import Iterable, Iterator, Sequence
 
-from .evidence import content_tokens, word_overlap
+from .evidence import content_tokens, facts_missing, without_list_numbers, word_overlap
 
 _HEAD = r"(?:the |this |both |these )?passages?"
 _REFS = r"(?:\s*\[\d+\][\s,]*(?:and\s*)?)+"
@@ -161,3 +162,33 @@ def with_citations(pieces: Iterable[str], passages: Sequence[str]) -> Iterator[s
     rest = stream.close()
     if rest:
         yield rest
+
+
+_REF_RUN = re.compile(r"(?:\s*\[\d+\])+")
+
+
+def recited(answer: str, passages: Sequence[str]) -> str:
+    """The answer with each wrong citation moved: a claim (the text before a run of references, back to the
+    previous run) whose numbers, names and code its cited passages lack, while another passage holds them
+    all, cites that passage instead ("... 3 GB [3]" -> "... 3 GB [1]" when only [1] says 3 GB); of several
+    such passages, the one holding most of its words. Anything else is left as written."""
+    parts, start = [], 0
+    for run in _REF_RUN.finditer(answer):
+        claim, cited = answer[start: run.start()], [int(n) for n in _REF.findall(run.group(0))]
+        parts += [claim, _recite(claim, cited, passages) or run.group(0)]
+        start = run.end()
+    return "".join(parts) + answer[start:]
+
+
+def _recite(claim: str, cited: list[int], passages: Sequence[str]) -> str | None:
+    """The reference run for `claim` when its cited passages lack its facts and another holds them; else None."""
+    claim = without_list_numbers(claim)  # "2. Run it" states no 2
+    held = [passages[n - 1] for n in cited if 1 <= n <= len(passages)]
+    if len(held) < len(cited) or not facts_missing(claim, held):
+        return None
+    holding = [n for n in range(1, len(passages) + 1) if n not in cited and not facts_missing(claim, [passages[n - 1]])]
+    if not holding:
+        return None
+    shares = word_overlap(claim, [passages[n - 1] for n in holding])
+    best = holding[max(range(len(holding)), key=shares.__getitem__)]
+    return f" [{best}]"

@@ -10,7 +10,8 @@ The order of one answer:
     Judged                           the model's reading of the quotes (margin; None when not read)
     Abstained, Text, Cited           the documents don't say; or
     Text ... [Abstained, Replaced]   the answer as it is written (the model itself found no answer), then
-    Verified, [Replaced], Cited      whether it stands (a written answer that does not is replaced)
+    Verified, [Replaced|Recited], Cited  whether it stands (a written answer that does not is replaced;
+                                     one that stands with a citation moved is given again, re-cited)
     Finished                         the time each stage took
 
     from rag_bot import load_chain
@@ -98,6 +99,13 @@ class Replaced:
 
 
 @dataclass(frozen=True)
+class Recited:
+    """The written answer stands as `text`: the same words, a citation moved to the passage holding its facts."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Cited:
     """The quotes that go with the reply as it stands; `quoted`: the reply itself is made of them."""
 
@@ -113,7 +121,7 @@ class Finished:
     timings: dict[str, float]
 
 
-Event = Searched | Declined | Found | Judged | Abstained | Text | Verified | Replaced | Cited | Finished
+Event = Searched | Declined | Found | Judged | Abstained | Text | Verified | Replaced | Recited | Cited | Finished
 
 
 @dataclass
@@ -162,6 +170,8 @@ class Reply:
                 self.verification = verification
             case Replaced(text):
                 self.answer, self.replaced = text, True
+            case Recited(text):
+                self.answer = text
             case Cited(evidence, strength, quoted):
                 self.evidence, self.strength, self.quoted = evidence, strength, quoted
             case Finished(timings):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .events import Event, Replaced, Reply, Searched, Text
+from .events import Event, Recited, Replaced, Reply, Searched, Text
 
 
 def terminal_text(events: Iterable[Event], reply: Reply | None = None) -> Iterator[str]:
@@ -22,6 +22,8 @@ def terminal_text(events: Iterable[Event], reply: Reply | None = None) -> Iterat
             yield f"(Searched for: {event.question})\n"
         elif isinstance(event, Replaced):
             yield "\n\n" + event.text
+        elif isinstance(event, Recited):  # printed text cannot change: the answer again, its citations right
+            yield "\n\nWith each citation on the passage that says it:\n" + event.text
     yield "\n"
     if reply.quotes_to_show:
         heading = "\nClosest passages:\n" if reply.abstained else "\nEvidence:\n"

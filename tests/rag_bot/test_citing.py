@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rag_bot.citing import with_citations
+from rag_bot.citing import recited, with_citations
 from tests.rag_bot.test_chain import DOCS, FakeLLM, FakeRetriever, chain_with
 
 PASSAGES = ["rag-bot reads Markdown, PDF and Word files. No GPU is needed.",
@@ -62,3 +62,37 @@ def test_the_chain_streams_the_answer_without_the_opener_and_quotes_the_passage_
     result = chain_with(FakeRetriever(DOCS), llm).invoke("How long are chunks?")
     assert result["answer"] == "Chunks are about two hundred tokens long [2]."
     assert [quote.n for quote in result["evidence"]] == [2]
+
+
+def test_a_claim_cited_to_a_passage_without_its_facts_cites_the_passage_that_holds_them():
+    passages = ["rag-bot needs about 3 GB of free disk space and Python 3.10.",
+                "Set `reranker.enabled: false` in config.yaml to turn the reranker off.",
+                "The reranker is a cross-encoder; set reranker.top_n to keep fewer passages."]
+    answer = "It needs about 3 GB of disk [2]. Turn it off with `reranker.enabled: false` [2]."
+    assert recited(answer, passages) == "It needs about 3 GB of disk [1]. Turn it off with `reranker.enabled: false` [2]."
+    # of two passages holding the facts, the one holding more of the claim's words
+    assert recited("Turn the reranker off in config.yaml [1].", passages) == "Turn the reranker off in config.yaml [2]."
+    untouched = ["It needs Ollama [1].",  # no passage holds the fact: the verifier says so, nothing is moved
+                 "It needs about 3 GB [1].",  # already right
+                 "Steps:\n1. Install Python 3.10 [1].\n2. Run it [1].",  # a step's number is no fact to find
+                 "It is local [7]."]  # a number no passage has
+    assert [recited(text, passages) for text in untouched] == untouched
+
+
+def test_a_written_answer_citing_the_wrong_passage_stands_with_its_citation_moved():
+    from rag_bot.events import Recited
+    from rag_bot.reply import terminal_text
+
+    chain = chain_with(FakeRetriever(DOCS), FakeLLM("rag-bot ingest DIR walks a folder recursively [2]."),
+                       answer_mode="auto")
+    events = list(chain.stream("How do I ingest a folder?"))
+    assert [event.text for event in events if isinstance(event, Recited)] == [
+        "rag-bot ingest DIR walks a folder recursively [1]."]
+    result = chain.invoke("How do I ingest a folder?")
+    assert result["answer"] == "rag-bot ingest DIR walks a folder recursively [1]." and result["grounded"]
+    assert result["verification"]["recited"] is True and [quote.n for quote in result["evidence"]] == [1]
+    printed = "".join(terminal_text(iter(events)))
+    assert printed.count("[1].") == 1 and "passage that says it:\nrag-bot ingest DIR walks a folder recursively [1]." in printed
+    wrong = chain_with(FakeRetriever(DOCS), FakeLLM("rag-bot ingest DIR uses Ollama [2]."), answer_mode="auto")
+    result = wrong.invoke("How do I ingest a folder?")
+    assert result["grounded"] is False and result["verification"]["recited"] is False
