@@ -61,7 +61,7 @@ NOT_COVERED = "not_covered"
 _CITED = re.compile(r"\[(\d+)\]")
 TEMPLATE_RESERVE = 32  # tokens kept free for chat-template markup and tokenization at the joins
 MIN_PASSAGE_TOKENS = 48  # a trimmed passage shorter than this is left out
-PASSAGE_MARKUP_TOKENS = 24  # a passage's tags, number, file and heading
+PASSAGE_MARKUP_TOKENS = 24  # a passage's tags, number and heading line
 SNIPPET_CHARS = 240
 # how much surer the judge must be when a word rule fired (a term never mentioned, a number not stated, a
 # contrast the quotes never make, weak evidence): the rules inform, the model reading the passages decides
@@ -426,26 +426,27 @@ class RagChain(Runnable):
                 yield Replaced(self.prompts.format("unsupported", question=question, quotes=_quote_lines(quotes)))
         yield Cited(quotes, evidence.strength, quoted=not check.grounded and self.chat.answer_mode == "auto")
 
-    def verify(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence) -> Verification:
+    def verify(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence | None
+               ) -> Verification:
         """Does the written answer stand? Every number, name and code token in it must be in a passage it
-        cites (any passage found, when it cites none; a name may also come from the question), and the judge must
-        read it as said by the passages (`chat.verify_level`), unless it is copied from them (`copied`: a quote
+        cites (any passage found, when it cites none; a name may also come from the question; a citation of a
+        passage without them moves to the one holding them: `recited`), and the judge must read it as said by
+        the passages (`chat.verify_level`), unless it is copied from the passages it cites (`copied`: a quote
         needs no reading). Without a judge, the similarity check of `EvidenceFinder.grounding`."""
         if not self.chat.verify:
             return Verification(True)
-        missing, texts = self._facts_missing(question, answer, used)
+        missing = self._facts_missing(question, answer, used)
         if missing and _CITED.search(answer):  # a wrong number ("[3]" for what [2] says): cite the passage saying it
             moved = recited(answer, _searchable(used))
-            still, moved_texts = self._facts_missing(question, moved, used)
-            if moved != answer and not still:
-                return replace(self._read(question, context, moved, used, evidence, moved_texts), recited=moved)
+            if moved != answer and not self._facts_missing(question, moved, used):
+                return replace(self._read(question, context, moved, used, evidence), recited=moved)
         if missing:
             return Verification(False, missing=missing)
-        return self._read(question, context, answer, used, evidence, texts)
+        return self._read(question, context, answer, used, evidence)
 
-    def _facts_missing(self, question: str, answer: str, used: list[Document]) -> tuple[list[str], list[str]]:
+    def _facts_missing(self, question: str, answer: str, used: list[Document]) -> list[str]:
         """The numbers, names and code of `answer` that the passages it cites (all, when it cites none) do not
-        hold or state of something else, and those passages' texts."""
+        hold or state of something else."""
         cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
         texts = _searchable([used[n - 1] for n in cited] if cited else used)
         # names the question itself uses ("the base Transformer") are the question's, not the answer's claims
@@ -454,16 +455,20 @@ class RagChain(Runnable):
                    if fact.lower() not in question.lower() or fact.replace(",", "").isdigit()]
         missing += [f"{number} (the passages state it of something else)" for number in numbers_out_of_place(written, texts)
                     if number not in missing]
-        return missing, texts
+        return missing
 
-    def _read(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence,
-              texts: list[str]) -> Verification:
-        """An answer whose facts its passages hold: it stands when copied from them, else when the judge reads it
-        as said by them (without a judge, the similarity check of `EvidenceFinder.grounding`)."""
+    def _read(self, question: str, context: str, answer: str, used: list[Document], evidence: Evidence | None
+              ) -> Verification:
+        """An answer whose facts its passages hold: it stands when copied from the passages it cites, else when
+        the judge reads it as said by the passages (without a judge, the similarity check of
+        `EvidenceFinder.grounding`)."""
         written = without_list_numbers(_CITED.sub("", answer))
-        if copied(written, texts):  # a quote of the passages it cites: the fallback would show the same words
-            return Verification(True, copied=True)
+        cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
+        if copied(written, _searchable([used[n - 1] for n in cited] if cited else used)):  # a quote of its passages:
+            return Verification(True, copied=True)  # the fallback would show the same words
         if self.judge is None:
+            if evidence is None:
+                raise ValueError("verifying without a judge needs the question's evidence")
             grounding = self.evidence.grounding(answer, evidence, [doc.page_content for doc in used])
             return Verification(grounding.grounded, unsupported=list(grounding.unsupported))
         margin = self.judge.score(self._reading("verify", question, context, answer=_data(answer)))
@@ -702,8 +707,14 @@ def _quote_lines(quotes: list[Quote]) -> str:
 
 def _passage(n: int, doc: Document, text: str) -> str:
     """One passage of the answer prompt, marked as data (see prompts/system.txt); a tag inside the
-    document's text cannot close it early."""
-    return f"<passage>\n[{n}] {Source.from_document(n, doc).label()}\n{_data(text.strip())}\n</passage>"
+    document's text cannot close it early. The model reads its number and its text under its own heading,
+    not its file name: given "[1] getting-started.md, "Requirements"", a small model wrote "getting-started.md
+    requires ..." and '"Requirements" require ...' (the sources panel names the file)."""
+    text = text.strip()
+    heading = str(doc.metadata.get("heading") or "").split(" > ")[-1].strip()
+    if heading and not text.startswith("#"):
+        text = f"## {heading}\n{text}"
+    return f"<passage>\n[{n}]\n{_data(text)}\n</passage>"
 
 
 _TAG = re.compile(r"<(/?)(passage|question)\b", re.IGNORECASE)
