@@ -164,6 +164,7 @@ def main() -> None:
         "model": Path(chain.llm.model_file()).name,
         "n_ctx": config.llm.n_ctx, "threads": config.llm.threads or os.cpu_count(),
         "answers": len(mine), "answers_with_equal_token_counts": same_length,
+        "token_counts": [[a[1], b[1]] for a, b in zip(mine, theirs)],  # (ours, raw) per answer
         "sampling": {key: value for key, value in params.items() if key != "stop"},
         "ours": summary(mine),
         "raw_llama_cpp": summary(theirs),
