@@ -447,8 +447,7 @@ class RagChain(Runnable):
     def _facts_missing(self, question: str, answer: str, used: list[Document]) -> list[str]:
         """The numbers, names and code of `answer` that the passages it cites (all, when it cites none) do not
         hold or state of something else."""
-        cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
-        texts = _searchable([used[n - 1] for n in cited] if cited else used)
+        texts = _cited_texts(answer, used)
         # names the question itself uses ("the base Transformer") are the question's, not the answer's claims
         written = without_list_numbers(_CITED.sub("", answer))
         missing = [fact for fact in facts_missing(written, texts)
@@ -463,8 +462,7 @@ class RagChain(Runnable):
         the judge reads it as said by the passages (without a judge, the similarity check of
         `EvidenceFinder.grounding`)."""
         written = without_list_numbers(_CITED.sub("", answer))
-        cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
-        if copied(written, _searchable([used[n - 1] for n in cited] if cited else used)):  # a quote of its passages:
+        if copied(written, _cited_texts(answer, used)):  # a quote of its passages:
             return Verification(True, copied=True)  # the fallback would show the same words
         if self.judge is None:
             if evidence is None:
@@ -660,6 +658,12 @@ def _words_held(retrieval: Retrieval) -> bool:
 def _searchable(used: list[Document]) -> list[str]:
     """The passages' text with their file name and heading, as the term checks read them."""
     return [f"{doc.metadata.get('source', '')} {doc.metadata.get('heading') or ''}\n{doc.page_content}" for doc in used]
+
+
+def _cited_texts(answer: str, used: list[Document]) -> list[str]:
+    """The searchable texts of the passages `answer` cites; of all passages read when it cites none."""
+    cited = sorted({int(n) for n in _CITED.findall(answer) if 1 <= int(n) <= len(used)})
+    return _searchable([used[n - 1] for n in cited] if cited else used)
 
 
 def _listed(terms: list[str]) -> str:
