@@ -127,14 +127,18 @@ def _chat_tab(get_chain: Callable[..., RagChain], picker: Any = None,
         empty: tuple = ([], "", f"<p>{SOURCES_HINT}</p>")
         return empty + viewer.offered([]) if viewer is not None else empty
 
+    def switched() -> tuple:  # another collection: the conversation cleared, a question being typed kept
+        empty = cleared()
+        return empty[:1] + empty[2:]
+
     picked = [picker] if picker is not None else []
     outputs = [chatbot, question, sources, *(viewer.outputs if viewer is not None else [])]
     for trigger in (question.submit, send.click):
         trigger(respond, [question, chatbot, *picked], outputs, concurrency_limit=1,
                 concurrency_id="answer")  # one queue for both triggers
     clear.click(cleared, None, outputs, queue=False)
-    if picker is not None:  # another collection: a new conversation
-        picker.change(cleared, None, outputs, queue=False)
+    if picker is not None:  # picked by the user, not filled in by the page load (which would wipe a question typed)
+        picker.input(switched, None, [chatbot, *outputs[2:]], queue=False)
     if viewer is not None:
         viewer.opened.input(viewer.show, [viewer.opened, viewer.cited, *picked], viewer.shown)
 

@@ -246,10 +246,15 @@ def chat(chat_config_file):
     app.close()
 
 
-def ask(page, question: str) -> None:
+def ask(page, question: str, shown: bool = True) -> None:
+    """Type `question` and send it; with `shown`, fail unless it shows in the chat (a question lost before
+    the answer starts; a question queued behind another session's shows only when its turn comes)."""
     box = page.locator("#question textarea")
     box.fill(question)
     box.press("Enter")
+    if shown:
+        page.wait_for_function("q => document.querySelector('#chat').innerText.includes(q)", arg=question[:40],
+                               timeout=30_000)
 
 
 def last_answer(page) -> str:
@@ -372,7 +377,7 @@ def test_several_browser_sessions_at_once_all_get_answers(browser, chat):
                      "How do I run a Chroma server?"):
         page = browser.new_context().new_page()
         page.goto(chat_url)
-        ask(page, question)
+        ask(page, question, shown=False)
         pages.append(page)
     for page in pages:
         wait_for_sources(page, 180)
@@ -570,6 +575,36 @@ def test_the_collection_picker_switches_chat_and_documents(browser, served_chat)
     page.get_by_role("tab", name="Documents").click()
     page.wait_for_function("document.querySelector('#files').innerText.includes('orchard.md')", timeout=30_000)
     assert "getting-started.md" not in page.locator("#files").inner_text()
+
+
+@pytest.mark.slow
+def test_a_question_typed_while_the_page_loads_is_kept(browser):
+    """The page load fills in the collection picker; that is not the user picking another collection, so it
+    must not clear the chat (CI lost a question this way when listing the collections was slow)."""
+    chain = RagChain(FakeRetriever(DOCS), FakeLLM(reply="Run rag-bot ingest DIR [1]."), load_prompts(), GENERATE)
+
+    def slow_collections() -> list[str]:
+        time.sleep(3)
+        return ["rag_bot", "notes"]
+
+    app = build_app(lambda name=None: chain, collections=slow_collections)
+    port = free_port()
+    launch(app, UIConfig(port=port), block=False)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.locator("#question textarea").fill("How do I ingest a folder?")
+        page.wait_for_function("document.querySelector('#collection input')?.value === 'rag_bot'", timeout=30_000)
+        assert page.locator("#question textarea").input_value() == "How do I ingest a folder?"
+        page.locator("#question textarea").press("Enter")
+        assert "rag-bot ingest DIR" in wait_for_sources(page, 30)
+        page.locator("#question textarea").fill("Who planted the orchard?")
+        page.locator("#collection input").click()
+        page.get_by_role("option", name="notes").click()  # the user picks another one: a new conversation
+        page.wait_for_function("!document.querySelector('#chat').innerText.includes('ingest DIR')", timeout=10_000)
+        assert page.locator("#question textarea").input_value() == "Who planted the orchard?"
+    finally:
+        app.close()
 
 
 @pytest.mark.slow
