@@ -96,19 +96,6 @@ def test_cli_exits_2_with_one_line_on_a_bad_key(tmp_path, capsys):
     assert err == f"error: {path}: store.colection: unknown key; valid keys here: mode, path, host, port, collection"
 
 
-def test_every_config_key_is_in_the_readme_table():
-    from rag_bot.config import Config
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-
-    def keys(section, prefix=""):
-        for name in type(section).model_fields:
-            value = getattr(section, name)
-            yield from keys(value, f"{prefix}{name}.") if hasattr(type(value), "model_fields") else [prefix + name]
-
-    assert [key for key in keys(Config()) if f"`{key}`" not in readme] == []
-
-
 def test_the_longest_collection_name_allowed_can_be_ingested(tmp_path):
     """The longest name the validator takes works end to end: the lock file and the companion
     collection's names still fit (a 229-character name used to fail there)."""
