@@ -119,7 +119,7 @@ class Bm25Index:
 
     def holds_words(self, text: str) -> bool:
         """Does every content word of `text` (our stop words left out: "how", "do", "my") occur in some
-        chunk? False for a text with no content word. The gate's lexical look (`RagRetriever.check_scopes`)."""
+        chunk? False for a text with no content word. The gate's lexical look (`ScopeGate.check`)."""
         from .questions import STOPWORDS
 
         stems = self._stemmed_words()

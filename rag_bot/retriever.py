@@ -18,37 +18,32 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Hashable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
-from pydantic import ConfigDict, PrivateAttr, SkipValidation
+from pydantic import ConfigDict, SkipValidation
 
 from .config import Config, load_config
-from .errors import ModelError, StoreError
-from .filter import NEAREST, ScopeFilter, filter_path, gate_features, injection_scores, sentence_similarities
-from .injections import own_question
+from .errors import ModelError
+from .filter import ScopeFilter
+from .live import LiveCollection
 from .models import LocalEmbeddings, open_reranker, precision_context
 from .protocols import ChunkCollection, CrossEncoderModel, Embedder, KeywordIndex, StoreClient
 from .results import Retrieval, ScopeCheck
-from .store import (META_LEASE, META_VERSION, check_encoder, check_model, get_collection, nearest_chunks, open_client,
-                    open_vectorstore, pages, reopen_client, server_errors, store_location)
+from .scope_gate import NOT_TRAINED, ScopeGate
+from .store import server_errors
 
 log = logging.getLogger(__name__)
-
-FOLLOW_SECONDS = 1.0  # how often a long-lived retriever asks the store whether an ingest changed it
-# The lexical look counts only where at most this share of the bundled off-topic messages has every content word
-# in the collection (examples/docs: 6 of 168, 3.6%; BENCHMARKS.md, session 25).
-WORDS_TELL = 0.05
 
 
 class RagRetriever(BaseRetriever):
     """MMR candidates from Chroma (fused with BM25 when hybrid), reranked by a cross-encoder,
-    behind a scope filter. Build it with `load_retriever()`.
+    behind the scope gate. Build it with `load_retriever()`: it opens the collection as a
+    `LiveCollection` (followed as ingests change it) and the `ScopeGate`, and keeps the stages.
 
     Per call, `filter=` takes a Chroma `where` dict (`{"source": "faq.html"}`) and `sources=`
     one glob or a list of globs over the `source` path (`"guides/*.md"`); `k=` overrides
@@ -60,18 +55,10 @@ class RagRetriever(BaseRetriever):
     # (the models are passed in as loaded; pydantic checks only the config)
     config: Config
     embeddings: SkipValidation[Embedder]
-    vectorstore: SkipValidation[VectorStore]  # langchain-chroma's Chroma
-    client: SkipValidation[StoreClient]  # the chromadb client, to notice a re-created collection
-    collection: SkipValidation[ChunkCollection]  # the collection behind `vectorstore`, for reads its wrapper lacks
+    live: SkipValidation[LiveCollection | None] = None  # the collection, its vector store and BM25, followed
+    gate: SkipValidation[ScopeGate | None] = None  # the scope gate (its filter None: every question passes)
     reranker: SkipValidation[CrossEncoderModel | None] = None
     reranker_status: str = ""  # "on: MODEL (where from)" or "off: why", for stats, search --json and the UI
-    scope: ScopeFilter | None = None
-    bm25: SkipValidation[KeywordIndex | None] = None
-    _source_cache: tuple[int, set[str]] | None = PrivateAttr(default=None)
-    _negative_vectors: Any = PrivateAttr(default=None)
-    _words_share: tuple[Any, Any, float] | None = PrivateAttr(default=None)
-    _seen: tuple | None = PrivateAttr(default=None)  # (collection id, version stamp, filter file mtime)
-    _checked_at: float = PrivateAttr(default=0.0)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun,
                                 **kwargs: Any) -> list[Document]:
@@ -83,7 +70,7 @@ class RagRetriever(BaseRetriever):
         passages even when the gate declines (its verdict still in `scope`), for a second opinion."""
         with server_errors(self.config, "the search"):
             self.follow_store()
-            with _rebuilding(self):
+            with self._live.rebuilding():
                 return self._search(query, filter, sources, k, gate)
 
     def _search(self, query: str, filter: dict | None, sources: str | list[str] | None, k: int | None,
@@ -125,59 +112,9 @@ class RagRetriever(BaseRetriever):
     def check_scopes(self, vectors: list[list[float]], texts: list[str] | None = None) -> list[ScopeCheck]:
         """`check_scope` for many questions at once (batched store queries), for evaluation."""
         self.follow_store()
-        if self.scope is None:
-            raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
-        if self._negative_vectors is None:
-            self._negative_vectors = self.embeddings.embed_documents(self.scope.negatives)
-        similarities, metadatas, ids = nearest_chunks(self.collection, vectors, NEAREST)
-        features = gate_features(vectors, similarities, self._negative_vectors)
-        scores = self.scope.score(features)
-        injection = (injection_scores(self.scope, vectors, texts, self.embeddings) if self.config.filter.injections
-                     else None)
-        checks = []
-        for i, score in enumerate(scores):
-            meta = metadatas[i][0] if metadatas[i] else {}
-            nearest = {"source": meta.get("source"), "page": meta.get("page"), "heading": meta.get("heading") or None,
-                       "similarity": round(similarities[i][0], 4)}
-            checks.append(ScopeCheck(score, self.threshold, {name: float(values[i]) for name, values in features.items()},
-                                     nearest, list(self.scope.about),
-                                     injection[i] if injection else None,
-                                     self.scope.injection_threshold if injection else None,
-                                     own_question=texts is not None and own_question(texts[i])))
-        level = self.scope.sentence_level
-        if self.config.filter.sentences and level is not None:  # the second look: only what the gate declines on topic
-            looked = [i for i, check in enumerate(checks) if check.score < check.threshold and not check.instruction]
-            found = sentence_similarities(self.collection, self.embeddings, [vectors[i] for i in looked],
-                                          [ids[i] for i in looked])
-            for i, similarity in zip(looked, found):
-                checks[i].sentence, checks[i].sentence_level = similarity, level
-        if texts is not None:
-            self._look_at_words(checks, texts)
-        return checks
-
-    def _look_at_words(self, checks: list[ScopeCheck], texts: list[str]) -> None:
-        """The lexical look at what the gate declined on topic: does the collection hold every content word of
-        the question ("how do I add my own files?" over documents about adding files)? Only where the
-        collection's words tell: at most `WORDS_TELL` of the bundled off-topic messages have all of theirs in it
-        (in a large collection nearly every word of any message is somewhere). The model's second opinion then
-        asks less (`chain.second_opinion`)."""
-        share = self._off_topic_held()
-        if share is None or share > WORDS_TELL or self.bm25 is None:  # (bm25 checked again for the type checker)
-            return
-        for check, text in zip(checks, texts):
-            if check.declined and not check.instruction:
-                check.words_held, check.off_topic_held = self.bm25.holds_words(text), share
-
-    def _off_topic_held(self) -> float | None:
-        """The share of the gate's off-topic messages whose content words the collection all holds (once per
-        keyword index and filter)."""
-        if self.bm25 is None or self.scope is None or not self.scope.negatives:
-            return None
-        cached = self._words_share  # for the index and filter it was counted with (not their ids, which are reused)
-        if cached is None or cached[0] is not self.bm25 or cached[1] is not self.scope:
-            held = sum(self.bm25.holds_words(text) for text in self.scope.negatives)
-            cached = self._words_share = (self.bm25, self.scope, held / len(self.scope.negatives))
-        return cached[2]
+        if self.gate is None or self.gate.filter is None:
+            raise ModelError(NOT_TRAINED)
+        return self.gate.check(self._live.collection, self._live.bm25, vectors, texts)
 
     def warm_up(self) -> None:
         """Load now what the first search would load (the embedding model, the off-topic messages'
@@ -202,59 +139,55 @@ class RagRetriever(BaseRetriever):
         return candidates
 
     def follow_store(self) -> None:
-        """Keep a long-lived retriever (the chat server) in step with ingests run elsewhere: when
-        the collection was re-created (`--rebuild`) or an ingest stamped a new version, reopen it and
-        its BM25 index; when the scope filter file changed, reload it. Asks the store at most once
-        per `FOLLOW_SECONDS`. A collection that is missing or being rebuilt is a `StoreError` that
-        says to try again in a moment."""
-        now = time.monotonic()
-        if now - self._checked_at < FOLLOW_SECONDS:
-            return
-        name = self.config.store.collection
-        current = get_collection(self.client, name)
-        if current is None:
-            raise _being_rebuilt(name)
-        metadata = current.metadata or {}
-        seen = (str(current.id), metadata.get(META_VERSION), _mtime(filter_path(self.config)))
-        if self._seen is not None and seen[:2] != self._seen[:2]:
-            if metadata.get(META_VERSION) is None and metadata.get(META_LEASE):
-                raise _being_rebuilt(name)  # a new collection that its first ingest has not finished
-            log.info("collection %r changed: reopening it", name)
-            self._reopen()
-        if self._seen is not None and seen[2] != self._seen[2]:
-            log.info("scope filter changed: reloading it")
-            self.scope = _load_scope(self.config)
-            self._negative_vectors = None
-        self._seen = seen
-        self._checked_at = now
-
-    def _reopen(self) -> None:
-        client = reopen_client(self.config)
-        collection = get_collection(client, self.config.store.collection)
-        if collection is None:
-            raise _being_rebuilt(self.config.store.collection)
-        check_model(collection, self.config.embedding.model, what="query")
-        check_encoder(collection, self.embeddings, self.config.chunking.context_header, what="query")
-        self.client, self.collection = client, collection
-        self.vectorstore = open_vectorstore(self.config, self.embeddings, client)
-        if self.bm25 is not None:
-            from .bm25 import load_bm25
-
-            self.bm25 = load_bm25(self.config, collection)
-        self._source_cache = None
+        """Keep a long-lived retriever (the chat server) in step with ingests run elsewhere
+        (`LiveCollection.follow`: a re-created or re-stamped collection reopened, a retrained gate reloaded)."""
+        self._live.follow()
 
     def recheck(self) -> None:
         """Make the next query look at the store again (see `follow_store`)."""
-        self._checked_at = 0.0
+        self._live.recheck()
 
     @property
     def threshold(self) -> float:
-        configured = self.config.filter.threshold
-        if configured is not None:
-            return configured
-        if self.scope is None:
-            raise ModelError("filter.enabled: no scope filter is loaded; run `rag-bot train-filter --from-corpus`")
-        return self.scope.threshold
+        if self.gate is None:
+            raise ModelError(NOT_TRAINED)
+        return self.gate.threshold
+
+    # what the live collection and the gate hold, under the names a retriever has always had
+
+    @property
+    def scope(self) -> ScopeFilter | None:
+        """The trained scope filter, None when there is none (every question passes)."""
+        return self.gate.filter if self.gate is not None else None
+
+    @scope.setter
+    def scope(self, scope: ScopeFilter | None) -> None:
+        if self.gate is None:
+            self.gate = ScopeGate(self.config, self.embeddings, scope)
+        else:
+            self.gate.filter = scope
+
+    @property
+    def collection(self) -> ChunkCollection:
+        return self._live.collection
+
+    @property
+    def client(self) -> StoreClient:
+        return self._live.client
+
+    @property
+    def vectorstore(self) -> VectorStore:
+        return self._live.vectorstore
+
+    @property
+    def bm25(self) -> KeywordIndex | None:
+        return self.live.bm25 if self.live is not None else None
+
+    @property
+    def _live(self) -> LiveCollection:
+        if self.live is None:
+            raise ModelError("store.collection: this retriever was made without a collection; use load_retriever()")
+        return self.live
 
     # stages: public so that evaluation and training run exactly what a search runs
 
@@ -329,19 +262,9 @@ class RagRetriever(BaseRetriever):
         if sources is None:
             return where
         patterns = [sources] if isinstance(sources, str) else list(sources)
-        matching = sorted(s for s in self._sources() if any(fnmatchcase(s, p) for p in patterns))
+        matching = sorted(s for s in self._live.sources() if any(fnmatchcase(s, p) for p in patterns))
         source_where = {"source": {"$in": matching or ["\0no match"]}}
         return {"$and": [where, source_where]} if where else source_where
-
-    def _sources(self) -> set[str]:
-        """Every `source` in the collection, cached until the chunk count changes."""
-        collection = self.collection
-        count = collection.count()
-        if self._source_cache is None or self._source_cache[0] != count:
-            sources = {(m or {}).get("source", "") for page in pages(collection, ["metadatas"]) for m in page["metadatas"]}
-            self._source_cache = (count, sources)
-        return self._source_cache[1]
-
 
 def rrf(rankings: Sequence[Sequence[Any]], k: int, key: Callable[[Any], Hashable] = lambda item: item) -> dict:
     """Reciprocal rank fusion: each item's sum over the rankings of 1 / (k + its 1-based rank)."""
@@ -350,31 +273,6 @@ def rrf(rankings: Sequence[Sequence[Any]], k: int, key: Callable[[Any], Hashable
         for rank, item in enumerate(ranking, 1):
             scores[key(item)] = scores.get(key(item), 0.0) + 1.0 / (k + rank)
     return scores
-
-
-def _mtime(path: Any) -> int | None:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return None
-
-
-def _being_rebuilt(name: str) -> StoreError:
-    return StoreError(f"store.collection: {name!r} is being rebuilt (or was deleted); try again in a moment, "
-                      f"or run `rag-bot ingest DIR` if nothing is running")
-
-
-@contextmanager
-def _rebuilding(retriever: "RagRetriever") -> Iterator[None]:
-    """Chroma's "collection does not exist" during a query (a rebuild started just now) becomes the
-    same `StoreError`, and the next query looks at the store again."""
-    try:
-        yield
-    except Exception as exc:
-        if type(exc).__name__ != "NotFoundError":
-            raise
-        retriever.recheck()
-        raise _being_rebuilt(retriever.config.store.collection) from exc
 
 
 class _Clock:
@@ -404,40 +302,14 @@ def load_retriever(config: str | Config | None = None, *, embeddings: Any = None
     may be passed in to share already loaded models (`reranker_status` says what that reranker is).
     """
     config = config if isinstance(config, Config) else load_config(config)
-    client = open_client(config)
-    collection = get_collection(client, config.store.collection)
-    if collection is None or collection.count() == 0:
-        raise StoreError(f"store.collection: no documents in collection {config.store.collection!r} at "
-                         f"{store_location(config)}; run `rag-bot ingest DIR` first")
-    check_model(collection, config.embedding.model, what="query")
     embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
-    check_encoder(collection, embeddings, config.chunking.context_header, what="query")
+    live = LiveCollection.open(config, embeddings)  # first: an empty store says to run the ingest
+    gate = live.gate = ScopeGate.load(config, embeddings)
     if config.reranker.enabled is False:
         reranker, status = None, "off (reranker.enabled: false)"
     elif reranker is not None:
         status = reranker_status or "on: the cross-encoder passed in"
     else:
         reranker, status = open_reranker(config.reranker)
-    bm25 = None
-    if config.retriever.hybrid:
-        from .bm25 import load_bm25
-
-        bm25 = load_bm25(config, collection)
-    retriever = RagRetriever(config=config, embeddings=embeddings, vectorstore=open_vectorstore(config, embeddings, client),
-                             client=client, collection=collection, reranker=reranker, reranker_status=status, scope=_load_scope(config), bm25=bm25)
-    retriever.follow_store()  # what it opened is what it has seen
-    return retriever
-
-
-def _load_scope(config: Config) -> ScopeFilter | None:
-    if not config.filter.enabled:
-        return None
-    path = filter_path(config)
-    if not path.exists():
-        log.warning("no scope filter trained yet: every question is answered; run `rag-bot train-filter --from-corpus`")
-        return None
-    scope = ScopeFilter.load(path)
-    if scope.embedding_model != config.embedding.model:
-        raise ModelError(f"embedding.model: the scope filter at {path} was trained with {scope.embedding_model!r}; "
-                         f"retrain it with `rag-bot train-filter`, or set filter.enabled: false")
-    return scope
+    return RagRetriever(config=config, embeddings=embeddings, live=live, gate=gate, reranker=reranker,
+                        reranker_status=status)

@@ -37,7 +37,7 @@ def found(retriever, text, source):
 
 
 def test_a_running_retriever_follows_ingests_from_another_process(tmp_path, docs_copy, monkeypatch):
-    monkeypatch.setattr("rag_bot.retriever.FOLLOW_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr("rag_bot.live.FOLLOW_SECONDS", 0.0)
     config = make_config(tmp_path, **SETTINGS)
     run_ingest(config, docs_copy, progress=False, embeddings=FakeEmbeddings(size=16))
     retriever = load_retriever(config, embeddings=FakeEmbeddings(size=16))

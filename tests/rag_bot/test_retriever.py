@@ -374,12 +374,9 @@ def test_fused_rerank_weighs_the_reranker_against_the_retrieval_order(config):
             return [{"a": 4.0, "b": 3.0, "c": 10.0, "d": 2.0, "e": 1.0}[passage] for _, passage in pairs]
 
     docs = lambda: [Document(name, id=name) for name in "abcde"]  # noqa: E731  (retrieval order a..e)
-    plain = RagRetriever(config=config, embeddings=None, vectorstore=None, client=None, collection=None,
-                         reranker=Scores())
+    plain = RagRetriever(config=config, embeddings=None, reranker=Scores())
     assert [d.id for d in plain.rerank("q", docs(), 3)] == list("cab")
-    fused = RagRetriever(config=with_(config, reranker={"fuse": True}), embeddings=None, vectorstore=None,
-                         client=None, collection=None,
-                         reranker=Scores())
+    fused = RagRetriever(config=with_(config, reranker={"fuse": True}), embeddings=None, reranker=Scores())
     ranked = fused.rerank("q", docs(), 3)
     # a: 1/61 + 1/62 > c: 1/63 + 1/61 > b: 1/62 + 1/63; the scores stay the reranker's
     assert [d.id for d in ranked] == list("acb") and [d.metadata["rerank_score"] for d in ranked] == [4.0, 10.0, 3.0]
@@ -404,7 +401,7 @@ def test_rerank_runs_in_the_reranker_precision(config, monkeypatch, precision, n
             return [0.0 for _ in pairs]
 
     retriever = RagRetriever(config=with_(config, reranker={"precision": precision}), embeddings=None,
-                             vectorstore=None, client=None, collection=None, reranker=Recorder())
+                             reranker=Recorder())
     retriever.rerank("q", [Document("a", id="a")], 1)
     assert seen == [autocast]
     expected_backend = "torch" if autocast else "onnx"  # auto: onnx where the torch side would be float32
@@ -475,7 +472,7 @@ def test_the_gate_looks_at_the_words_of_a_question_it_declines(examples_config, 
     """A declined question whose every content word the collection holds is marked for the model's second
     opinion (`words_held`); only where few off-topic messages share that: examples/docs holds all the words of
     at most 5% of them."""
-    from rag_bot.retriever import WORDS_TELL
+    from rag_bot.scope_gate import WORDS_TELL
 
     retriever = load_retriever(with_(examples_config, filter={"enabled": True}, retriever={"hybrid": True}), embeddings=minilm)
     held = retriever.search("what's bm25 for").scope

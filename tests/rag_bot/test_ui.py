@@ -395,7 +395,7 @@ def test_a_running_chat_follows_ingests_and_rebuilds(tmp_path, gguf_path, monkey
 
     from tests.conftest import EXAMPLE_DOCS, RAG_BOT
 
-    monkeypatch.setattr("rag_bot.retriever.FOLLOW_SECONDS", 0.0, raising=False)
+    monkeypatch.setattr("rag_bot.live.FOLLOW_SECONDS", 0.0)
     docs = tmp_path / "docs"
     shutil.copytree(EXAMPLE_DOCS, docs)
     config = tmp_path / "config.yaml"
