@@ -11,24 +11,16 @@ import csv
 import io
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from rag_bot.errors import InputError
 
 from .ocr import IMAGE_EXTENSIONS
+from .section import Section
 from .tables import markdown_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Section:
-    text: str
-    page: int | None = None
-    markdown: bool = False
-    path: tuple[tuple[int, str], ...] = ()  # (level, title) headings in force where the section starts
 
 
 Loader = Callable[[bytes], list[Section]]

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from .loaders import Section
+from .section import Section
 from .tables import with_tables
 
 Heading = tuple[int, str]  # (level, title)

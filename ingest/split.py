@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from langchain_core.documents import Document
 
-from .loaders import Section
+from .section import Section
 
 Offsets = Sequence[tuple[int, int]]
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")

@@ -601,7 +601,7 @@ def _eval_embeddings(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from .hub import list_models
+    from .model_report import list_models
 
     rows = list_models(_config(args), check=not args.no_load)
     print(json.dumps({"models": [row.to_json() for row in rows]}) if args.json

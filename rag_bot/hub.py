@@ -1,6 +1,6 @@
 """Where models come from: a Python package (`package:`), a local folder, the Hugging Face cache,
-or the hub. Finds a model without loading it or waiting long on a network (`find_model`), lists
-what the config names (`list_models`) and downloads the hub models into the cache (`fetch_models`),
+or the hub. Finds a model without loading it or waiting long on a network (`find_model`), says
+what the config names (`configured_models`) and downloads the hub models into the cache (`fetch_models`),
 so that a machine prepared once online works offline.
 
 `llm.model_path` also takes `hf:OWNER/REPO/FILE.gguf`: one file of a hub repository.
@@ -8,6 +8,7 @@ so that a machine prepared once online works offline.
 
 from __future__ import annotations
 
+import importlib
 import os
 import urllib.error
 import urllib.request
@@ -55,8 +56,6 @@ class ModelSource:
 def find_model(ref: str, key: str) -> ModelSource:
     """Where the model `ref` (package:, a folder, a hub name, or `hf:OWNER/REPO/FILE`) can be had from."""
     if ref.startswith("package:"):
-        from .models import resolve_model_path
-
         try:
             return ModelSource(ref, "package", resolve_model_path(ref, key))
         except ModelError as exc:
@@ -194,77 +193,17 @@ def configured_models(config: Any) -> list[tuple[str, str, str]]:
     return models
 
 
-def _gguf_source(ref: str, key: str, models_dir: Path) -> ModelSource:
+def gguf_source(ref: str, key: str, models_dir: Path) -> ModelSource:
     """Where a GGUF model comes from; a packaged one is (or will be) assembled into `models_dir`."""
     if not ref.startswith("package:"):
         return find_model(ref, key) if ref.startswith(HF_PREFIX) else (
             ModelSource(ref, "folder", ref) if Path(ref).is_file() else ModelSource(ref, "missing", why="no such file"))
-    from .models import model_package
-
     try:
         module = model_package(ref, key)
     except ModelError as exc:
         return ModelSource(ref, "missing", why=str(exc).removeprefix(f"{key}: "))
     target = models_dir / getattr(module, "MODEL_NAME", f"{module.__name__}.gguf")
     return ModelSource(ref, "package", str(target))
-
-
-def _size(path: str | None) -> int | None:
-    if not path or not Path(path).exists():
-        return None
-    target = Path(path)
-    if target.is_file():
-        return target.stat().st_size
-    return sum(item.stat().st_size for item in target.rglob("*") if item.is_file())  # follows the cache's links
-
-
-def _loads(role: str, source: ModelSource, config: Any) -> str:
-    if not source.available:
-        return "no"
-    if source.kind == "hub":
-        return "not yet (run `rag-bot models fetch`, or it downloads on first use)"
-    try:
-        if role == "embedder":
-            from .models import LocalEmbeddings
-
-            LocalEmbeddings(config.embedding).model
-        elif role == "reranker":
-            from .models import load_cross_encoder
-
-            load_cross_encoder(config.reranker, source)
-        elif not Path(source.path or "").exists():
-            return "assembled from its package on first use"
-        else:
-            from .llm import check_gguf, verified
-
-            path = Path(source.path or "")
-            check_gguf(path)
-            if source.kind == "package" and not verified(path, _package_sha256(source.ref)):
-                return "no: the file is damaged (not the one its package ships); it is assembled again at the next start"
-            return "yes (a GGUF file; llama.cpp loads it at the first answer)"
-    except ModelError as exc:
-        return f"no: {str(exc).split(': ', 1)[-1]}"
-    return "yes"
-
-
-def _package_sha256(ref: str) -> str | None:
-    from .models import model_package
-
-    return getattr(model_package(ref, "chat.judge_model"), "EXPECTED_SHA256", None)
-
-
-def list_models(config: Any, check: bool = True) -> list[ModelRow]:
-    """Every model the config names: where it comes from, its size on disk, whether it loads
-    (`check=False`: not tried)."""
-    from .llm import shared_models_dir
-
-    rows = []
-    folders = {"llm": shared_models_dir(), "judge": shared_models_dir()}
-    for role, key, ref in configured_models(config):
-        source = _gguf_source(ref, key, folders[role]) if role in folders else find_model(ref, key)
-        loads = _loads(role, source, config) if check else "not checked"
-        rows.append(ModelRow(role, key, source, _size(source.path), loads))
-    return rows
 
 
 def fetch_models(config: Any) -> Iterator[tuple[str, str, str | None, str | None]]:
@@ -301,6 +240,43 @@ def _fetch(role: str, key: str, ref: str) -> str:
         raise ModelError(f"{key}: cannot fetch it ({type(exc).__name__}: {first_line(exc)}); check the name, "
                          f"and that the hub is reachable (HF_ENDPOINT, proxy)") from exc
     return f"fetched into the Hugging Face cache: {path}"
+
+
+def resolve_model_path(ref: str, key: str) -> str:
+    """Turn a model reference into something `from_pretrained` can load.
+
+    `package:<module>` names a model shipped in a Python package (its `get_model_path()`);
+    anything else is a local folder or a hub name and is returned as is.
+    """
+    if not ref.startswith("package:"):
+        return ref
+    module = model_package(ref, key)
+    module_name = module.__name__
+    if not hasattr(module, "get_model_path"):
+        raise ModelError(f"{key}: module {module_name!r} has no get_model_path(); it does not ship a model")
+    return str(module.get_model_path())
+
+
+def model_package(ref: str, key: str) -> Any:
+    """The Python module named by `package:<module>`, or a ModelError saying what to install."""
+    module_name = ref.removeprefix("package:")
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        pip_name = module_name.replace("_", "-")
+        raise ModelError(
+            f"{key}: {ref!r} needs the Python package {pip_name!r}, which is not installed; "
+            f"run `make setup` or `pip install {pip_name}`"
+        ) from exc
+
+
+def shared_models_dir() -> Path:
+    """Where packaged models too large to copy into every data folder are assembled, once per machine:
+    `$RAG_BOT_CACHE/models`, else `$XDG_CACHE_HOME/rag-bot/models`, else `~/.cache/rag-bot/models`. The files
+    are checked against their sha256 when assembled and never change, so every data folder can share them."""
+    if os.environ.get("RAG_BOT_CACHE"):
+        return Path(os.environ["RAG_BOT_CACHE"]) / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag-bot" / "models"
 
 
 def hub_file_path(ref: str) -> Path:

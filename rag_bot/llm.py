@@ -20,8 +20,7 @@ from typing import Any, Iterator
 
 from .config import Config, LLMConfig
 from .errors import ModelError, first_line
-from .hub import HF_PREFIX, hub_file_path
-from .models import model_package
+from .hub import HF_PREFIX, hub_file_path, model_package, shared_models_dir
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +202,6 @@ def repair_hint(ref: str, path: Path) -> str:
     if ref.startswith(HF_PREFIX):
         return f"delete {path} and run `rag-bot models fetch` to download it again"
     return "point it at a complete .gguf file (download it again if it was cut short)"
-
-
-def shared_models_dir() -> Path:
-    """Where packaged models too large to copy into every data folder are assembled, once per machine:
-    `$RAG_BOT_CACHE/models`, else `$XDG_CACHE_HOME/rag-bot/models`, else `~/.cache/rag-bot/models`. The files
-    are checked against their sha256 when assembled and never change, so every data folder can share them."""
-    if os.environ.get("RAG_BOT_CACHE"):
-        return Path(os.environ["RAG_BOT_CACHE"]) / "models"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag-bot" / "models"
 
 
 def packaged_gguf(ref: str, folder: Path, key: str = "llm.model_path") -> Path:

@@ -4,7 +4,6 @@ loads a model."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -16,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 
 from .config import PACKAGED_EMBEDDER, EmbeddingConfig
 from .errors import ModelError, first_line
-from .hub import ModelSource, find_model
+from .hub import ModelSource, find_model, model_package, resolve_model_path  # (the last two: where they were)
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +24,6 @@ log = logging.getLogger(__name__)
 # about 360 MB in a 30k-chunk ingest. 16 measured smaller and no slower (BENCHMARKS.md, issue 17). Read
 # when oneDNN makes its first kernel, so it is set here, before any model runs; the environment wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
-
-
-def resolve_model_path(ref: str, key: str) -> str:
-    """Turn a model reference into something `from_pretrained` can load.
-
-    `package:<module>` names a model shipped in a Python package (its `get_model_path()`);
-    anything else is a local folder or a hub name and is returned as is.
-    """
-    if not ref.startswith("package:"):
-        return ref
-    module = model_package(ref, key)
-    module_name = module.__name__
-    if not hasattr(module, "get_model_path"):
-        raise ModelError(f"{key}: module {module_name!r} has no get_model_path(); it does not ship a model")
-    return str(module.get_model_path())
-
-
-def model_package(ref: str, key: str) -> Any:
-    """The Python module named by `package:<module>`, or a ModelError saying what to install."""
-    module_name = ref.removeprefix("package:")
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        pip_name = module_name.replace("_", "-")
-        raise ModelError(
-            f"{key}: {ref!r} needs the Python package {pip_name!r}, which is not installed; "
-            f"run `make setup` or `pip install {pip_name}`"
-        ) from exc
 
 
 def native_bf16() -> bool:

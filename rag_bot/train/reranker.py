@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..models import pick_device, precision_context, quiet_transformers, resolve_model_path, use_bf16
+from ..hub import resolve_model_path
+from ..models import pick_device, precision_context, quiet_transformers, use_bf16
 from .pairs import Pair, split_pairs
 from .run import (TrainReport, TrainSettings, fingerprint, measured_before, prepare_out, quiet_training_logs,
                   train_and_save, training_arguments)

@@ -69,11 +69,60 @@ def test_the_ui_and_the_cli_are_leaves():
 
 
 def test_training_is_given_its_retriever_and_llm_rather_than_building_them():
-    allowed = {"..config", "..errors", "..models", "..prompting", "..store", "..eval.beir",
+    allowed = {"..config", "..errors", "..hub", "..models", "..prompting", "..store", "..eval.beir",
                "..questions", "..rows"}  # the question generator and the row reader: text in, rows out
     for path in (ROOT / "rag_bot" / "train").glob("*.py"):
         used = {name for name in _imports(path) if name.startswith(".")}
         assert {name for name in used if name.startswith("..")} <= allowed, (path, used)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Each module of rag_bot and ingest -> the modules of the two it imports when it runs (at the top or
+    inside a function; not under `if TYPE_CHECKING:`, which never runs)."""
+    files = {".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): path
+             for package in ("rag_bot", "ingest") for path in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test) for inner in ast.walk(node)}
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        graph[name] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+                target = ".".join(part for part in (base, node.module or "") if part)
+                for alias in node.names:
+                    found = f"{target}.{alias.name}" if f"{target}.{alias.name}" in files else target
+                    if found in files and found != name:
+                        graph[name].add(found)
+            elif isinstance(node, ast.Import):
+                graph[name].update(alias.name for alias in node.names if alias.name in files)
+    return graph
+
+
+def test_no_import_circles():
+    """Finding a model never loads one, and no two modules lean on each other (hub <-> models <-> llm
+    was one, closed by imports inside functions)."""
+    graph = _module_graph()
+    assert "rag_bot.hub" in graph["rag_bot.llm"] and "rag_bot.live" in graph["rag_bot.retriever"]  # it sees imports
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module == goal:
+                return True
+            if module not in seen:
+                seen.add(module)
+                todo.extend(graph[module])
+        return False
+
+    circles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a))
+    assert circles == []
+    assert not graph["rag_bot.hub"] & {"rag_bot.models", "rag_bot.llm", "rag_bot.judge"}  # finding never loads
 
 
 # Internals of libraries that offer no public way to do the same, each with its reason.

@@ -121,7 +121,7 @@ def test_a_damaged_cached_model_is_found_and_assembled_again(tmp_path, fake_pack
 
 def test_models_list_says_a_damaged_judge_file_does_not_load(tmp_path, fake_package, monkeypatch):
     from rag_bot.config import Config
-    from rag_bot.hub import list_models
+    from rag_bot.model_report import list_models
 
     _, content = fake_package
     monkeypatch.setenv("RAG_BOT_CACHE", str(tmp_path / "cache"))
