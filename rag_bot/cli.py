@@ -234,52 +234,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from ingest.pipeline import run_ingest
+    from .app import App
 
-    from .models import LocalEmbeddings
-
-    config = _config(args)
-    embeddings = LocalEmbeddings(config.embedding)
+    app = App(_config(args))
     if args.watch:
-        return _watch(args, config, embeddings)
-    progress = False if (args.no_progress or args.json) else None
-    report = run_ingest(config, args.folder, dry_run=args.dry_run, rebuild=args.rebuild, progress=progress,
-                        embeddings=embeddings)
-    from .filter_training import refresh_filter
-
-    scope = None if args.dry_run else refresh_filter(config, embeddings)
-    if args.json:
-        print(json.dumps({**report.to_json(), **({"filter": scope} if scope else {})}))
-    else:
-        print(report.summary())
-        if scope:
-            print(scope["message"])
-    return report.exit_code
+        return _watch(args, app)
+    done = app.ingest(args.folder, dry_run=args.dry_run, rebuild=args.rebuild,
+                      progress=False if (args.no_progress or args.json) else None)
+    print(json.dumps(done.to_json()) if args.json else done.summary())
+    return done.report.exit_code
 
 
-def _watch(args: argparse.Namespace, config: Config, embeddings: Any) -> int:
-    from ingest.watch import watch_folder
-
-    from .filter_training import refresh_filter
-
+def _watch(args: argparse.Namespace, app: Any) -> int:
     if args.dry_run:
         raise UsageError("--watch and --dry-run: choose one (a dry run writes nothing to keep in sync)")
+    first = [True]
 
     def report(done: Any) -> None:
-        changed = bool(done.added or done.updated or done.deleted)
-        scope = refresh_filter(config, embeddings, corpus_changed=changed)
         if args.json:
-            print(json.dumps({**done.to_json(), **({"filter": scope} if scope else {})}), flush=True)
-        elif changed or done.skipped or first:  # a run that found nothing new stays quiet
-            print(done.summary() + (f"\n{scope['message']}" if scope else ""), flush=True)
+            print(json.dumps(done.to_json()), flush=True)
+        elif done.changed or done.report.skipped or first:  # a run that found nothing new stays quiet
+            print(done.summary(), flush=True)
         first.clear()
 
     def failed(exc: RagBotError) -> None:
         print(f"error: {exc} (still watching)", file=sys.stderr, flush=True)
 
-    first = [True]
     print(f"watching {args.folder} (Ctrl+C to stop)", file=sys.stderr, flush=True)
-    watch_folder(config, args.folder, embeddings=embeddings, on_report=report, on_error=failed, rebuild=args.rebuild)
+    app.watch(args.folder, on_run=report, on_error=failed, rebuild=args.rebuild)
     print("stopped watching", file=sys.stderr, flush=True)
     return 0
 
@@ -333,24 +315,22 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
+    from .app import App
     from .models import reranker_status
-    from .prompting import load_prompts, prompts_dir
-    from .service import Collections
     from .ui import build_app, launch
 
     config = _config(args)
     ui = config.ui.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
                                       if value is not None})
     _check_port("ui.port", ui.host, ui.port)
-    load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
-    service = Collections(config)  # one set of models for every collection the picker offers
-    service.warm_up()
+    app = App(config)  # one set of models for every collection the picker offers
+    app.check_prompts()
+    app.warm_up()
     print(f"rag-bot chat: open http://{ui.host}:{ui.port} in your browser (Ctrl+C to stop)", flush=True)
-    app = build_app(service.chain, note=f"Reranking {reranker_status(config.reranker)}",
-                    documents=_libraries(config, service.embeddings) if ui.documents else None,
-                    collections=service.names)
+    page = build_app(app.service.chain, note=f"Reranking {reranker_status(config.reranker)}",
+                     documents=app.documents if ui.documents else None, collections=app.service.names)
     try:
-        launch(app, ui, max_file_mb=config.ingest.max_file_mb)
+        launch(page, ui, max_file_mb=config.ingest.max_file_mb)
     except OSError as exc:
         raise ConfigError(f"ui.port: cannot listen on {ui.host}:{ui.port} ({exc}); "
                           "choose another port with --port or ui.port") from exc
@@ -359,31 +339,29 @@ def _chat(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .api import build_api, check_exposure, serve
-    from .prompting import load_prompts, prompts_dir
-    from .service import Collections
+    from .app import App
 
     config = _config(args)
     api = config.api.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
                                         if value is not None})
     check_exposure(api)
     _check_port("api.port", api.host, api.port)
-    load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
-    service = Collections(config, max_queue=api.max_queue)
-    service.warm_up()
+    app = App(config, max_queue=api.max_queue)
+    app.check_prompts()
+    app.warm_up()
     print(f"rag-bot serve: OpenAI-compatible API at http://{api.host}:{api.port}/v1 (model: {config.store.collection}; "
           "Ctrl+C to stop)", flush=True)
     try:
-        serve(build_api(service, api), api)
+        serve(build_api(app.service, api), api)
     finally:
-        service.close()
+        app.close()
     return 0
 
 
 def _mcp(args: argparse.Namespace) -> int:
     from .api import api_key, check_exposure
+    from .app import App
     from .mcp_server import PATH, build_mcp, serve_http, serve_stdio
-    from .prompting import load_prompts, prompts_dir
-    from .service import Collections
 
     config = _config(args)
     api = config.api.model_copy(update={key: value for key, value in (("host", args.host), ("port", args.port))
@@ -393,9 +371,9 @@ def _mcp(args: argparse.Namespace) -> int:
     if args.port is not None:
         check_exposure(api)
         _check_port("--port", api.host, api.port)
-    load_prompts(prompts_dir(config))  # a broken template stops here, not at the first question
-    service = Collections(config, max_queue=api.max_queue)
-    server = build_mcp(service, _libraries(config, service.embeddings), api)
+    app = App(config, max_queue=api.max_queue)
+    app.check_prompts()
+    server = build_mcp(app.service, app.documents, api)
     try:
         if args.port is None:
             print("rag-bot mcp: serving over stdin and stdout (the client launches this command)", file=sys.stderr)
@@ -404,7 +382,7 @@ def _mcp(args: argparse.Namespace) -> int:
             print(f"rag-bot mcp: streamable HTTP at http://{api.host}:{api.port}{PATH} (Ctrl+C to stop)", flush=True)
             serve_http(server, api, api_key(api))
     finally:
-        service.close()
+        app.close()
     return 0
 
 
@@ -421,28 +399,6 @@ def _check_port(key: str, host: str, port: int) -> None:
     except OSError as exc:
         raise ConfigError(f"{key}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
                           f"choose another port with --port or {key}") from exc
-
-
-def _libraries(config: Config, embeddings: Any) -> Callable[[str | None], Any]:
-    """The Documents tab's shelf of each collection: uploads and deletes ingest at once (with the
-    chat's own embedding model) and retrain a corpus-trained scope filter."""
-    from ingest.library import Library
-
-    from .filter_training import refresh_filter
-
-    shelves: dict[str, Library] = {}
-
-    def shelf(name: str | None) -> Library:
-        chosen = config.for_collection(name)
-        if chosen.store.collection not in shelves:
-            def retrained(report: Any) -> str | None:
-                scope = refresh_filter(chosen, embeddings, corpus_changed=True)
-                return scope["message"] if scope else None
-
-            shelves[chosen.store.collection] = Library(chosen, embeddings, after_change=retrained)
-        return shelves[chosen.store.collection]
-
-    return shelf
 
 
 def _eval_retrieval(args: argparse.Namespace) -> int:

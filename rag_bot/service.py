@@ -40,11 +40,13 @@ class Collections:
     threads at once) and returns a `Future`; at most `max_queue` pieces of work wait, more raise `Busy`.
     """
 
-    def __init__(self, config: Config, *, llm: ChatLLM | None = None, max_queue: int = 64) -> None:
+    def __init__(self, config: Config, *, llm: ChatLLM | None = None, max_queue: int = 64,
+                 embeddings: LocalEmbeddings | None = None) -> None:
         self.config = config
         self.max_queue = max_queue
         self._llm = llm
-        self.embeddings = LocalEmbeddings(config.embedding)  # loads on first use; shared with ingest jobs
+        # loads on first use; shared with ingest jobs (the App passes its own)
+        self.embeddings = embeddings if embeddings is not None else LocalEmbeddings(config.embedding)
         self._reranker: tuple[Any, str] | None = None  # the cross-encoder and its status line
         self._judge: tuple[AnswerJudgeModel | None] | None = None  # built with the first chain
         self._chains: dict[str, RagChain] = {}
