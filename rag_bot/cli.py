@@ -19,6 +19,7 @@ from .errors import ConfigError, InputError, ModelError, RagBotError, StoreError
 from .logs import configure_logging
 
 if TYPE_CHECKING:
+    from .app import App, Ingested
     from .train.run import TrainReport, TrainSettings
 
 # Each error class's exit status, in one place: all of them mean that nothing was done.
@@ -245,12 +246,12 @@ def _ingest(args: argparse.Namespace) -> int:
     return done.report.exit_code
 
 
-def _watch(args: argparse.Namespace, app: Any) -> int:
+def _watch(args: argparse.Namespace, app: App) -> int:
     if args.dry_run:
         raise UsageError("--watch and --dry-run: choose one (a dry run writes nothing to keep in sync)")
     first = [True]
 
-    def report(done: Any) -> None:
+    def report(done: Ingested) -> None:
         if args.json:
             print(json.dumps(done.to_json()), flush=True)
         elif done.changed or done.report.skipped or first:  # a run that found nothing new stays quiet

@@ -15,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 
 from .config import PACKAGED_EMBEDDER, EmbeddingConfig
 from .errors import ModelError, first_line
-from .hub import ModelSource, find_model, model_package, resolve_model_path  # (the last two: where they were)
+from .hub import ModelSource, find_model, resolve_model_path  # (resolve_model_path: imported from here by bench and tests)
 
 log = logging.getLogger(__name__)
 
